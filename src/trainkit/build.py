@@ -1,0 +1,186 @@
+"""The only place where a DictConfig becomes objects. Nothing below this module imports Hydra or OmegaConf.
+
+Every component is looked up by `name` in a fixed registry, never by an import path from the config:
+a config stored in a checkpoint may come from anywhere, and must not choose what code runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from functools import partial
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from trainkit.data.base import DataMeta, DataSplits
+from trainkit.data.loader import Augment, BatchLoader
+from trainkit.engine.device import resolve_device
+from trainkit.engine.optimization import Optimization, Precision
+from trainkit.engine.settings import TrainerSettings
+from trainkit.tasks.base import Task
+
+
+class ConfigError(Exception):
+    """A config value that cannot work. The message names the key and the fix."""
+
+
+READERS = {  # data.name → module with a `load(**kwargs) -> DataSplits`
+    "mnist_csv": "trainkit.data.mnist_csv",
+    "cifar10": "trainkit.data.cifar10",
+    "synthetic_regression": "trainkit.data.synthetic",
+}
+LOADER_KEYS = {"name", "batch_size", "augment"}  # data.* keys for the batch loader, not the reader
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+              "rmsprop": torch.optim.RMSprop}
+
+
+def to_dict(node: DictConfig, key: str) -> dict[str, Any]:
+    """A config group as a plain dict; a `???` value left unset becomes an error naming its key."""
+    try:
+        return OmegaConf.to_container(node, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
+    except MissingMandatoryValue as exc:
+        full = f"{key}.{exc.key}" if exc.key else key
+        raise ConfigError(f"{full} is required and has no value: set it on the command line, e.g. {full}=PATH.") from None
+
+
+def _call_with(fn: Any, kwargs: dict[str, Any], key: str, what: str) -> Any:
+    """Call `fn(**kwargs)`, turning an unknown key into an error that lists the known ones."""
+    params = inspect.signature(fn).parameters
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        known = ", ".join(p for p in params if p not in ("in_shape", "num_outputs", "sample_shape", "bounds", "params", "optimizer", "T_max"))
+        raise ConfigError(f"{', '.join(f'{key}.{k}' for k in unknown)} is not a setting of {what}; its settings are: {known}.")
+    return fn(**kwargs)
+
+
+def build_settings(cfg: DictConfig) -> TrainerSettings:
+    values = to_dict(cfg.trainer, "trainer")
+    try:
+        return _call_with(TrainerSettings, values, "trainer", "the trainer")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def build_data(cfg: DictConfig) -> DataSplits:
+    values = to_dict(cfg.data, "data")
+    name = values.get("name")
+    if name not in READERS:
+        raise ConfigError(f"data.name={name!r} is not a known dataset; choose data= one of: {', '.join(READERS)}.")
+    reader = importlib.import_module(READERS[name]).load
+    kwargs = {k: v for k, v in values.items() if k not in LOADER_KEYS}
+    if "seed" in inspect.signature(reader).parameters:
+        kwargs.setdefault("seed", cfg.seed)
+    return _call_with(reader, kwargs, "data", f"data={name}")
+
+
+def build_loaders(cfg: DictConfig, data: DataSplits, device: torch.device,
+                  settings: TrainerSettings) -> dict[str, BatchLoader]:
+    values = to_dict(cfg.data, "data")
+    batch_size = int(values.get("batch_size", 64))
+    eval_batch_size = settings.eval_batch_size or 4 * batch_size
+    augment = values.get("augment")
+    augment = _call_with(Augment, augment, "data.augment", "data.augment") if augment else None
+    loaders = {
+        "train": BatchLoader(data.train, data.meta, batch_size, device, shuffle=True, seed=cfg.seed, augment=augment),
+        "val": BatchLoader(data.val, data.meta, eval_batch_size, device),
+    }
+    if data.test is not None and data.test.y is not None:
+        loaders["test"] = BatchLoader(data.test, data.meta, eval_batch_size, device)
+    return loaders
+
+
+def build_task(cfg: DictConfig, meta: DataMeta) -> Task:
+    """The model, sized from the data, inside the task that says how it learns."""
+    values = to_dict(cfg.model, "model")
+    name = values.pop("name", None)
+    if name == "gan":
+        from trainkit.models.gan import GAN
+        from trainkit.tasks.gan import GANTask
+
+        images = meta.kind == "classification"
+        sample_shape = meta.in_shape if images else (meta.in_shape[0] + meta.num_outputs,)
+        mean = std = bounds = None
+        if images and meta.mean is not None:
+            mean = torch.tensor(meta.mean).view(-1, 1, 1)
+            std = torch.tensor(meta.std).view(-1, 1, 1)
+            bounds = ((0 - mean) / std, (1 - mean) / std)  # pixel range [0, 1] in normalized units
+        gan = _call_with(GAN, {**values, "sample_shape": sample_shape, "bounds": bounds}, "model", "model=gan")
+        return GANTask(gan, joint=not images, mean=mean, std=std)
+    if name == "mlp":
+        from trainkit.models.mlp import MLP as model_cls
+    elif name == "cnn":
+        from trainkit.models.cnn import CNN as model_cls
+    else:
+        raise ConfigError(f"model.name={name!r} is not a known model; choose model= one of: mlp, cnn, gan.")
+    try:
+        net = _call_with(model_cls, {**values, "in_shape": meta.in_shape, "num_outputs": meta.num_outputs},
+                         "model", f"model={name}")
+    except ValueError as exc:
+        raise ConfigError(f"model={name} does not fit data={meta.name}: {exc}") from None
+    if meta.kind == "classification":
+        from trainkit.tasks.classification import ClassificationTask
+
+        return ClassificationTask(net)
+    from trainkit.tasks.regression import RegressionTask
+
+    return RegressionTask(net)
+
+
+def build_optimization(cfg: DictConfig, task: Task, settings: TrainerSettings, device: torch.device) -> Optimization:
+    values = to_dict(cfg.optimizer, "optimizer")
+    name = values.pop("name", None)
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"optimizer.name={name!r} is not known; choose optimizer= one of: {', '.join(OPTIMIZERS)}.")
+    optimizers = {
+        group: _call_with(OPTIMIZERS[name], {"params": params, **values}, "optimizer", f"optimizer={name}")
+        for group, params in task.param_groups().items()
+    }
+    schedulers = {k: build_scheduler(cfg, o, settings) for k, o in optimizers.items()}
+    return Optimization(
+        optimizers, Precision(settings.precision, device),
+        schedulers={k: s for k, s in schedulers.items() if s is not None}, grad_clip=settings.grad_clip,
+    )
+
+
+def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, settings: TrainerSettings) -> Any:
+    values = to_dict(cfg.scheduler, "scheduler") if cfg.get("scheduler") else {"name": "none"}
+    name = values.pop("name", "none")
+    sched = torch.optim.lr_scheduler
+    makers = {
+        "none": None,
+        "step": partial(sched.StepLR, optimizer),
+        "cosine": partial(sched.CosineAnnealingLR, optimizer, T_max=settings.max_epochs),
+    }
+    if name not in makers:
+        raise ConfigError(f"scheduler.name={name!r} is not known; choose scheduler= one of: {', '.join(makers)}.")
+    return None if makers[name] is None else _call_with(makers[name], values, "scheduler", f"scheduler={name}")
+
+
+@dataclass
+class Built:
+    """Everything a command needs, built from one config."""
+
+    settings: TrainerSettings
+    device: torch.device
+    data: DataSplits
+    task: Task
+    loaders: dict[str, BatchLoader]
+
+
+def build_run(cfg: DictConfig) -> Built:
+    settings = build_settings(cfg)
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
+    try:
+        device = resolve_device(settings.device)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    data = build_data(cfg)
+    task = build_task(cfg, data.meta)
+    for module in task.modules().values():
+        module.to(device)
+    return Built(settings, device, data, task, build_loaders(cfg, data, device, settings))

@@ -1,0 +1,1 @@
+"""One module per `trainkit` subcommand: short functions from built objects to results."""

@@ -1,0 +1,65 @@
+"""What every reader returns: whole splits as tensors plus the metadata that sizes models and tasks.
+
+Readers never normalize, augment or batch: the batch loader does that, per batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+class DataError(Exception):
+    """Bad or missing input data. The message is one paragraph for a person: file, line, what, fix."""
+
+
+@dataclass
+class Split:
+    """One split held whole in memory: images stay uint8 until a batch is cut."""
+
+    x: Tensor  # uint8 N×C×H×W for images, float32 N×D for tabular data
+    y: Tensor | None  # int64 class indices, float32 N×K targets, or None when unlabeled
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+@dataclass
+class DataMeta:
+    """What the rest of trainkit may know about a dataset."""
+
+    name: str
+    kind: str  # "classification" or "regression"
+    in_shape: tuple[int, ...]  # one sample, e.g. (1, 28, 28) or (1,)
+    num_outputs: int  # classes, or regression targets
+    class_names: list[str] | None = None
+    scale: float = 1.0  # x is divided by this before normalization (255.0 for uint8 pixels)
+    mean: tuple[float, ...] | None = None  # per-channel, after scaling; None: no normalization
+    std: tuple[float, ...] | None = None
+    target_shape: tuple[int, ...] = field(default_factory=tuple)  # one target: () for classes, (K,) for regression
+
+
+@dataclass
+class DataSplits:
+    train: Split
+    val: Split
+    test: Split | None
+    meta: DataMeta
+
+
+def carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Split off `fraction` of `split` (seeded, so a resumed run sees the same split): (rest, carved)."""
+    n = len(split)
+    n_carved = int(round(n * fraction))
+    if not 0 < n_carved < n:
+        raise DataError(
+            f"cannot hold back a fraction of {fraction} from {n} samples: it leaves "
+            f"{n - n_carved} to keep and {n_carved} to hold back. Set a fraction strictly between "
+            f"0 and 1 that leaves at least one sample on each side."
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    keep, held = order[n_carved:].sort().values, order[:n_carved].sort().values
+    take = lambda idx: Split(split.x[idx], None if split.y is None else split.y[idx])  # noqa: E731
+    return take(keep), take(held)

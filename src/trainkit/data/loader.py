@@ -1,0 +1,109 @@
+"""The in-memory batch loader: a whole split as one tensor, batches cut by indexing a seeded permutation.
+
+Images stay uint8 until a batch is cut; scaling, normalization and augmentation run per batch as tensor
+ops on the training device. No worker processes, no per-sample Python: the data sets here fit in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from trainkit.data.base import DataMeta, Split
+
+
+@dataclass
+class Augment:
+    """Random crop after zero-padding, and horizontal flip, applied to whole image batches."""
+
+    crop_padding: int = 0  # pixels; 0 disables the crop
+    hflip: bool = False
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        n, _, h, w = x.shape
+        if self.crop_padding > 0:
+            p = self.crop_padding
+            padded = torch.nn.functional.pad(x, (p, p, p, p))
+            dy = torch.randint(0, 2 * p + 1, (n, 1), generator=generator).to(x.device)
+            dx = torch.randint(0, 2 * p + 1, (n, 1), generator=generator).to(x.device)
+            rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # n×1×h×1
+            cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]  # n×1×1×w
+            batch = torch.arange(n, device=x.device)[:, None, None, None]
+            chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+            x = padded[batch, chans, rows, cols]
+        if self.hflip:
+            flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)[:, None, None, None]
+            x = torch.where(flip, x.flip(3), x)
+        return x
+
+
+class BatchLoader:
+    """Iterates (x, y) batches of one split on `device`. Epoch e's order is a permutation seeded by
+    (seed, e), so any epoch can be replayed, and `start_batch` resumes in the middle of one."""
+
+    def __init__(
+        self,
+        split: Split,
+        meta: DataMeta,
+        batch_size: int,
+        device: torch.device,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        augment: Augment | None = None,
+    ) -> None:
+        if split.y is None:
+            raise ValueError("BatchLoader needs a labeled split")
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size={batch_size} must be at least 1.")
+        self.batch_size, self.device, self.shuffle, self.seed = batch_size, device, shuffle, seed
+        self.augment = augment
+        self.epoch, self.start_batch = 0, 0
+        # On an accelerator the (small, uint8) split lives there: a batch is cut without a host copy.
+        on_accelerator = device.type != "cpu"
+        self.x = split.x.to(device) if on_accelerator else split.x
+        self.y = split.y.to(device) if on_accelerator else split.y
+        self.scale = meta.scale
+        shape = (1, -1) + (1,) * (len(meta.in_shape) - 1)
+        self.mean = None if meta.mean is None else torch.tensor(meta.mean, device=device).view(shape)
+        self.std = None if meta.std is None else torch.tensor(meta.std, device=device).view(shape)
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.x)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def _order(self) -> Tensor | None:
+        if not self.shuffle:
+            return None
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(len(self.x), generator=g).to(self.x.device)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        order = self._order()
+        g = torch.Generator()
+        for b in range(self.start_batch, len(self)):
+            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            idx = sl if order is None else order[sl]
+            # Augmentation draws are seeded per batch, so a resumed epoch replays them exactly.
+            g.manual_seed((self.seed * 1_000_003 + self.epoch) * 100_003 + b)
+            yield self._prepare(self.x[idx], g), self.y[idx]
+        self.start_batch = 0
+
+    def _prepare(self, x: Tensor, g: torch.Generator) -> Tensor:
+        x = x.float()
+        if self.scale != 1.0:
+            x = x / self.scale
+        if self.augment is not None:
+            x = self.augment(x, g)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return x

@@ -1,0 +1,96 @@
+"""Mixed precision and optimizer stepping through one code path for every device and task.
+
+A disabled autocast is a `nullcontext()` and a disabled GradScaler is a no-op, so no task or loop has
+an `if amp:` twin of its step. Tasks call `opt.step(name, loss)`; the loop calls `end_iteration()`.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, ContextManager
+
+import torch
+from torch import Tensor
+
+_AMP_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+@dataclass
+class Precision:
+    """What `trainer.precision` means on a given device."""
+
+    mode: str  # "32", "bf16-mixed" or "16-mixed"
+    device: torch.device
+
+    def autocast(self) -> ContextManager[Any]:
+        dtype = _AMP_DTYPES.get(self.mode)
+        if dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        # Only fp16 underflows without loss scaling; bf16 has float32's range.
+        return torch.amp.GradScaler(self.device.type, enabled=self.mode == "16-mixed")
+
+
+@dataclass
+class Optimization:
+    """The named optimizers of a task, their schedulers, one GradScaler and gradient clipping."""
+
+    optimizers: dict[str, torch.optim.Optimizer]
+    precision: Precision
+    schedulers: dict[str, Any] = field(default_factory=dict)  # name → LR scheduler, stepped per epoch
+    grad_clip: float | None = None  # max global L2 norm
+    scaler: torch.amp.GradScaler = None  # type: ignore[assignment]
+    _stepped: bool = False
+
+    def __post_init__(self) -> None:
+        if self.scaler is None:
+            self.scaler = self.precision.grad_scaler()
+
+    def autocast(self) -> ContextManager[Any]:
+        return self.precision.autocast()
+
+    def step(self, name: str, loss: Tensor) -> None:
+        """zero_grad, scaled backward, unscale and clip, then step the optimizer called `name`."""
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.grad_clip is not None:
+            self.scaler.unscale_(optimizer)
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+        self.scaler.step(optimizer)
+        self._stepped = True
+
+    def end_iteration(self) -> None:
+        """Update the loss scale once per iteration, after every optimizer stepped (PyTorch AMP notes)."""
+        if self._stepped:
+            self.scaler.update()
+            self._stepped = False
+
+    def end_epoch(self, metrics: dict[str, float]) -> None:
+        for scheduler in self.schedulers.values():
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(metrics[scheduler.trainkit_monitor])  # type: ignore[attr-defined]
+            else:
+                scheduler.step()
+
+    def learning_rates(self) -> dict[str, float]:
+        return {f"lr/{name}": opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        for k, s in self.schedulers.items():
+            s.load_state_dict(state["schedulers"][k])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])

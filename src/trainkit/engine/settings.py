@@ -1,0 +1,40 @@
+"""The loop's settings: one typed home per knob. Plain dataclasses (no torch), so the CLI can register
+them as Hydra's schema for `trainer.*` and users get an error that names the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+
+
+@dataclass
+class TrainerSettings:
+    max_epochs: int = 10
+    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
+    precision: str = "32"  # 32, bf16-mixed, 16-mixed
+    grad_clip: Optional[float] = None  # max global L2 norm of each optimizer's gradients; null: no clipping
+    log_every_n_steps: int = 50  # steps between host syncs for the progress display and TensorBoard
+    deterministic: bool = False  # torch.use_deterministic_algorithms: bitwise-repeatable runs, slower kernels
+    progress: str = "auto"  # auto (rich bar on a terminal, plain lines otherwise), rich, plain, none
+    plain_every_s: float = 10.0  # without a terminal: at most one progress line per this many seconds
+    tensorboard: bool = True
+    limit_train_batches: Optional[int] = None  # at most this many batches per epoch (smoke runs)
+    limit_eval_batches: Optional[int] = None
+    eval_batch_size: Optional[int] = None  # default: 4 × data.batch_size (no gradients to hold)
+    num_threads: Optional[int] = None  # torch intra-op threads on the CPU; null: torch's default
+
+    def __post_init__(self) -> None:
+        self.precision = str(self.precision)
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"trainer.precision={self.precision!r} is not one of {', '.join(PRECISIONS)}: "
+                f"use 32 for full precision, bf16-mixed or 16-mixed for automatic mixed precision."
+            )
+        if self.max_epochs < 1:
+            raise ValueError(f"trainer.max_epochs={self.max_epochs} must be at least 1.")
+        if self.log_every_n_steps < 1:
+            raise ValueError(f"trainer.log_every_n_steps={self.log_every_n_steps} must be at least 1.")
+        if self.progress not in ("auto", "rich", "plain", "none"):
+            raise ValueError(f"trainer.progress={self.progress!r} is not one of auto, rich, plain, none.")

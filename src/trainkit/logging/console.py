@@ -1,0 +1,70 @@
+"""Progress on the console: a rich progress bar on a terminal, plain periodic lines otherwise."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+def _fmt(metrics: dict[str, float], keys: list[str] | None = None) -> str:
+    items = [(k, metrics[k]) for k in (keys or metrics) if k in metrics]
+    return "  ".join(f"{k} {v:.4g}" for k, v in items)
+
+
+class ConsoleProgress:
+    """`mode`: rich (live bar), plain (a line at most every `plain_every_s` seconds), none, or auto."""
+
+    def __init__(self, console: Console, max_epochs: int, mode: str = "auto", plain_every_s: float = 10.0) -> None:
+        if mode == "auto":
+            mode = "rich" if console.is_terminal else "plain"
+        self.console, self.mode, self.max_epochs, self.plain_every_s = console, mode, max_epochs, plain_every_s
+        self.progress: Progress | None = None
+        self.task_id = None
+        self.last_line = 0.0
+        self.epoch, self.done, self.total = 0, 0, 0
+        self.epoch_start = time.perf_counter()
+
+    def start_epoch(self, epoch: int, num_batches: int) -> None:
+        self.epoch, self.done, self.total = epoch, 0, num_batches
+        self.epoch_start = self.last_line = time.perf_counter()
+        if self.mode == "rich":
+            if self.progress is None:
+                self.progress = Progress(
+                    TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                    console=self.console, transient=True,
+                )
+                self.progress.start()
+            label = f"{epoch}/{self.max_epochs}"
+            if self.task_id is None:
+                self.task_id = self.progress.add_task("train", total=num_batches, epoch=label, info="")
+            else:
+                self.progress.reset(self.task_id, total=num_batches, epoch=label, info="")
+
+    def step(self, metrics: dict[str, float] | None, samples_per_s: float | None) -> None:
+        self.done += 1
+        if self.mode == "rich":
+            info = None
+            if metrics is not None:
+                info = _fmt(metrics) + (f"  {samples_per_s:,.0f} samples/s" if samples_per_s else "")
+            self.progress.update(self.task_id, advance=1, **({"info": info} if info is not None else {}))
+        elif self.mode == "plain" and metrics is not None:
+            now = time.perf_counter()
+            if now - self.last_line >= self.plain_every_s:
+                self.last_line = now
+                rate = f"  {samples_per_s:,.0f} samples/s" if samples_per_s else ""
+                self.console.print(f"epoch {self.epoch}/{self.max_epochs} batch {self.done}/{self.total}  {_fmt(metrics)}{rate}",
+                                   highlight=False)
+
+    def end_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        if self.mode == "none":
+            return
+        shown = {k: v for k, v in metrics.items() if not k.startswith("lr/")}
+        self.console.print(f"[bold]epoch {epoch}/{self.max_epochs}[/bold]  {_fmt(shown)}", highlight=False)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

@@ -1,0 +1,63 @@
+"""The one logger the loop talks to: it fans out to the console, TensorBoard, metrics.csv and images."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+from torch import Tensor
+from torchvision.utils import save_image
+
+from trainkit.logging.console import ConsoleProgress
+from trainkit.logging.metrics_csv import MetricsCSV
+
+
+class RunLogger:
+    def __init__(self, run_dir: Path, console: Console, max_epochs: int, *, progress: str = "auto",
+                 plain_every_s: float = 10.0, tensorboard: bool = True, batch_size: int = 1) -> None:
+        self.run_dir = Path(run_dir)
+        self.progress = ConsoleProgress(console, max_epochs, progress, plain_every_s)
+        self.csv = MetricsCSV(self.run_dir / "metrics.csv")
+        self.tb = None
+        if tensorboard:
+            from trainkit.logging.tensorboard import TensorBoardLog  # tensorboard is slow to import
+
+            self.tb = TensorBoardLog(self.run_dir / "tensorboard")
+        self.batch_size = batch_size
+        self._window_start, self._window_steps = time.perf_counter(), 0
+
+    def start_epoch(self, epoch: int, num_batches: int) -> None:
+        self.progress.start_epoch(epoch, num_batches)
+        self._window_start, self._window_steps = time.perf_counter(), 0
+
+    def step(self, step: int, metrics: dict[str, float] | None) -> None:
+        rate = None
+        self._window_steps += 1
+        if metrics is not None:
+            now = time.perf_counter()
+            rate = self._window_steps * self.batch_size / max(now - self._window_start, 1e-9)
+            self._window_start, self._window_steps = now, 0
+            if self.tb is not None:
+                self.tb.scalars(step, metrics)
+        self.progress.step(metrics, rate)
+
+    def end_epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
+        self.csv.write(epoch, step, metrics)
+        if self.tb is not None:
+            self.tb.scalars(step, {**metrics, "epoch": float(epoch)})
+            self.tb.writer.flush()
+        self.progress.end_epoch(epoch, metrics)
+
+    def images(self, epoch: int, images: dict[str, Tensor]) -> None:
+        for name, image in images.items():
+            path = self.run_dir / name / f"epoch_{epoch:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_image(image, path)
+            if self.tb is not None:
+                self.tb.image(name, image, epoch)
+
+    def close(self) -> None:
+        self.progress.close()
+        if self.tb is not None:
+            self.tb.close()

@@ -1,0 +1,1 @@
+"""Plain nn.Modules, sized from the data's shapes: forward only, no loss, no optimizer, no config."""

@@ -1,0 +1,1 @@
+"""What a training step means: one file per objective. The loop only knows the Task protocol."""

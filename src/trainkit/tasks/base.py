@@ -1,0 +1,32 @@
+"""The seam that keeps the loop generic: a task owns its modules, losses, metrics and update order."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable, Protocol
+
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from trainkit.engine.optimization import Optimization
+
+Batch = tuple[Tensor, Tensor]
+
+
+class Task(Protocol):
+    monitor: str  # validation metric that picks the best checkpoint, e.g. "val/acc"
+    monitor_mode: str  # "max" or "min"
+
+    def modules(self) -> dict[str, nn.Module]:
+        """What to move to the device, checkpoint, and switch between train() and eval()."""
+
+    def param_groups(self) -> dict[str, Iterable[nn.Parameter]]:
+        """One optimizer is built per entry; `train_step` steps them by these names."""
+
+    def train_step(self, batch: Batch, opt: Optimization) -> dict[str, Tensor]:
+        """Step the optimizers; return detached 0-dim batch means, e.g. {"loss": ...}."""
+
+    def eval_step(self, batch: Batch) -> dict[str, Tensor]:
+        """Return 0-dim batch means of the validation metrics, e.g. {"loss": ..., "acc": ...}."""
+
+    def epoch_images(self) -> dict[str, Tensor]:
+        """Images to keep after each epoch (name → C×H×W in [0, 1]); most tasks return {}."""

@@ -1,0 +1,115 @@
+"""GAN training: the non-saturating loss with one discriminator step, then one generator step.
+
+Samples are the data's images, or (x, y) points for regression data (the GAN learns their joint
+distribution). Validation measures a kernel MMD between real and generated samples (lower is better).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.utils import make_grid
+
+from trainkit.engine.optimization import Optimization
+from trainkit.models.gan import GAN
+from trainkit.tasks.base import Batch
+
+_EVAL_NOISE_SEED = 1234  # fixed noise at validation: val/mmd moves only when the weights do
+
+
+def mmd_rbf(a: Tensor, b: Tensor) -> Tensor:
+    """Squared maximum mean discrepancy with a Gaussian kernel (bandwidth by the median heuristic)."""
+    a, b = a.flatten(1).float(), b.flatten(1).float()
+    both = torch.cat([a, b])
+    d2 = torch.cdist(both, both).pow(2)
+    bandwidth = d2.detach().median().clamp_min(1e-6)
+    k = torch.exp(-d2 / bandwidth)
+    n = len(a)
+    return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
+
+
+class GANTask:
+    monitor, monitor_mode = "val/mmd", "min"
+
+    def __init__(self, gan: GAN, joint: bool, mean: Tensor | None = None, std: Tensor | None = None,
+                 num_points: int = 512, real_label: float = 0.9) -> None:
+        self.gan, self.joint, self.real_label = gan, joint, real_label
+        self.mean, self.std = mean, std  # per-channel, C×1×1: undo the loader's normalization for pictures
+        z_gen = torch.Generator().manual_seed(_EVAL_NOISE_SEED)
+        self.fixed_z = torch.randn(num_points, gan.generator.latent_dim, generator=z_gen)
+        self.reference: Tensor | None = None  # a few real samples, for the point-cloud picture
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"gan": self.gan}
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"disc": list(self.gan.discriminator.parameters()), "gen": list(self.gan.generator.parameters())}
+
+    def _real(self, batch: Batch) -> Tensor:
+        x, y = batch
+        return torch.cat([x.flatten(1), y.flatten(1).to(x.dtype)], 1) if self.joint else x
+
+    def _noise(self, n: int, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return torch.randn(n, self.gan.generator.latent_dim, generator=generator).to(like.device)
+
+    def train_step(self, batch: Batch, opt: Optimization) -> dict[str, Tensor]:
+        real = self._real(batch)
+        if self.reference is None:
+            self.reference = real[:512].detach().cpu()
+        n = len(real)
+        d, g = self.gan.discriminator, self.gan.generator
+        with opt.autocast():
+            fake = g(self._noise(n, real))
+            d_real, d_fake = d(real).float(), d(fake.detach()).float()
+            d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, self.real_label))
+                      + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+        opt.step("disc", d_loss)
+        with opt.autocast():
+            d_on_fake = d(fake).float()
+            g_loss = F.binary_cross_entropy_with_logits(d_on_fake, torch.ones_like(d_on_fake))
+        opt.step("gen", g_loss)
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+
+    def eval_step(self, batch: Batch) -> dict[str, Tensor]:
+        real = self._real(batch)
+        noise = torch.Generator().manual_seed(_EVAL_NOISE_SEED)
+        fake = self.gan(self._noise(len(real), real, noise)).float()
+        d_real = torch.sigmoid(self.gan.discriminator(real).float())
+        d_fake = torch.sigmoid(self.gan.discriminator(fake).float())
+        return {"mmd": mmd_rbf(real, fake), "d_real": d_real.mean(), "d_fake": d_fake.mean()}
+
+    @torch.inference_mode()
+    def epoch_images(self) -> dict[str, Tensor]:
+        was_training = self.gan.training
+        self.gan.eval()
+        device = next(self.gan.parameters()).device
+        z = self.fixed_z if self.joint else self.fixed_z[:64]  # a point cloud, or an 8×8 grid of images
+        fake = self.gan(z.to(device)).float().cpu()
+        self.gan.train(was_training)
+        if self.joint:
+            return {"samples": scatter_image(self.reference, fake)}
+        if self.mean is not None:
+            fake = fake * self.std + self.mean
+        return {"samples": make_grid(fake.clamp(0, 1), nrow=8, padding=2)}
+
+
+def scatter_image(real: Tensor | None, fake: Tensor, size: int = 256) -> Tensor:
+    """A 3×size×size picture of 2-D points: real in green, generated in red, on one shared scale."""
+    pts = fake[:, :2] if real is None else torch.cat([real[:, :2], fake[:, :2]])
+    low, high = pts.min(0).values, pts.max(0).values
+    span = (high - low).clamp_min(1e-6)
+    img = torch.ones(3, size, size)
+
+    def plot(p: Tensor, color: tuple[float, float, float]) -> None:
+        ij = ((p[:, :2] - low) / span * (size - 3) + 1).long()
+        col, row = ij[:, 0], size - 1 - ij[:, 1]  # y grows upwards
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                for c in range(3):
+                    img[c, (row + dr).clamp(0, size - 1), (col + dc).clamp(0, size - 1)] = color[c]
+
+    if real is not None:
+        plot(real, (0.2, 0.7, 0.2))
+    plot(fake, (0.85, 0.1, 0.1))
+    return img
