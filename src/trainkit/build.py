@@ -33,7 +33,7 @@ READERS = {  # data.name → module with a `load(**kwargs) -> DataSplits`
     "cifar10": "trainkit.data.cifar10",
     "synthetic_regression": "trainkit.data.synthetic",
 }
-LOADER_KEYS = {"name", "batch_size", "augment"}  # data.* keys for the batch loader, not the reader
+LOADER_KEYS = {"name", "batch_size", "augment", "on_device"}  # data.* keys for the batch loader, not the reader
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
               "rmsprop": torch.optim.RMSprop}
 
@@ -84,12 +84,14 @@ def build_loaders(cfg: DictConfig, data: DataSplits, device: torch.device,
     eval_batch_size = settings.eval_batch_size or 4 * batch_size
     augment = values.get("augment")
     augment = _call_with(Augment, augment, "data.augment", "data.augment") if augment else None
+    on_device = bool(values.get("on_device", True))
     loaders = {
-        "train": BatchLoader(data.train, data.meta, batch_size, device, shuffle=True, seed=cfg.seed, augment=augment),
-        "val": BatchLoader(data.val, data.meta, eval_batch_size, device),
+        "train": BatchLoader(data.train, data.meta, batch_size, device, shuffle=True, seed=cfg.seed,
+                             augment=augment, on_device=on_device),
+        "val": BatchLoader(data.val, data.meta, eval_batch_size, device, on_device=on_device),
     }
     if data.test is not None and data.test.y is not None:
-        loaders["test"] = BatchLoader(data.test, data.meta, eval_batch_size, device)
+        loaders["test"] = BatchLoader(data.test, data.meta, eval_batch_size, device, on_device=on_device)
     return loaders
 
 

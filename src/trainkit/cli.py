@@ -87,6 +87,23 @@ def _task_function(command: str):
     return task
 
 
+def _completion_command(args: list[str]) -> list[str] | None:
+    """Hydra's installed shell completion calls `trainkit -sc query=SHELL` with the typed line in COMP_LINE.
+    Complete the subcommand here; past it, drop it from COMP_LINE and let Hydra complete that command."""
+    import os
+
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    if len(words) < 2 or (len(words) == 2 and not line.endswith(" ")):
+        prefix = words[1] if len(words) == 2 else ""
+        print(" ".join(c for c in COMMANDS if c.startswith(prefix)))
+        return None
+    if words[1] not in COMMANDS:
+        return None
+    os.environ["COMP_LINE"] = line.replace(f" {words[1]}", "", 1)
+    return [words[1], *args]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
@@ -97,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"trainkit {__version__}")
         return 0
+    if args[0] in ("-sc", "--shell-completion"):
+        completed = _completion_command(args)
+        if completed is None:
+            return 0
+        args = completed
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
         print(f"trainkit: unknown command {command!r}; the commands are: {', '.join(COMMANDS)}.\n", file=sys.stderr)

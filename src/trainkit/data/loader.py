@@ -54,6 +54,7 @@ class BatchLoader:
         shuffle: bool = False,
         seed: int = 0,
         augment: Augment | None = None,
+        on_device: bool = True,
     ) -> None:
         if split.y is None:
             raise ValueError("BatchLoader needs a labeled split")
@@ -62,10 +63,12 @@ class BatchLoader:
         self.batch_size, self.device, self.shuffle, self.seed = batch_size, device, shuffle, seed
         self.augment = augment
         self.epoch, self.start_batch = 0, 0
-        # On an accelerator the (small, uint8) split lives there: a batch is cut without a host copy.
-        on_accelerator = device.type != "cpu"
-        self.x = split.x.to(device) if on_accelerator else split.x
-        self.y = split.y.to(device) if on_accelerator else split.y
+        # On an accelerator the (small, uint8) split lives there by default: a batch is cut without a
+        # host copy. Kept on the host instead, it is pinned so each batch copy can overlap compute.
+        self.resident = on_device or device.type == "cpu"
+        pin = not self.resident and device.type == "cuda"
+        self.x = split.x.to(device) if self.resident else (split.x.pin_memory() if pin else split.x)
+        self.y = split.y.to(device) if self.resident else (split.y.pin_memory() if pin else split.y)
         self.scale = meta.scale
         shape = (1, -1) + (1,) * (len(meta.in_shape) - 1)
         self.mean = None if meta.mean is None else torch.tensor(meta.mean, device=device).view(shape)
@@ -95,8 +98,15 @@ class BatchLoader:
             idx = sl if order is None else order[sl]
             # Augmentation draws are seeded per batch, so a resumed epoch replays them exactly.
             g.manual_seed((self.seed * 1_000_003 + self.epoch) * 100_003 + b)
-            yield self._prepare(self.x[idx], g), self.y[idx]
+            yield self._prepare(self._to_device(self.x[idx]), g), self._to_device(self.y[idx])
         self.start_batch = 0
+
+    def _to_device(self, t: Tensor) -> Tensor:
+        if self.resident:
+            return t
+        if self.device.type == "cuda":
+            t = t.pin_memory()  # an indexed batch is a fresh tensor: pin it so the copy is asynchronous
+        return t.to(self.device, non_blocking=True)
 
     def _prepare(self, x: Tensor, g: torch.Generator) -> Tensor:
         x = x.float()

@@ -76,7 +76,7 @@ def load(path: str | Path) -> dict[str, Any]:
 def _reason(exc: Exception) -> str:
     """The useful line of torch's long weights_only message: the global it refused, if any."""
     text = str(exc)
-    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text) or re.search(r"global '?([\w.]+)'? was not an allowed", text)
+    refused = re.search(r"(?:Unsupported global|unsupported GLOBAL):? (?:GLOBAL )?([\w.]+)", text)
     if refused:
         return f"it asks to unpickle the global {refused.group(1)}, which is not a tensor or a plain type"
     lines = [line.strip() for line in text.splitlines() if line.strip()]

@@ -1,0 +1,76 @@
+"""Shared fixtures: the real shipped configs composed through Hydra, and the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINKIT = [sys.executable, "-m", "trainkit"]
+# Tiny, quick runs: the tests check behaviour, not accuracy (benchmarks/ measures that on real data).
+FAST = ["trainer.progress=plain", "trainer.log_every_n_steps=5"]
+
+
+def run_cli(*args: str, cwd: Path, check: bool = True, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`trainkit ARGS` in `cwd`, as a user would type it; output captured as text."""
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", "COLUMNS": "200", **(env or {})}
+    proc = subprocess.run([*TRAINKIT, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"trainkit {' '.join(args)} exited {proc.returncode}\nSTDOUT:\n{proc.stdout}\nSTDERR:\n{proc.stderr}")
+    return proc
+
+
+def run_dirs(cwd: Path) -> list[Path]:
+    """Run directories under cwd/outputs (single runs), oldest first."""
+    return sorted(p.parent for p in (cwd / "outputs").glob("*/*/.hydra") if p.parent.parent.name not in ("multirun", "eval"))
+
+
+@pytest.fixture
+def compose():
+    """compose(*overrides, config="train") → the DictConfig the CLI would build from the shipped configs."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from trainkit.cli import _register_schemas, config_dir
+
+    _register_schemas()
+
+    def _compose(*overrides: str, config: str = "train"):
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return hydra_compose(config_name=config, overrides=list(overrides))
+
+    return _compose
+
+
+@pytest.fixture
+def mnist_files(tmp_path: Path) -> dict[str, Path]:
+    """Tiny learnable MNIST CSVs in both real layouts."""
+    from factories import write_mnist_csv
+
+    files = {
+        "kaggle_train": tmp_path / "kaggle" / "train.csv",
+        "kaggle_test": tmp_path / "kaggle" / "test.csv",
+        "plain_train": tmp_path / "plain" / "mnist_train.csv",
+        "plain_test": tmp_path / "plain" / "mnist_test.csv",
+    }
+    for p in files.values():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    write_mnist_csv(files["kaggle_train"], n=400, layout="kaggle", seed=0)
+    write_mnist_csv(files["kaggle_test"], n=100, layout="kaggle", seed=1)
+    write_mnist_csv(files["plain_train"], n=400, layout="headerless", seed=2)
+    write_mnist_csv(files["plain_test"], n=100, layout="headerless", seed=3)
+    return files
+
+
+@pytest.fixture
+def cifar_root(tmp_path: Path) -> Path:
+    """A tiny CIFAR-10 in the official python layout; returns the directory that holds cifar-10-batches-py/."""
+    from factories import write_cifar10
+
+    root = tmp_path / "cifar"
+    write_cifar10(root, n_per_batch=300, batches=("data_batch_1",), with_test=True)
+    return root
