@@ -21,10 +21,11 @@ from trainkit.data.loader import Augment, BatchLoader
 from trainkit.engine.device import resolve_device
 from trainkit.engine.optimization import Optimization, Precision
 from trainkit.engine.settings import TrainerSettings
+from trainkit.errors import UserError
 from trainkit.tasks.base import Task
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """A config value that cannot work. The message names the key and the fix."""
 
 

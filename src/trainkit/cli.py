@@ -7,24 +7,53 @@ from __future__ import annotations
 
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-USAGE = """usage: trainkit <command> [hydra overrides and flags]
 
-commands:
-  train   train a model: trainkit train model=cnn data=cifar10 trainer.max_epochs=5
-          sweeps:        trainkit train -m optimizer=sgd,adam model=mlp,cnn
-  eval    evaluate a checkpoint on its test split: trainkit eval ckpt=outputs/.../checkpoints/best.ckpt
 
-Every command takes Hydra's flags: --help (the command's config groups and options), --cfg job
-(print the composed config), -m/--multirun, --config-dir DIR (your own config groups), --info.
-Run `trainkit <command> --help` for a command's options.
-"""
+@dataclass(frozen=True)
+class Command:
+    """One `trainkit` subcommand. A Hydra command has configs/<config>.yaml and a function
+    `fn(cfg, run_dir, console) -> result`; a plain command has a function `fn(argv) -> exit code`."""
 
-COMMANDS = ("train", "eval")
-# For commands that work on a stored run config, `data.x=1` changes that config: it may name keys that
-# the command's own config does not have, so it is handed to Hydra as `++data.x=1` (add or override).
+    usage: str  # what `trainkit --help` shows
+    target: str  # "module:function", imported only when the command runs
+    config: str | None = None  # Hydra primary config name; None: a plain command
+    # Works on a run's stored config: `data.x=1` changes that config, and may name keys that the
+    # command's own config lacks, so it reaches Hydra as `++data.x=1` (add or override).
+    recipe_overrides: bool = False
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("train a model: trainkit train model=cnn data=cifar10 trainer.max_epochs=5\n"
+                     "sweeps: trainkit train -m optimizer=sgd,adam model=mlp,cnn",
+                     "trainkit.commands.train:train", config="train"),
+    "eval": Command("evaluate a checkpoint on its test split: trainkit eval ckpt=outputs/.../checkpoints/best.ckpt",
+                    "trainkit.commands.evaluate:run_eval", config="eval", recipe_overrides=True),
+}
 RECIPE_ROOTS = ("data.", "model.", "optimizer.", "scheduler.", "trainer.", "seed=")
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    indent = "\n" + " " * (width + 4)
+    lines = [f"  {name:<{width}}  {cmd.usage.replace(chr(10), indent)}" for name, cmd in COMMANDS.items()]
+    return (
+        "usage: trainkit <command> [hydra overrides and flags]\n\ncommands:\n" + "\n".join(lines) + "\n\n"
+        "Hydra commands take Hydra's flags: --help (the command's config groups and options), --cfg job\n"
+        "(print the composed config), -m/--multirun, --config-dir DIR (your own config groups), --info.\n"
+        "Run `trainkit <command> --help` for a command's options.\n"
+    )
+
+
+def _split_command(args: list[str]) -> tuple[str, list[str]] | None:
+    """The longest run of leading words that names a command (`data check` before `data`)."""
+    for n in range(min(len(args), 3), 0, -1):
+        name = " ".join(args[:n])
+        if name in COMMANDS:
+            return name, args[n:]
+    return None
 
 
 def config_dir() -> Path:
@@ -57,33 +86,28 @@ def _fail(console, run_dir: Path, message: str, started: bool) -> None:
     raise SystemExit(1)
 
 
-def _task_function(command: str):
+def _load(target: str):
+    import importlib
+
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _task_function(command: Command):
     def task(cfg):
         from rich.console import Console
 
-        from trainkit.build import ConfigError
-        from trainkit.data.base import DataError
-        from trainkit.engine.checkpoint import CheckpointError
-        from trainkit.engine.loop import NonFiniteLossError
+        from trainkit.errors import UserError
 
         console = Console(highlight=False, soft_wrap=True)  # lines stay whole in logs and pipes
         run_dir = _run_dir()
         try:
-            if command == "train":
-                from trainkit.commands.train import train
+            result = _load(command.target)(cfg, run_dir, console)
+        except UserError as exc:
+            _fail(console, run_dir, str(exc), started=exc.keeps_run_dir)
+        # Hydra's sweepers (Optuna) optimise what the task function returns.
+        return result.get("best_value") if isinstance(result, dict) else None
 
-                summary = train(cfg, run_dir, console)
-                return summary.get("best_value")
-            from trainkit.commands.evaluate import run_eval
-
-            run_eval(cfg, run_dir, console)
-        except (ConfigError, DataError, CheckpointError) as exc:
-            _fail(console, run_dir, str(exc), started=False)
-        except NonFiniteLossError as exc:
-            _fail(console, run_dir, str(exc), started=True)
-        return None
-
-    task.__name__ = command
     return task
 
 
@@ -96,18 +120,20 @@ def _completion_command(args: list[str]) -> list[str] | None:
     words = line.split()
     if len(words) < 2 or (len(words) == 2 and not line.endswith(" ")):
         prefix = words[1] if len(words) == 2 else ""
-        print(" ".join(c for c in COMMANDS if c.startswith(prefix)))
+        print(" ".join(sorted({c.split()[0] for c in COMMANDS if c.startswith(prefix)})))
         return None
-    if words[1] not in COMMANDS:
+    found = _split_command(words[1:])
+    if found is None or COMMANDS[found[0]].config is None:
         return None
-    os.environ["COMP_LINE"] = line.replace(f" {words[1]}", "", 1)
-    return [words[1], *args]
+    name = found[0]
+    os.environ["COMP_LINE"] = line.replace(f" {name}", "", 1)
+    return [*name.split(), *args]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
-        print(USAGE, end="")
+        print(usage(), end="")
         return 0
     if args[0] in ("-V", "--version"):
         from trainkit import __version__
@@ -119,19 +145,23 @@ def main(argv: list[str] | None = None) -> int:
         if completed is None:
             return 0
         args = completed
-    command, rest = args[0], args[1:]
-    if command not in COMMANDS:
-        print(f"trainkit: unknown command {command!r}; the commands are: {', '.join(COMMANDS)}.\n", file=sys.stderr)
-        print(USAGE, end="", file=sys.stderr)
+    found = _split_command(args)
+    if found is None:
+        print(f"trainkit: unknown command {args[0]!r}; the commands are: {', '.join(COMMANDS)}.\n", file=sys.stderr)
+        print(usage(), end="", file=sys.stderr)
         return 2
-    if command == "eval":
+    name, rest = found
+    command = COMMANDS[name]
+    if command.config is None:
+        return int(_load(command.target)(rest) or 0)
+    if command.recipe_overrides:
         rest = [f"++{a}" if a.startswith(RECIPE_ROOTS) else a for a in rest]
 
     import hydra
 
     _register_schemas()
     sys.argv = [sys.argv[0] if argv is None else "trainkit", *rest]
-    hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")(_task_function(command))()
+    hydra.main(config_path=str(config_dir()), config_name=command.config, version_base="1.3")(_task_function(command))()
     return 0
 
 

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from trainkit.errors import UserError
 
-class DataError(Exception):
+
+class DataError(UserError):
     """Bad or missing input data. The message is one paragraph for a person: file, line, what, fix."""
 
 

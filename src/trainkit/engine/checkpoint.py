@@ -16,10 +16,12 @@ from typing import Any
 
 import torch
 
+from trainkit.errors import UserError
+
 FORMAT_VERSION = 1
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint that cannot be written or read. The message names the file and the fix."""
 
 

@@ -15,6 +15,7 @@ from torch import Tensor
 from trainkit.engine.checkpoint import CheckpointManager
 from trainkit.engine.optimization import Optimization
 from trainkit.engine.settings import TrainerSettings
+from trainkit.errors import UserError
 from trainkit.tasks.base import Task
 
 
@@ -31,8 +32,10 @@ class Loader(Protocol):
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None: ...
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError):
     """Training produced a NaN or infinite loss; nothing from that step was saved."""
+
+    keeps_run_dir = True  # its metrics and earlier checkpoints show what happened
 
 
 @dataclass

@@ -1,0 +1,10 @@
+"""The one base of every error that is meant for a person rather than a traceback.
+
+The CLI prints its message as one paragraph and exits 1; each subclass lives beside the code that raises it.
+"""
+
+
+class UserError(Exception):
+    """Bad input, config or state the user can fix. The message names the file or key, and the fix."""
+
+    keeps_run_dir = False  # an error before any result: the half-made run directory is removed

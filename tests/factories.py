@@ -1,0 +1,160 @@
+"""Tiny data files in the exact on-disk formats of the real datasets, for tests (no download, no ../shared).
+
+"learnable" files carry a class-dependent pattern, so a small model beats chance within one epoch.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+
+MNIST_HEADER = "label," + ",".join(f"pixel{i}" for i in range(784))
+CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+_DECIMAL = [str(v) for v in range(256)]  # uint8 → text by lookup: much faster than formatting
+
+
+def mnist_images(n: int, seed: int = 0, learnable: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(x uint8 n×28×28, y int64 n), every class present when n >= 10: a 9×5 block on dark noise whose
+    position (and, for models that pool globally, brightness) depends on the class."""
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.arange(n) % 10).astype(np.int64)
+    if not learnable:
+        return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), y
+    x = rng.integers(0, 40, (n, 28, 28), dtype=np.uint8)
+    for i, label in enumerate(y):
+        top, left = 3 + 13 * (label // 5), 1 + 5 * (label % 5)  # two rows of five block positions
+        level = 90 + 17 * label
+        x[i, top:top + 9, left:left + 5] = rng.integers(level - 10, level + 10, (9, 5), dtype=np.uint8)
+    return x, y
+
+
+def write_mnist_csv(
+    path: str | Path, n: int = 64, layout: str = "kaggle", seed: int = 0, learnable: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Write `n` images as "kaggle" (header, label first), "kaggle_test" (header, no label) or
+    "headerless" (label first). Returns (x uint8 n×28×28, y int64 n), y also for kaggle_test."""
+    x, y = mnist_images(n, seed, learnable)
+    rows = x.reshape(n, 784)
+    if layout == "kaggle_test":
+        lines = [MNIST_HEADER.removeprefix("label,")]
+    elif layout in ("kaggle", "headerless"):
+        rows = np.column_stack([y.astype(np.uint8), rows])
+        lines = [MNIST_HEADER] if layout == "kaggle" else []
+    else:
+        raise ValueError(f"layout must be kaggle, kaggle_test or headerless, not {layout!r}")
+    lines += [",".join([_DECIMAL[v] for v in row]) for row in rows.tolist()]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return x, y
+
+
+def cifar_images(n: int, seed: int = 0, learnable: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(data uint8 n×3072 in R,G,B planes, labels int64 n): a class colour and an 8×8 block per class."""
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.arange(n) % 10).astype(np.int64)
+    if not learnable:
+        return rng.integers(0, 256, (n, 3072), dtype=np.uint8), y
+    palette = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200], [200, 200, 40], [200, 40, 200],
+                        [40, 200, 200], [120, 120, 120], [230, 140, 30], [30, 90, 160], [160, 90, 30]])
+    x = palette[y][:, :, None, None] + rng.integers(-30, 31, (n, 3, 32, 32))
+    for i, label in enumerate(y):
+        top, left = 4 + 16 * (label // 5), 6 * (label % 5)
+        x[i, :, top:top + 8, left:left + 8] = 255
+    return np.clip(x, 0, 255).astype(np.uint8).reshape(n, 3072), y
+
+
+def write_cifar10(
+    root: str | Path,
+    n_per_batch: int = 50,
+    batches: tuple[str, ...] = ("data_batch_1",),
+    with_test: bool = True,
+    with_meta: bool = True,
+    seed: int = 0,
+    learnable: bool = True,
+) -> Path:
+    """Write root/cifar-10-batches-py/ byte for byte in the official archive's layout; return that folder."""
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(batches) + (["test_batch"] if with_test else [])
+    for k, name in enumerate(names):
+        data, labels = cifar_images(n_per_batch, seed * 1000 + k, learnable)
+        if name == "test_batch":
+            title = "testing batch 1 of 1"
+        else:
+            title = f"training batch {name.removeprefix('data_batch_')} of 5"
+        write_cifar_batch(folder / name, data, labels, title)
+    if with_meta:
+        meta = {b"num_cases_per_batch": n_per_batch, b"label_names": [s.encode() for s in CIFAR_NAMES],
+                b"num_vis": 3072}
+        (folder / "batches.meta").write_bytes(py2_pickle(meta))
+    return folder
+
+
+def write_cifar_batch(file: Path, data: np.ndarray, labels, title: str = "training batch 1 of 5") -> None:
+    """One batch file as the official archive has it: the dict keys and order, filenames included."""
+    filenames = [f"{CIFAR_NAMES[int(c) % 10]}_s_{i:06d}.png".encode() for i, c in enumerate(labels)]
+    batch = {b"batch_label": title.encode(), b"labels": [int(c) for c in labels], b"data": data,
+             b"filenames": filenames}
+    Path(file).write_bytes(py2_pickle(batch))
+
+
+def py2_pickle(obj) -> bytes:
+    """Protocol 2 as Python 2's cPickle wrote the official batches: byte strings as STRING opcodes
+    (not Python 3's _codecs.encode), numpy under numpy.core.multiarray, no memo, one MARK per list.
+    Checked once by hand: re-pickling a real data_batch_1 and batches.meta gives the same bytes."""
+    out = bytearray(b"\x80\x02")
+    _py2_save(obj, out)
+    return bytes(out + b".")
+
+
+def _py2_save(obj, out: bytearray) -> None:
+    if isinstance(obj, bool):
+        out += b"\x88" if obj else b"\x89"
+    elif isinstance(obj, int):
+        out += (b"K" + struct.pack("<B", obj) if 0 <= obj < 256 else
+                b"M" + struct.pack("<H", obj) if 0 <= obj < 65536 else b"J" + struct.pack("<i", obj))
+    elif obj is None:
+        out += b"N"
+    elif isinstance(obj, bytes):
+        out += b"U" + struct.pack("<B", len(obj)) if len(obj) < 256 else b"T" + struct.pack("<i", len(obj))
+        out += obj
+    elif isinstance(obj, (list, dict)):
+        out += b"]" if isinstance(obj, list) else b"}"
+        if obj:
+            out += b"("
+            for item in obj.items() if isinstance(obj, dict) else obj:
+                for part in item if isinstance(obj, dict) else (item,):
+                    _py2_save(part, out)
+            out += b"e" if isinstance(obj, list) else b"u"
+    elif isinstance(obj, np.ndarray) and obj.dtype == np.uint8:
+        _py2_save_uint8_array(obj, out)
+    else:
+        raise TypeError(f"py2_pickle does not write {type(obj).__name__}")
+
+
+def _py2_save_uint8_array(array: np.ndarray, out: bytearray) -> None:
+    # _reconstruct(ndarray, (0,), 'b'), then BUILD with (1, shape, dtype('u1'), False, raw bytes)
+    out += b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+    _py2_save(0, out)
+    out += b"\x85"
+    _py2_save(b"b", out)
+    out += b"\x87R("
+    _py2_save(1, out)
+    out += b"("
+    for side in array.shape:
+        _py2_save(side, out)
+    out += b"tcnumpy\ndtype\n"
+    _py2_save(b"u1", out)
+    _py2_save(0, out)
+    _py2_save(1, out)
+    out += b"\x87R("
+    _py2_save(3, out)
+    _py2_save(b"|", out)
+    out += b"NNN" + b"J" + struct.pack("<i", -1) + b"J" + struct.pack("<i", -1)
+    _py2_save(0, out)
+    out += b"tb\x89"
+    _py2_save(np.ascontiguousarray(array).tobytes(), out)
+    out += b"tb"
