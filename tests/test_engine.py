@@ -14,7 +14,7 @@ from torch import nn
 from trainkit.data.base import DataMeta, Split
 from trainkit.data.loader import Augment, BatchLoader
 from trainkit.engine import checkpoint
-from trainkit.engine.loop import FitState, MeanAccumulator, NonFiniteLossError, evaluate, fit
+from trainkit.engine.loop import FitState, Hooks, MeanAccumulator, NonFiniteLossError, evaluate, fit
 from trainkit.engine.optimization import Optimization, Precision
 from trainkit.engine.settings import TrainerSettings
 from trainkit.tasks.classification import ClassificationTask
@@ -60,8 +60,11 @@ def run_fit(tmp_path, task, opt, epochs=3, **settings):
     manager = checkpoint.CheckpointManager(tmp_path / "ckpt", task.monitor, task.monitor_mode)
     logger = SilentLogger()
     settings = TrainerSettings(max_epochs=epochs, log_every_n_steps=4, **settings)
-    payload = lambda s: checkpoint.make_payload("seed: 0\n", task.modules(), opt, s, manager)  # noqa: E731
-    state = fit(task, *loaders, opt, logger, settings, manager, payload)
+    state = FitState()
+    payload = lambda: checkpoint.make_payload("seed: 0\n", task.modules(), opt, state, manager)  # noqa: E731
+    hooks = Hooks(save_epoch=lambda m: manager.save_epoch(payload, m, state.epoch, state.step),
+                  save_step=lambda: manager.save_step(payload, state.epoch + 1, state.step))
+    fit(task, *loaders, opt, logger, settings, hooks, state)
     return state, logger, manager
 
 
@@ -113,7 +116,7 @@ def test_nan_loss_stops_before_any_checkpoint(tmp_path):
     opt = make_opt(task, lr=1e30)
     with torch.no_grad():
         task.net.weight.fill_(float("nan"))
-    with pytest.raises(NonFiniteLossError, match="step 4"):
+    with pytest.raises(NonFiniteLossError, match="at step 1\."):
         run_fit(tmp_path, task, opt)
     assert not (tmp_path / "ckpt" / "last.ckpt").exists()
 

@@ -23,16 +23,37 @@ class Command:
     # Works on a run's stored config: `data.x=1` changes that config, and may name keys that the
     # command's own config lacks, so it reaches Hydra as `++data.x=1` (add or override).
     recipe_overrides: bool = False
+    run_dir: str | None = None  # strftime pattern of a new run directory (as in its config's hydra.run.dir)
 
 
 COMMANDS: dict[str, Command] = {
     "train": Command("train a model: trainkit train model=cnn data=cifar10 trainer.max_epochs=5\n"
                      "sweeps: trainkit train -m optimizer=sgd,adam model=mlp,cnn",
-                     "trainkit.commands.train:train", config="train"),
+                     "trainkit.commands.train:train", config="train", run_dir="outputs/%Y-%m-%d/%H-%M-%S"),
     "eval": Command("evaluate a checkpoint on its test split: trainkit eval ckpt=outputs/.../checkpoints/best.ckpt",
-                    "trainkit.commands.evaluate:run_eval", config="eval", recipe_overrides=True),
+                    "trainkit.commands.evaluate:run_eval", config="eval", recipe_overrides=True,
+                    run_dir="outputs/eval/%Y-%m-%d/%H-%M-%S"),
 }
 RECIPE_ROOTS = ("data.", "model.", "optimizer.", "scheduler.", "trainer.", "seed=")
+SWEEP_DIR = "outputs/multirun/%Y-%m-%d/%H-%M-%S"
+NO_RUN_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "-sc", "--shell-completion",
+                "--resolve", "-p", "--package")
+
+
+def _claim_output_dir(command: Command, args: list[str]) -> list[str]:
+    """Two runs started in the same second must not share a directory: claim a fresh one (atomic
+    mkdir, `_1`, `_2`... when taken) and hand it to Hydra, unless the user chose one or nothing runs."""
+    if command.run_dir is None or any(a in NO_RUN_FLAGS or a.startswith("--cfg=") for a in args):
+        return args
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    key, pattern = ("hydra.sweep.dir", SWEEP_DIR) if multirun else ("hydra.run.dir", command.run_dir)
+    if any(a.startswith(f"{key}=") for a in args):
+        return args
+    import time
+
+    from trainkit.rundirs import claim
+
+    return [*args, f"{key}={claim(time.strftime(pattern))}"]
 
 
 def usage() -> str:
@@ -79,11 +100,13 @@ def _run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def _fail(console, run_dir: Path, message: str, started: bool) -> None:
-    console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
-    if not started and run_dir.exists() and not (run_dir / "checkpoints").exists():
+def _fail(console, run_dir: Path, exc: Exception) -> None:
+    code = getattr(exc, "exit_code", 1)
+    label = "[bold yellow]stopped:[/bold yellow]" if code != 1 else "[bold red]error:[/bold red]"
+    console.print(f"{label} {exc}", highlight=False, soft_wrap=True)
+    if not getattr(exc, "keeps_run_dir", False) and not any(run_dir.glob("checkpoints/*.ckpt")):
         shutil.rmtree(run_dir, ignore_errors=True)  # no run directory left half-made
-    raise SystemExit(1)
+    raise SystemExit(code)
 
 
 def _load(target: str):
@@ -104,7 +127,7 @@ def _task_function(command: Command):
         try:
             result = _load(command.target)(cfg, run_dir, console)
         except UserError as exc:
-            _fail(console, run_dir, str(exc), started=exc.keeps_run_dir)
+            _fail(console, run_dir, exc)
         # Hydra's sweepers (Optuna) optimise what the task function returns.
         return result.get("best_value") if isinstance(result, dict) else None
 
@@ -156,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(_load(command.target)(rest) or 0)
     if command.recipe_overrides:
         rest = [f"++{a}" if a.startswith(RECIPE_ROOTS) else a for a in rest]
+    rest = _claim_output_dir(command, rest)
 
     import hydra
 

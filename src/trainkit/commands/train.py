@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,14 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from trainkit import rundirs
 from trainkit.build import build_optimization, build_run
 from trainkit.engine import checkpoint
 from trainkit.engine.device import set_deterministic
-from trainkit.engine.loop import FitState, evaluate, fit
-from trainkit.engine.rng import seed_everything
+from trainkit.engine.loop import FitState, Hooks, evaluate, fit
+from trainkit.engine.rng import seed_everything, set_rng_state
+from trainkit.engine.signals import Interrupted, StopRequest
+from trainkit.errors import UserError
 from trainkit.logging.run_logger import RunLogger
 
 
@@ -27,38 +31,96 @@ def recipe_yaml(cfg: DictConfig) -> str:
 
 def train(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
     started = time.perf_counter()
+    resume = rundirs.find_resume(str(cfg.resume), cfg) if cfg.get("resume") else None
+    if cfg.get("resume") == "auto" and resume is None:
+        console.print("resume=auto: no unfinished run with this config under outputs/; starting a new run.")
+    if resume is not None:
+        payload = checkpoint.load(resume.checkpoint)
+        resume = rundirs.check_compatible(resume, payload["config"], cfg)
+        run_dir = rundirs.adopt(run_dir, resume.run_dir)
+    with rundirs.lock(run_dir), StopRequest() as stop:
+        summary = _fit(cfg, run_dir, console, stop, payload if resume else None, resume)
+    summary["wall_time_s"] = time.perf_counter() - started
+    _write_summary(run_dir, summary)
+    _print_summary(console, summary)
+    return summary
+
+
+def _fit(cfg: DictConfig, run_dir: Path, console: Console, stop: StopRequest,
+         payload: dict[str, Any] | None, resume: rundirs.Resume | None) -> dict[str, Any]:
     seed_everything(cfg.seed)
     built = build_run(cfg)
     set_deterministic(built.settings.deterministic)
     task, settings, loaders = built.task, built.settings, built.loaders
     opt = build_optimization(cfg, task, settings, built.device)
-    console.print(f"run directory: [bold]{_shown(run_dir)}[/bold]  ({built.data.meta.name}, {len(built.data.train)} train / "
-                  f"{len(built.data.val)} val samples, device {built.device}, precision {settings.precision})",
-                  highlight=False)
-
-    manager = checkpoint.CheckpointManager(run_dir / "checkpoints", task.monitor, task.monitor_mode)
+    manager = checkpoint.CheckpointManager(run_dir / "checkpoints", task.monitor, task.monitor_mode, settings.keep_last_k)
+    state = FitState()
     config_text = recipe_yaml(cfg)
-    payload_fn = lambda state: checkpoint.make_payload(config_text, task.modules(), opt, state, manager)  # noqa: E731
+    payload_fn = lambda: checkpoint.make_payload(config_text, task.modules(), opt, state, manager)  # noqa: E731
+    if payload is not None:
+        state = _restore(payload, task, opt, manager, resume)
+        console.print(f"resuming [bold]{_shown(run_dir)}[/bold] at epoch {state.epoch + 1}, batch {state.batch} "
+                      f"(step {state.step})" + _changes(resume.changes))
+    else:
+        manager.preflight(payload_fn)
+        console.print(f"run directory: [bold]{_shown(run_dir)}[/bold]  ({built.data.meta.name}, "
+                      f"{len(built.data.train)} train / {len(built.data.val)} val samples, device {built.device}, "
+                      f"precision {settings.precision})")
+    hooks = Hooks(
+        save_epoch=lambda metrics: manager.save_epoch(payload_fn, metrics, state.epoch, state.step),
+        save_step=lambda: manager.save_step(payload_fn, state.epoch + 1, state.step),
+        stop_requested=lambda: stop.requested,
+    )
     logger = RunLogger(run_dir, console, settings.max_epochs, progress=settings.progress,
                        plain_every_s=settings.plain_every_s, tensorboard=settings.tensorboard,
-                       batch_size=loaders["train"].batch_size)
+                       batch_size=loaders["train"].batch_size, resume_step=state.step if payload else None,
+                       history=state.history)
+    if payload is not None:
+        set_rng_state(payload["rng"])  # last: building the model above drew from the generators
     try:
-        state = fit(task, loaders["train"], loaders["val"], opt, logger, settings, manager, payload_fn, FitState())
+        fit(task, loaders["train"], loaders["val"], opt, logger, settings, hooks, state)
+    except UserError as exc:  # interrupted, diverged, a failed save: say so where `trainkit runs` looks
+        status = "interrupted" if isinstance(exc, Interrupted) else "failed"
+        _write_summary(run_dir, {**_summary(run_dir, state, manager, {}), "status": status, "error": str(exc)})
+        raise
     finally:
         logger.close()
-
     test_metrics: dict[str, float] = {}
     if "test" in loaders and manager.best_path.exists():
         checkpoint.load_modules(checkpoint.load(manager.best_path), task.modules(), manager.best_path)
         test_metrics = evaluate(task, loaders["test"], opt.autocast, "test/", settings.limit_eval_batches)
-    summary = _summary(run_dir, state, manager, test_metrics, time.perf_counter() - started)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
-    _print_summary(console, summary)
-    return summary
+    return _summary(run_dir, state, manager, test_metrics)
+
+
+def _restore(payload: dict[str, Any], task: Any, opt: Any, manager: checkpoint.CheckpointManager,
+             resume: rundirs.Resume) -> FitState:
+    checkpoint.load_modules(payload, task.modules(), resume.checkpoint)
+    try:
+        opt.load_state_dict(payload["optimization"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise checkpoint.CheckpointError(
+            f"the optimizer/scheduler state in {resume.checkpoint} does not fit this run's optimizer config "
+            f"({' '.join(str(exc).split())[:200]})."
+        ) from None
+    manager.load_state_dict(payload["best"])
+    return FitState(**payload["fit"])
+
+
+def _changes(changes: list[tuple[str, Any, Any]]) -> str:
+    if not changes:
+        return ""
+    return "; changed since the checkpoint: " + ", ".join(f"{k} {old!r} → {new!r}" for k, old, new in changes)
+
+
+def _write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    path = run_dir / "summary.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
+    os.replace(tmp, path)  # readers (trainkit runs, resume=auto) never see half a file
 
 
 def _summary(run_dir: Path, state: FitState, manager: checkpoint.CheckpointManager,
-             test: dict[str, float], wall_s: float) -> dict[str, Any]:
+             test: dict[str, float]) -> dict[str, Any]:
     final = dict(state.history[-1]) if state.history else {}
     best_row = next((r for r in state.history if r["epoch"] == manager.best_epoch), {})
     return {
@@ -74,7 +136,6 @@ def _summary(run_dir: Path, state: FitState, manager: checkpoint.CheckpointManag
         "best": dict(best_row),
         "test": test,
         "checkpoints": {"last": str(manager.last_path), "best": str(manager.best_path)},
-        "wall_time_s": wall_s,
     }
 
 

@@ -6,11 +6,15 @@ and nothing else; what it holds (the recipe, the states) is decided by whoever c
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import math
 import os
 import re
+import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +41,11 @@ def save(path: Path, payload: dict[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_dir(path.parent)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise CheckpointError(
+            raise CheckpointWriteError(
                 f"could not write checkpoint {path}: {exc.strerror or exc}. The previous checkpoint there "
                 f"(if any) is intact. Free disk space or choose a writable output directory (hydra.run.dir)."
             ) from exc
@@ -94,11 +94,21 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
     return value > best if mode == "max" else value < best
 
 
-class CheckpointManager:
-    """Keeps `last.ckpt` and `best.ckpt` (by the task's monitored metric) in one directory."""
+class CheckpointWriteError(CheckpointError):
+    """A save that failed: the run stops, and what it wrote before stays."""
 
-    def __init__(self, directory: Path, monitor: str, mode: str) -> None:
-        self.directory, self.monitor, self.mode = Path(directory), monitor, mode
+    keeps_run_dir = True
+
+
+class CheckpointManager:
+    """The checkpoints of one run: `epochE-stepS.ckpt` files (the newest `keep_last_k` kept), plus
+    `last.ckpt` and `best.ckpt` (by the task's monitored metric) as hard links to them.
+
+    Every save goes: new checkpoint committed → `last` updated → `best` updated → old ones pruned,
+    so a crash at any point leaves `last` and `best` pointing at complete files."""
+
+    def __init__(self, directory: Path, monitor: str, mode: str, keep_last_k: int = 2) -> None:
+        self.directory, self.monitor, self.mode, self.keep_last_k = Path(directory), monitor, mode, keep_last_k
         self.best: float | None = None
         self.best_epoch: int | None = None
 
@@ -110,20 +120,93 @@ class CheckpointManager:
     def best_path(self) -> Path:
         return self.directory / "best.ckpt"
 
-    def update(self, payload_fn: Any, metrics: dict[str, float], epoch: int) -> bool:
-        """Save last; also save best when the monitored metric improved. Returns whether it did."""
+    def save_step(self, payload_fn: Callable[[], dict[str, Any]], epoch: int, step: int) -> Path:
+        """A mid-epoch checkpoint: it becomes `last`, never `best` (there are no validation metrics)."""
+        path = self._commit(payload_fn(), epoch, step)
+        self._point(self.last_path, path)
+        self._prune()
+        return path
+
+    def save_epoch(self, payload_fn: Callable[[], dict[str, Any]], metrics: dict[str, float],
+                   epoch: int, step: int) -> bool:
+        """The end of an epoch: always `last`; also `best` when the monitored metric improved."""
         value = metrics.get(self.monitor)
         improved = is_better(value, self.best, self.mode)
-        if improved:
+        if improved:  # before the payload is made: the checkpoint records its own best state
             self.best, self.best_epoch = value, epoch
-        payload = payload_fn()
-        save(self.last_path, payload)
+        path = self._commit(payload_fn(), epoch, step)
+        self._point(self.last_path, path)
         if improved:
-            save(self.best_path, payload)
+            self._point(self.best_path, path)
+        self._prune()
         return improved
+
+    def _commit(self, payload: dict[str, Any], epoch: int, step: int) -> Path:
+        # No '=' in the name: Hydra's override grammar would need it quoted in resume=PATH.
+        path = self.directory / f"epoch{epoch:03d}-step{step:07d}.ckpt"
+        save(path, payload)
+        return path
+
+    def _point(self, name: Path, target: Path) -> None:
+        """Atomically make `name` the same file as `target` (a hard link; a copy where links fail)."""
+        tmp = name.with_name(f".{name.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            try:
+                os.link(target, tmp)
+            except OSError:
+                shutil.copy2(target, tmp)
+            os.replace(tmp, name)
+            _fsync_dir(name.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise CheckpointWriteError(
+                f"could not update {name}: {exc.strerror or exc}. {target} is complete and loadable. "
+                f"Free disk space or choose a writable output directory (hydra.run.dir)."
+            ) from exc
+
+    def _prune(self) -> None:
+        numbered = sorted(self.directory.glob("epoch*-step*.ckpt"))  # zero-padded: name order is age order
+        for old in numbered[: -self.keep_last_k]:
+            old.unlink(missing_ok=True)  # last/best are links of their own: pruning never removes them
+
+    def preflight(self, payload_fn: Callable[[], dict[str, Any]]) -> None:
+        """Before the first step: the directory is writable and has room for the checkpoints to come."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.directory) as f:
+                f.write(b"0")
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot write checkpoints to {self.directory}: {exc.strerror or exc}. "
+                f"Choose a writable output directory (hydra.run.dir=PATH) or fix its permissions."
+            ) from None
+        buffer = io.BytesIO()
+        torch.save(payload_fn(), buffer)
+        size = buffer.tell()
+        needed = (self.keep_last_k + 2) * size  # kept files, a separate best, and one being written
+        free = shutil.disk_usage(self.directory).free
+        if free < needed:
+            mb = 1 / 2**20
+            raise CheckpointError(
+                f"not enough free disk space for checkpoints in {self.directory}: {free * mb:.1f} MiB free, "
+                f"about {needed * mb:.1f} MiB needed ({self.keep_last_k + 2} checkpoints of {size * mb:.1f} MiB). "
+                f"Free space, lower trainer.keep_last_k, or choose another output directory (hydra.run.dir)."
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {"monitor": self.monitor, "mode": self.mode, "best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def make_payload(config_yaml: str, modules: dict[str, Any], optimization: Any, fit_state: Any,
@@ -132,13 +215,23 @@ def make_payload(config_yaml: str, modules: dict[str, Any], optimization: Any, f
     from trainkit import __version__
     from trainkit.engine.rng import rng_state
 
+    states = {name: m.state_dict() for name, m in modules.items()}
+    for name, state in states.items():
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            from trainkit.engine.loop import NonFiniteLossError
+
+            raise NonFiniteLossError(
+                f"the weights of {name} are not finite ({', '.join(bad[:5])}) at step {fit_state.step}: nothing was "
+                f"saved. Lower optimizer.lr, set trainer.grad_clip, or use trainer.on_nan=skip."
+            )
     return {
         "format": "trainkit",
         "format_version": FORMAT_VERSION,
         "config": config_yaml,
-        "modules": {name: m.state_dict() for name, m in modules.items()},
+        "modules": states,
         "optimization": optimization.state_dict(),
-        "fit": {"epoch": fit_state.epoch, "step": fit_state.step, "history": fit_state.history},
+        "fit": dataclasses.asdict(fit_state),
         "best": manager.state_dict(),
         "rng": rng_state(),
         "versions": {"trainkit": __version__, "torch": str(torch.__version__)},  # TorchVersion is not a plain str

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, ContextManager, Protocol
 
 import torch
 from torch import Tensor
 
-from trainkit.engine.checkpoint import CheckpointManager
 from trainkit.engine.optimization import Optimization
 from trainkit.engine.settings import TrainerSettings
+from trainkit.engine.signals import Interrupted
 from trainkit.errors import UserError
 from trainkit.tasks.base import Task
 
@@ -40,19 +41,21 @@ class NonFiniteLossError(UserError):
 
 @dataclass
 class FitState:
-    """Counters that a checkpoint carries so a resumed run continues where it stopped."""
+    """Counters that a checkpoint carries so a resumed run continues exactly where it stopped."""
 
     epoch: int = 0  # completed epochs
     step: int = 0  # completed optimizer iterations
-    history: list[dict[str, float]] = field(default_factory=list)  # one metrics row per epoch
+    batch: int = 0  # completed batches of the epoch in progress (epoch + 1); 0 at an epoch boundary
+    partial: dict[str, Any] = field(default_factory=dict)  # that epoch's metric sums, count and seconds so far
+    history: list[dict[str, float]] = field(default_factory=list)  # one metrics row per finished epoch
 
 
 class MeanAccumulator:
     """Batch-size weighted means of 0-dim tensors, kept on the device: no host sync until `.compute()`."""
 
-    def __init__(self) -> None:
-        self.sums: dict[str, Tensor] = {}
-        self.count = 0
+    def __init__(self, sums: dict[str, Tensor] | None = None, count: int = 0) -> None:
+        self.sums: dict[str, Tensor] = dict(sums or {})
+        self.count = count
 
     def add(self, values: dict[str, Tensor], n: int) -> None:
         for k, v in values.items():
@@ -67,13 +70,6 @@ class MeanAccumulator:
         return {f"{prefix}{k}": v / self.count for k, v in zip(self.sums, stacked)}
 
 
-def _limited(loader: Iterable, limit: int | None) -> Iterable:
-    for i, batch in enumerate(loader):
-        if limit is not None and i >= limit:
-            break
-        yield batch
-
-
 def evaluate(
     task: Task, loader: Loader, autocast: Callable[[], ContextManager[Any]] = nullcontext,
     prefix: str = "val/", limit: int | None = None,
@@ -85,7 +81,7 @@ def evaluate(
     acc = MeanAccumulator()
     loader.set_epoch(0)
     with torch.inference_mode():
-        for x, y in _limited(loader, limit):
+        for x, y in islice(loader, _num_batches(loader, limit)):
             with autocast():
                 acc.add(task.eval_step((x, y)), len(x))
     for name, m in task.modules().items():
@@ -93,39 +89,91 @@ def evaluate(
     return acc.compute(prefix)
 
 
-def _train_epoch(
-    task: Task, loader: Loader, opt: Optimization, logger: Logger, settings: TrainerSettings, state: FitState
-) -> tuple[dict[str, float], float, int]:
+@dataclass
+class Hooks:
+    """What the loop calls out to besides the task: where state is saved, and whether to stop."""
+
+    save_epoch: Callable[[dict[str, float]], None]  # after validation, with the epoch's metrics
+    save_step: Callable[[], None]  # mid-epoch: every checkpoint_every_n_steps, and on a stop request
+    stop_requested: Callable[[], int | None] = lambda: None  # a pending signal number, or None
+
+
+def _train_epoch(task: Task, loader: Loader, opt: Optimization, logger: Logger, settings: TrainerSettings,
+                 state: FitState, hooks: Hooks) -> tuple[dict[str, float], float, int]:
     for m in task.modules().values():
         m.train()
-    epoch_acc, window = MeanAccumulator(), MeanAccumulator()
+    epoch = state.epoch + 1
+    num = _num_batches(loader, settings.limit_train_batches)
+    epoch_acc = MeanAccumulator(state.partial.get("sums"), state.partial.get("count", 0))
+    before = state.partial.get("seconds", 0.0)
+    window = MeanAccumulator()
+    first_bad: Tensor | None = None  # the first step with a non-finite output, kept on the device
+    loader.set_epoch(epoch, state.batch)
+    logger.start_epoch(epoch, num)
     start = time.perf_counter()
-    for x, y in _limited(loader, settings.limit_train_batches):
+    for x, y in islice(loader, num - state.batch):
+        skipped = opt.skipped_steps
         out = task.train_step((x, y), opt)
         opt.end_iteration()
         state.step += 1
-        epoch_acc.add(out, len(x))
-        window.add(out, len(x))
+        state.batch += 1
+        if opt.skipped_steps == skipped:  # on_nan=skip: a dropped update adds nothing to the metrics
+            first_bad = _track_nonfinite(first_bad, out, state.step)
+            epoch_acc.add(out, len(x))
+            window.add(out, len(x))
         logged = None
         # .item() syncs with the device: only every log_every_n_steps steps.
         if state.step % settings.log_every_n_steps == 0:
             logged = window.compute("train/")
             window = MeanAccumulator()
-            _check_finite(logged, state.step)
+            _check_finite(logged, first_bad)
         logger.step(state.step, logged)
+        every = settings.checkpoint_every_n_steps
+        signum = hooks.stop_requested()
+        if signum is not None or (every and state.step % every == 0 and state.batch < num):
+            _check_finite(epoch_acc.compute("train/"), first_bad)  # never save after a NaN
+            state.partial = {"sums": epoch_acc.sums, "count": epoch_acc.count,
+                             "seconds": before + time.perf_counter() - start}
+            hooks.save_step()
+            if signum is not None:
+                raise _interrupted(signum, state)
     metrics = epoch_acc.compute("train/")
-    elapsed = time.perf_counter() - start
-    _check_finite(metrics, state.step)
+    elapsed = before + time.perf_counter() - start
+    _check_finite(metrics, first_bad)
+    state.batch, state.partial = 0, {}
     return metrics, elapsed, epoch_acc.count
 
 
-def _check_finite(metrics: dict[str, float], step: int) -> None:
+def _interrupted(signum: int, state: FitState) -> Interrupted:
+    import signal
+
+    name = signal.Signals(signum).name
+    where = f"epoch {state.epoch + 1}, batch {state.batch}" if state.batch else f"the end of epoch {state.epoch}"
+    return Interrupted(f"stopped by {name} at {where} (step {state.step}); the checkpoint to resume from is saved.",
+                       signum)
+
+
+def _track_nonfinite(first_bad: Tensor | None, out: dict[str, Tensor], step: int) -> Tensor:
+    ok = torch.stack([torch.isfinite(v.detach()).all() for v in out.values()]).all()
+    if first_bad is None:
+        first_bad = torch.full((), -1, dtype=torch.long, device=ok.device)
+    return torch.where((first_bad < 0) & ~ok, torch.full_like(first_bad, step), first_bad)
+
+
+def _step(first_bad: Tensor | None) -> str:
+    step = -1 if first_bad is None else int(first_bad)  # a host sync, on the failure path only
+    return str(step) if step >= 0 else "(before this session)"
+
+
+def _check_finite(metrics: dict[str, float], first_bad: Tensor | None) -> None:
     bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
     if bad:
-        names = ", ".join(f"{k}={v}" for k, v in bad.items())
+        names = ", ".join(f"train/{k.split('/')[-1]}" for k in bad)
         raise NonFiniteLossError(
-            f"training diverged: {names} by step {step}. No checkpoint was written from this point. "
-            f"Lower optimizer.lr, set trainer.grad_clip (e.g. 1.0), or use trainer.precision=32."
+            f"training diverged: {names} became {'/'.join(sorted({str(v) for v in bad.values()}))} at step "
+            f"{_step(first_bad)}. No checkpoint was written from that step on. "
+            f"Lower optimizer.lr, set trainer.grad_clip (e.g. 1.0), use trainer.precision=32, or "
+            f"trainer.on_nan=skip to skip the updates of such steps."
         )
 
 
@@ -136,29 +184,30 @@ def fit(
     opt: Optimization,
     logger: Logger,
     settings: TrainerSettings,
-    checkpoints: CheckpointManager,
-    payload_fn: Callable[[FitState], dict[str, Any]],
+    hooks: Hooks,
     state: FitState | None = None,
 ) -> FitState:
-    """Train from `state` (a fresh run when None) to `settings.max_epochs`; each epoch ends with
-    validation, a metrics row, and last/best checkpoints written through `payload_fn(state)`."""
+    """Train from `state` (a fresh run when None; any saved position, mid-epoch included) to
+    `settings.max_epochs`. Each epoch ends with validation, a metrics row and `hooks.save_epoch`."""
     state = state or FitState()
     while state.epoch < settings.max_epochs:
-        epoch = state.epoch + 1  # epochs are counted from 1 in every output
-        train_loader.set_epoch(epoch)
-        logger.start_epoch(epoch, _num_batches(train_loader, settings.limit_train_batches))
-        train_metrics, elapsed, samples = _train_epoch(task, train_loader, opt, logger, settings, state)
+        train_metrics, elapsed, samples = _train_epoch(task, train_loader, opt, logger, settings, state, hooks)
         val_metrics = evaluate(task, val_loader, opt.autocast, "val/", settings.limit_eval_batches)
         metrics = {
             **train_metrics, **val_metrics, **opt.learning_rates(),
             "time/epoch_s": elapsed, "train/samples_per_s": samples / elapsed if elapsed > 0 else 0.0,
         }
+        if opt.skipped_steps:
+            metrics["train/skipped_steps"] = float(opt.take_skipped())
         opt.end_epoch(metrics)
-        state.epoch = epoch
-        state.history.append({"epoch": epoch, "step": state.step, **metrics})
-        checkpoints.update(lambda: payload_fn(state), metrics, epoch)
-        logger.end_epoch(epoch, state.step, metrics)
-        logger.images(epoch, task.epoch_images())
+        state.epoch += 1
+        state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
+        hooks.save_epoch(metrics)
+        logger.end_epoch(state.epoch, state.step, metrics)
+        logger.images(state.epoch, task.epoch_images())
+        signum = hooks.stop_requested()
+        if signum is not None and state.epoch < settings.max_epochs:
+            raise _interrupted(signum, state)
     return state
 
 

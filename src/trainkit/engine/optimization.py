@@ -42,7 +42,9 @@ class Optimization:
     precision: Precision
     schedulers: dict[str, Any] = field(default_factory=dict)  # name → LR scheduler, stepped per epoch
     grad_clip: float | None = None  # max global L2 norm
+    skip_nonfinite: bool = False  # trainer.on_nan=skip: drop the update of a step whose loss is NaN/inf
     scaler: torch.amp.GradScaler = None  # type: ignore[assignment]
+    skipped_steps: int = 0  # updates dropped by skip_nonfinite since the last take_skipped()
     _stepped: bool = False
 
     def __post_init__(self) -> None:
@@ -56,6 +58,10 @@ class Optimization:
         """zero_grad, scaled backward, unscale and clip, then step the optimizer called `name`."""
         optimizer = self.optimizers[name]
         optimizer.zero_grad(set_to_none=True)
+        # Skipping needs the loss on the host: a sync per step, paid only when on_nan=skip.
+        if self.skip_nonfinite and not torch.isfinite(loss.detach()).item():
+            self.skipped_steps += 1
+            return
         self.scaler.scale(loss).backward()
         if self.grad_clip is not None:
             self.scaler.unscale_(optimizer)
@@ -69,6 +75,10 @@ class Optimization:
         if self._stepped:
             self.scaler.update()
             self._stepped = False
+
+    def take_skipped(self) -> int:
+        n, self.skipped_steps = self.skipped_steps, 0
+        return n
 
     def end_epoch(self, metrics: dict[str, float]) -> None:
         for scheduler in self.schedulers.values():

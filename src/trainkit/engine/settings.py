@@ -24,6 +24,9 @@ class TrainerSettings:
     limit_eval_batches: Optional[int] = None
     eval_batch_size: Optional[int] = None  # default: 4 × data.batch_size (no gradients to hold)
     num_threads: Optional[int] = None  # torch intra-op threads on the CPU; null: torch's default
+    checkpoint_every_n_steps: Optional[int] = None  # also save mid-epoch every this many steps
+    keep_last_k: int = 2  # step/epoch checkpoints kept besides last.ckpt and best.ckpt
+    on_nan: str = "stop"  # a NaN/inf loss: stop (the run fails, naming the step) or skip (drop that update)
 
     def __post_init__(self) -> None:
         self.precision = str(self.precision)
@@ -36,5 +39,9 @@ class TrainerSettings:
             raise ValueError(f"trainer.max_epochs={self.max_epochs} must be at least 1.")
         if self.log_every_n_steps < 1:
             raise ValueError(f"trainer.log_every_n_steps={self.log_every_n_steps} must be at least 1.")
+        if self.on_nan not in ("stop", "skip"):
+            raise ValueError(f"trainer.on_nan={self.on_nan!r} is not one of stop, skip.")
+        if self.keep_last_k < 1:
+            raise ValueError(f"trainer.keep_last_k={self.keep_last_k} must be at least 1.")
         if self.progress not in ("auto", "rich", "plain", "none"):
             raise ValueError(f"trainer.progress={self.progress!r} is not one of auto, rich, plain, none.")

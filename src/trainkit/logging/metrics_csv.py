@@ -14,6 +14,17 @@ class MetricsCSV:
             with self.path.open(newline="") as f:
                 self.columns = next(csv.reader(f), None)
 
+    def catch_up(self, history: list[dict[str, float]]) -> None:
+        """Append the rows of `history` (epoch rows with epoch and step) that the file does not have yet."""
+        done = set()
+        if self.columns is not None:
+            with self.path.open(newline="") as f:
+                done = {int(row["epoch"]) for row in csv.DictReader(f) if row.get("epoch")}
+        for row in history:
+            if int(row["epoch"]) not in done:
+                metrics = {k: v for k, v in row.items() if k not in ("epoch", "step")}
+                self.write(int(row["epoch"]), int(row["step"]), metrics)
+
     def write(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
         row = {"epoch": epoch, "step": step, **metrics}
         new_file = self.columns is None

@@ -15,15 +15,18 @@ from trainkit.logging.metrics_csv import MetricsCSV
 
 class RunLogger:
     def __init__(self, run_dir: Path, console: Console, max_epochs: int, *, progress: str = "auto",
-                 plain_every_s: float = 10.0, tensorboard: bool = True, batch_size: int = 1) -> None:
+                 plain_every_s: float = 10.0, tensorboard: bool = True, batch_size: int = 1,
+                 resume_step: int | None = None, history: list[dict[str, float]] | None = None) -> None:
+        """`resume_step`: continuing a run from that step; `history`: the epoch rows its checkpoint holds."""
         self.run_dir = Path(run_dir)
         self.progress = ConsoleProgress(console, max_epochs, progress, plain_every_s)
         self.csv = MetricsCSV(self.run_dir / "metrics.csv")
+        self.csv.catch_up(history or [])  # a kill between checkpoint and CSV row must not lose the row
         self.tb = None
         if tensorboard:
             from trainkit.logging.tensorboard import TensorBoardLog  # tensorboard is slow to import
 
-            self.tb = TensorBoardLog(self.run_dir / "tensorboard")
+            self.tb = TensorBoardLog(self.run_dir / "tensorboard", purge_step=resume_step)
         self.batch_size = batch_size
         self._window_start, self._window_steps = time.perf_counter(), 0
 

@@ -9,8 +9,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 
 class TensorBoardLog:
-    def __init__(self, directory: Path) -> None:
-        self.writer = SummaryWriter(log_dir=str(directory))
+    def __init__(self, directory: Path, purge_step: int | None = None) -> None:
+        # purge_step: on resume, events logged after the checkpoint by the interrupted process are dropped.
+        self.writer = SummaryWriter(log_dir=str(directory), purge_step=purge_step)
 
     def scalars(self, step: int, metrics: dict[str, float]) -> None:
         for k, v in metrics.items():
