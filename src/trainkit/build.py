@@ -16,17 +16,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from trainkit.data.base import DataMeta, DataSplits
+from trainkit.data.base import DataMeta, DataSplits, Split
 from trainkit.data.loader import Augment, BatchLoader
 from trainkit.engine.device import resolve_device
 from trainkit.engine.optimization import Optimization, Precision
 from trainkit.engine.settings import TrainerSettings
-from trainkit.errors import UserError
+from trainkit.errors import ConfigError
 from trainkit.tasks.base import Task
-
-
-class ConfigError(UserError):
-    """A config value that cannot work. The message names the key and the fix."""
 
 
 READERS = {  # data.name → module with a `load(**kwargs) -> DataSplits`
@@ -86,10 +82,15 @@ def build_loaders(cfg: DictConfig, data: DataSplits, device: torch.device,
     augment = values.get("augment")
     augment = _call_with(Augment, augment, "data.augment", "data.augment") if augment else None
     on_device = bool(values.get("on_device", True))
+    train, val, shuffle = data.train, data.val, True
+    if settings.overfit_batches:  # memorise the same few batches: train on them, validate on them
+        keep = slice(0, settings.overfit_batches * batch_size)
+        train = val = Split(data.train.x[keep], data.train.y[keep])
+        shuffle, augment = False, None
     loaders = {
-        "train": BatchLoader(data.train, data.meta, batch_size, device, shuffle=True, seed=cfg.seed,
+        "train": BatchLoader(train, data.meta, batch_size, device, shuffle=shuffle, seed=cfg.seed,
                              augment=augment, on_device=on_device),
-        "val": BatchLoader(data.val, data.meta, eval_batch_size, device, on_device=on_device),
+        "val": BatchLoader(val, data.meta, eval_batch_size, device, on_device=on_device),
     }
     if data.test is not None and data.test.y is not None:
         loaders["test"] = BatchLoader(data.test, data.meta, eval_batch_size, device, on_device=on_device)
@@ -133,7 +134,8 @@ def build_task(cfg: DictConfig, meta: DataMeta) -> Task:
     return RegressionTask(net)
 
 
-def build_optimization(cfg: DictConfig, task: Task, settings: TrainerSettings, device: torch.device) -> Optimization:
+def build_optimization(cfg: DictConfig, task: Task, settings: TrainerSettings, device: torch.device,
+                       steps_per_epoch: int) -> Optimization:
     values = to_dict(cfg.optimizer, "optimizer")
     name = values.pop("name", None)
     if name not in OPTIMIZERS:
@@ -142,25 +144,63 @@ def build_optimization(cfg: DictConfig, task: Task, settings: TrainerSettings, d
         group: _call_with(OPTIMIZERS[name], {"params": params, **values}, "optimizer", f"optimizer={name}")
         for group, params in task.param_groups().items()
     }
-    schedulers = {k: build_scheduler(cfg, o, settings) for k, o in optimizers.items()}
+    updates_per_epoch = max(1, steps_per_epoch // settings.accumulate_grad_batches)
+    schedulers = {k: build_scheduler(cfg, o, settings, updates_per_epoch, task.monitor_mode)
+                  for k, o in optimizers.items()}
+    ema = None
+    if settings.ema_decay is not None:
+        from trainkit.engine.ema import EMA
+
+        try:
+            ema = EMA(task.modules(), settings.ema_decay)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     return Optimization(
         optimizers, Precision(settings.precision, device),
         schedulers={k: s for k, s in schedulers.items() if s is not None}, grad_clip=settings.grad_clip,
+        skip_nonfinite=settings.on_nan == "skip", accumulate=settings.accumulate_grad_batches,
+        monitor=task.monitor, ema=ema,
     )
 
 
-def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, settings: TrainerSettings) -> Any:
+def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, settings: TrainerSettings,
+                    updates_per_epoch: int, monitor_mode: str) -> Any:
+    """Schedulers step after every optimizer update (plateau: after every epoch); `warmup_epochs`
+    ramps the learning rate up linearly first. Durations in the config are in epochs."""
     values = to_dict(cfg.scheduler, "scheduler") if cfg.get("scheduler") else {"name": "none"}
     name = values.pop("name", "none")
+    warmup = round(float(values.pop("warmup_epochs", 0.0)) * updates_per_epoch)
+    total = settings.max_epochs * updates_per_epoch
     sched = torch.optim.lr_scheduler
+
+    def epochs_to_updates(kw: dict[str, Any], *keys: str) -> dict[str, Any]:
+        return {k: (round(v * updates_per_epoch) if k in keys else v) for k, v in kw.items()}
+
     makers = {
         "none": None,
-        "step": partial(sched.StepLR, optimizer),
-        "cosine": partial(sched.CosineAnnealingLR, optimizer, T_max=settings.max_epochs),
+        "step": lambda **kw: sched.StepLR(optimizer, **epochs_to_updates(kw, "step_size")),
+        "cosine": lambda **kw: sched.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup), **kw),
+        "onecycle": lambda **kw: sched.OneCycleLR(
+            optimizer, total_steps=total, max_lr=kw.pop("max_lr", None) or optimizer.param_groups[0]["lr"], **kw),
+        "plateau": lambda **kw: sched.ReduceLROnPlateau(optimizer, **{**kw, "mode": kw.get("mode") or monitor_mode}),
     }
     if name not in makers:
         raise ConfigError(f"scheduler.name={name!r} is not known; choose scheduler= one of: {', '.join(makers)}.")
-    return None if makers[name] is None else _call_with(makers[name], values, "scheduler", f"scheduler={name}")
+    if makers[name] is None:
+        if warmup:
+            return sched.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup)
+        return None
+    if warmup and name in ("onecycle", "plateau"):
+        raise ConfigError(f"scheduler={name} has no scheduler.warmup_epochs: onecycle warms up by itself "
+                          f"(scheduler.pct_start); plateau acts on epochs. Remove scheduler.warmup_epochs.")
+    try:
+        main = makers[name](**values)
+    except TypeError as exc:
+        raise ConfigError(f"scheduler={name}: {exc}. Check the scheduler.* keys.") from None
+    if not warmup:
+        return main
+    ramp = sched.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup)
+    return sched.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
 
 
 @dataclass

@@ -8,3 +8,7 @@ class UserError(Exception):
     """Bad input, config or state the user can fix. The message names the file or key, and the fix."""
 
     keeps_run_dir = False  # an error before any result: the half-made run directory is removed
+
+
+class ConfigError(UserError):
+    """A config value that cannot work. The message names the key and the fix."""

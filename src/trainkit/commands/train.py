@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from contextlib import nullcontext
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from trainkit import rundirs
 from trainkit.build import build_optimization, build_run
 from trainkit.engine import checkpoint
 from trainkit.engine.device import set_deterministic
-from trainkit.engine.loop import FitState, Hooks, evaluate, fit
+from trainkit.engine.loop import FitState, Hooks, evaluate, fit, num_batches
 from trainkit.engine.rng import seed_everything, set_rng_state
 from trainkit.engine.signals import Interrupted, StopRequest
 from trainkit.errors import UserError
@@ -52,7 +53,8 @@ def _fit(cfg: DictConfig, run_dir: Path, console: Console, stop: StopRequest,
     built = build_run(cfg)
     set_deterministic(built.settings.deterministic)
     task, settings, loaders = built.task, built.settings, built.loaders
-    opt = build_optimization(cfg, task, settings, built.device)
+    steps_per_epoch = num_batches(loaders["train"], settings.limit_train_batches)
+    opt = build_optimization(cfg, task, settings, built.device, steps_per_epoch)
     manager = checkpoint.CheckpointManager(run_dir / "checkpoints", task.monitor, task.monitor_mode, settings.keep_last_k)
     state = FitState()
     config_text = recipe_yaml(cfg)
@@ -61,7 +63,7 @@ def _fit(cfg: DictConfig, run_dir: Path, console: Console, stop: StopRequest,
         state = _restore(payload, task, opt, manager, resume)
         console.print(f"resuming [bold]{_shown(run_dir)}[/bold] at epoch {state.epoch + 1}, batch {state.batch} "
                       f"(step {state.step})" + _changes(resume.changes))
-    else:
+    elif settings.enable_checkpointing:
         manager.preflight(payload_fn)
         console.print(f"run directory: [bold]{_shown(run_dir)}[/bold]  ({built.data.meta.name}, "
                       f"{len(built.data.train)} train / {len(built.data.val)} val samples, device {built.device}, "
@@ -71,6 +73,8 @@ def _fit(cfg: DictConfig, run_dir: Path, console: Console, stop: StopRequest,
         save_step=lambda: manager.save_step(payload_fn, state.epoch + 1, state.step),
         stop_requested=lambda: stop.requested,
     )
+    if not settings.enable_checkpointing:  # debug runs: nothing to resume from, nothing written
+        hooks.save_epoch, hooks.save_step = (lambda metrics: None), (lambda: None)
     logger = RunLogger(run_dir, console, settings.max_epochs, progress=settings.progress,
                        plain_every_s=settings.plain_every_s, tensorboard=settings.tensorboard,
                        batch_size=loaders["train"].batch_size, resume_step=state.step if payload else None,
@@ -86,15 +90,18 @@ def _fit(cfg: DictConfig, run_dir: Path, console: Console, stop: StopRequest,
     finally:
         logger.close()
     test_metrics: dict[str, float] = {}
-    if "test" in loaders and manager.best_path.exists():
-        checkpoint.load_modules(checkpoint.load(manager.best_path), task.modules(), manager.best_path)
-        test_metrics = evaluate(task, loaders["test"], opt.autocast, "test/", settings.limit_eval_batches)
+    if "test" in loaders:  # the best checkpoint's weights; the last (averaged) ones when none was written
+        if manager.best_path.exists():
+            checkpoint.load_modules(checkpoint.load(manager.best_path), task.modules(), manager.best_path)
+        with opt.ema.swapped() if opt.ema is not None and not manager.best_path.exists() else nullcontext():
+            test_metrics = evaluate(task, loaders["test"], opt.autocast, "test/", settings.limit_eval_batches)
     return _summary(run_dir, state, manager, test_metrics)
 
 
 def _restore(payload: dict[str, Any], task: Any, opt: Any, manager: checkpoint.CheckpointManager,
              resume: rundirs.Resume) -> FitState:
-    checkpoint.load_modules(payload, task.modules(), resume.checkpoint)
+    key = "training_modules" if "training_modules" in payload else "modules"
+    checkpoint.load_modules(payload, task.modules(), resume.checkpoint, key)
     try:
         opt.load_state_dict(payload["optimization"])
     except (KeyError, ValueError, RuntimeError) as exc:
@@ -127,6 +134,7 @@ def _summary(run_dir: Path, state: FitState, manager: checkpoint.CheckpointManag
         "status": "finished",
         "run_dir": str(run_dir),
         "epochs": state.epoch,
+        "stopped_early": state.stopped_early,
         "steps": state.step,
         "monitor": manager.monitor,
         "monitor_mode": manager.mode,

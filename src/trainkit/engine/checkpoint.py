@@ -216,6 +216,9 @@ def make_payload(config_yaml: str, modules: dict[str, Any], optimization: Any, f
     from trainkit.engine.rng import rng_state
 
     states = {name: m.state_dict() for name, m in modules.items()}
+    ema = getattr(optimization, "ema", None)
+    if ema is not None:  # "modules" is what eval and export use: the averaged weights
+        training, states = states, {name: ema.averages[name].module.state_dict() for name in modules}
     for name, state in states.items():
         bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
@@ -235,13 +238,15 @@ def make_payload(config_yaml: str, modules: dict[str, Any], optimization: Any, f
         "best": manager.state_dict(),
         "rng": rng_state(),
         "versions": {"trainkit": __version__, "torch": str(torch.__version__)},  # TorchVersion is not a plain str
+        **({"training_modules": training} if ema is not None else {}),
         **(extra or {}),
     }
 
 
-def load_modules(payload: dict[str, Any], modules: dict[str, Any], path: str | Path) -> None:
-    """Load module weights, or say exactly which keys and shapes do not match this model."""
-    stored = payload.get("modules", {})
+def load_modules(payload: dict[str, Any], modules: dict[str, Any], path: str | Path, key: str = "modules") -> None:
+    """Load module weights (`training_modules`: the raw weights of an EMA run, for resuming), or say
+    exactly which keys and shapes do not match this model."""
+    stored = payload.get(key, {})
     for name, module in modules.items():
         if name not in stored:
             raise CheckpointError(f"checkpoint {path} has no weights for '{name}' (it has: {', '.join(stored) or 'none'}).")

@@ -16,7 +16,7 @@ from torch import Tensor
 from trainkit.engine.optimization import Optimization
 from trainkit.engine.settings import TrainerSettings
 from trainkit.engine.signals import Interrupted
-from trainkit.errors import UserError
+from trainkit.errors import ConfigError, UserError
 from trainkit.tasks.base import Task
 
 
@@ -48,6 +48,8 @@ class FitState:
     batch: int = 0  # completed batches of the epoch in progress (epoch + 1); 0 at an epoch boundary
     partial: dict[str, Any] = field(default_factory=dict)  # that epoch's metric sums, count and seconds so far
     history: list[dict[str, float]] = field(default_factory=list)  # one metrics row per finished epoch
+    early: dict[str, Any] = field(default_factory=dict)  # early stopping: best value and epochs without it
+    stopped_early: bool = False
 
 
 class MeanAccumulator:
@@ -81,7 +83,7 @@ def evaluate(
     acc = MeanAccumulator()
     loader.set_epoch(0)
     with torch.inference_mode():
-        for x, y in islice(loader, _num_batches(loader, limit)):
+        for x, y in islice(loader, num_batches(loader, limit)):
             with autocast():
                 acc.add(task.eval_step((x, y)), len(x))
     for name, m in task.modules().items():
@@ -103,7 +105,7 @@ def _train_epoch(task: Task, loader: Loader, opt: Optimization, logger: Logger, 
     for m in task.modules().values():
         m.train()
     epoch = state.epoch + 1
-    num = _num_batches(loader, settings.limit_train_batches)
+    num = num_batches(loader, settings.limit_train_batches)
     epoch_acc = MeanAccumulator(state.partial.get("sums"), state.partial.get("count", 0))
     before = state.partial.get("seconds", 0.0)
     window = MeanAccumulator()
@@ -190,9 +192,10 @@ def fit(
     """Train from `state` (a fresh run when None; any saved position, mid-epoch included) to
     `settings.max_epochs`. Each epoch ends with validation, a metrics row and `hooks.save_epoch`."""
     state = state or FitState()
-    while state.epoch < settings.max_epochs:
+    while state.epoch < settings.max_epochs and not state.stopped_early:
         train_metrics, elapsed, samples = _train_epoch(task, train_loader, opt, logger, settings, state, hooks)
-        val_metrics = evaluate(task, val_loader, opt.autocast, "val/", settings.limit_eval_batches)
+        with opt.ema.swapped() if opt.ema is not None else nullcontext():  # validate the averaged weights
+            val_metrics = evaluate(task, val_loader, opt.autocast, "val/", settings.limit_eval_batches)
         metrics = {
             **train_metrics, **val_metrics, **opt.learning_rates(),
             "time/epoch_s": elapsed, "train/samples_per_s": samples / elapsed if elapsed > 0 else 0.0,
@@ -202,6 +205,7 @@ def fit(
         opt.end_epoch(metrics)
         state.epoch += 1
         state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
+        state.stopped_early = _early_stop(state, metrics, settings, task)
         hooks.save_epoch(metrics)
         logger.end_epoch(state.epoch, state.step, metrics)
         logger.images(state.epoch, task.epoch_images())
@@ -211,5 +215,28 @@ def fit(
     return state
 
 
-def _num_batches(loader: Loader, limit: int | None) -> int:
-    return len(loader) if limit is None else min(len(loader), limit)
+def _early_stop(state: FitState, metrics: dict[str, float], settings: TrainerSettings, task: Task) -> bool:
+    """True when the monitored metric has not improved by min_delta for `patience` epochs."""
+    es = settings.early_stopping
+    if es.patience is None:
+        return False
+    monitor = es.monitor or task.monitor
+    mode = es.mode or (task.monitor_mode if monitor == task.monitor else "min")
+    if monitor not in metrics:
+        raise ConfigError(f"trainer.early_stopping.monitor={monitor} is not a metric of this run; "
+                          f"its metrics are: {', '.join(sorted(metrics))}.")
+    value, best = metrics[monitor], state.early.get("best")
+    sign = 1.0 if mode == "max" else -1.0
+    if math.isfinite(value) and (best is None or sign * (value - best) > es.min_delta):
+        state.early = {"best": value, "bad_epochs": 0}
+        return False
+    state.early = {"best": best, "bad_epochs": state.early.get("bad_epochs", 0) + 1}
+    return state.early["bad_epochs"] >= es.patience
+
+
+def num_batches(loader: Loader, limit: float | None) -> int:
+    """How many batches a pass takes: all, `limit` of them (>= 1), or that fraction of them (< 1)."""
+    n = len(loader)
+    if limit is None:
+        return n
+    return max(1, int(n * limit)) if limit < 1 else min(n, int(limit))

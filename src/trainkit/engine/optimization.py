@@ -36,15 +36,21 @@ class Precision:
 
 @dataclass
 class Optimization:
-    """The named optimizers of a task, their schedulers, one GradScaler and gradient clipping."""
+    """The named optimizers of a task, their schedulers, one GradScaler, clipping, gradient accumulation
+    and an optional EMA of the weights."""
 
     optimizers: dict[str, torch.optim.Optimizer]
     precision: Precision
-    schedulers: dict[str, Any] = field(default_factory=dict)  # name → LR scheduler, stepped per epoch
+    # name → LR scheduler, stepped after every optimizer update; ReduceLROnPlateau at epoch ends on `monitor`
+    schedulers: dict[str, Any] = field(default_factory=dict)
     grad_clip: float | None = None  # max global L2 norm
     skip_nonfinite: bool = False  # trainer.on_nan=skip: drop the update of a step whose loss is NaN/inf
+    accumulate: int = 1  # batches whose gradients are summed before one update (cycles run across epochs)
+    monitor: str = "val/loss"  # what ReduceLROnPlateau watches
+    ema: Any = None  # trainkit.engine.ema.EMA, updated after every optimizer update
     scaler: torch.amp.GradScaler = None  # type: ignore[assignment]
     skipped_steps: int = 0  # updates dropped by skip_nonfinite since the last take_skipped()
+    micro: int = 0  # batches seen in the current accumulation cycle
     _stepped: bool = False
 
     def __post_init__(self) -> None:
@@ -54,15 +60,23 @@ class Optimization:
     def autocast(self) -> ContextManager[Any]:
         return self.precision.autocast()
 
+    @property
+    def _updating(self) -> bool:
+        return self.micro + 1 >= self.accumulate  # this batch completes a cycle
+
     def step(self, name: str, loss: Tensor) -> None:
-        """zero_grad, scaled backward, unscale and clip, then step the optimizer called `name`."""
+        """Scaled backward of `loss` for the optimizer called `name`; on the last batch of an accumulation
+        cycle also unscale, clip and step it. Gradients are zeroed at the start of each cycle."""
         optimizer = self.optimizers[name]
-        optimizer.zero_grad(set_to_none=True)
+        if self.micro == 0:
+            optimizer.zero_grad(set_to_none=True)
         # Skipping needs the loss on the host: a sync per step, paid only when on_nan=skip.
         if self.skip_nonfinite and not torch.isfinite(loss.detach()).item():
             self.skipped_steps += 1
             return
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(loss / self.accumulate if self.accumulate > 1 else loss).backward()
+        if not self._updating:
+            return
         if self.grad_clip is not None:
             self.scaler.unscale_(optimizer)
             params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -71,10 +85,20 @@ class Optimization:
         self._stepped = True
 
     def end_iteration(self) -> None:
-        """Update the loss scale once per iteration, after every optimizer stepped (PyTorch AMP notes)."""
+        """After each batch: once a cycle is complete, update the loss scale once (after every optimizer
+        stepped, as the PyTorch AMP notes prescribe), step the schedulers and the EMA."""
+        if not self._updating:
+            self.micro += 1
+            return
+        self.micro = 0
         if self._stepped:
             self.scaler.update()
             self._stepped = False
+            for scheduler in self.schedulers.values():
+                if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step()
+            if self.ema is not None:
+                self.ema.update()
 
     def take_skipped(self) -> int:
         n, self.skipped_steps = self.skipped_steps, 0
@@ -82,10 +106,8 @@ class Optimization:
 
     def end_epoch(self, metrics: dict[str, float]) -> None:
         for scheduler in self.schedulers.values():
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(metrics[scheduler.trainkit_monitor])  # type: ignore[attr-defined]
-            else:
-                scheduler.step()
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and self.monitor in metrics:
+                scheduler.step(metrics[self.monitor])
 
     def learning_rates(self) -> dict[str, float]:
         return {f"lr/{name}": opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()}
@@ -95,7 +117,16 @@ class Optimization:
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
+            "micro": self.micro,
+            # Mid-cycle, the summed gradients are part of the state: a resume must not lose them.
+            "pending_grads": {k: [p.grad for p in self._params(o)] for k, o in self.optimizers.items()}
+            if self.micro else {},
+            "ema": None if self.ema is None else self.ema.state_dict(),
         }
+
+    @staticmethod
+    def _params(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+        return [p for group in optimizer.param_groups for p in group["params"]]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for k, o in self.optimizers.items():
@@ -104,3 +135,9 @@ class Optimization:
             s.load_state_dict(state["schedulers"][k])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        self.micro = state.get("micro", 0)
+        for k, grads in state.get("pending_grads", {}).items():
+            for p, g in zip(self._params(self.optimizers[k]), grads):
+                p.grad = None if g is None else g.to(p.device)
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])

@@ -3,10 +3,18 @@ them as Hydra's schema for `trainer.*` and users get an error that names the key
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+
+
+@dataclass
+class EarlyStopping:
+    patience: Optional[int] = None  # epochs without improvement before stopping; null: never stop early
+    monitor: Optional[str] = None  # a metrics.csv column, e.g. val/loss; null: the task's (val/acc, val/loss...)
+    mode: Optional[str] = None  # min or max; null: the task's direction for its own monitor, else min
+    min_delta: float = 0.0  # an improvement smaller than this does not count
 
 
 @dataclass
@@ -20,15 +28,27 @@ class TrainerSettings:
     progress: str = "auto"  # auto (rich bar on a terminal, plain lines otherwise), rich, plain, none
     plain_every_s: float = 10.0  # without a terminal: at most one progress line per this many seconds
     tensorboard: bool = True
-    limit_train_batches: Optional[int] = None  # at most this many batches per epoch (smoke runs)
-    limit_eval_batches: Optional[int] = None
+    # Smoke and debug runs: a number >= 1 is a count of batches, below 1 a fraction of the split.
+    limit_train_batches: Optional[float] = None  # per epoch
+    limit_eval_batches: Optional[float] = None  # per validation or test pass
+    overfit_batches: Optional[int] = None  # train (and validate) on the same first N batches, unshuffled
+    enable_checkpointing: bool = True  # false: write no checkpoint (debug runs); the test uses the last weights
     eval_batch_size: Optional[int] = None  # default: 4 × data.batch_size (no gradients to hold)
     num_threads: Optional[int] = None  # torch intra-op threads on the CPU; null: torch's default
     checkpoint_every_n_steps: Optional[int] = None  # also save mid-epoch every this many steps
     keep_last_k: int = 2  # step/epoch checkpoints kept besides last.ckpt and best.ckpt
     on_nan: str = "stop"  # a NaN/inf loss: stop (the run fails, naming the step) or skip (drop that update)
+    accumulate_grad_batches: int = 1  # sum the gradients of this many batches before each update
+    ema_decay: Optional[float] = None  # keep an EMA of the weights (e.g. 0.999) for validation and checkpoints
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
 
     def __post_init__(self) -> None:
+        if isinstance(self.early_stopping, dict):
+            self.early_stopping = EarlyStopping(**self.early_stopping)
+        if self.early_stopping.mode not in (None, "min", "max"):
+            raise ValueError(f"trainer.early_stopping.mode={self.early_stopping.mode!r} is not one of min, max.")
+        if self.accumulate_grad_batches < 1:
+            raise ValueError(f"trainer.accumulate_grad_batches={self.accumulate_grad_batches} must be at least 1.")
         self.precision = str(self.precision)
         if self.precision not in PRECISIONS:
             raise ValueError(

@@ -65,10 +65,12 @@ class GANTask:
             d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, self.real_label))
                       + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
         opt.step("disc", d_loss)
+        d.requires_grad_(False)  # the generator's loss must not leave gradients in the discriminator
         with opt.autocast():
             d_on_fake = d(fake).float()
             g_loss = F.binary_cross_entropy_with_logits(d_on_fake, torch.ones_like(d_on_fake))
         opt.step("gen", g_loss)
+        d.requires_grad_(True)
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
 
     def eval_step(self, batch: Batch) -> dict[str, Tensor]:
@@ -92,6 +94,22 @@ class GANTask:
         if self.mean is not None:
             fake = fake * self.std + self.mean
         return {"samples": make_grid(fake.clamp(0, 1), nrow=8, padding=2)}
+
+    @torch.inference_mode()
+    def generate(self, n: int, seed: int = 0, batch_size: int = 4096) -> Tensor:
+        """`n` new samples on the CPU in the data's units: images N×C×H×W in [0, 1], or N×D (x, y) points.
+        Used after training (eval, sample), not by the loop; the same seed gives the same samples."""
+        was_training = self.gan.training
+        self.gan.eval()
+        device = next(self.gan.parameters()).device
+        noise = torch.Generator().manual_seed(seed)
+        parts = [self.gan(self._noise(min(batch_size, n - start), self.fixed_z, noise).to(device)).float().cpu()
+                 for start in range(0, n, batch_size)]
+        self.gan.train(was_training)
+        fake = torch.cat(parts) if parts else torch.zeros(0, *self.gan.generator.sample_shape)
+        if self.mean is not None:
+            fake = (fake * self.std + self.mean).clamp(0, 1)
+        return fake
 
 
 def scatter_image(real: Tensor | None, fake: Tensor, size: int = 256) -> Tensor:
