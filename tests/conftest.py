@@ -39,9 +39,9 @@ def compose():
 
     _register_schemas()
 
-    def _compose(*overrides: str, config: str = "train"):
+    def _compose(*overrides: str, config: str = "train", return_hydra: bool = False):
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return hydra_compose(config_name=config, overrides=list(overrides))
+            return hydra_compose(config_name=config, overrides=list(overrides), return_hydra_config=return_hydra)
 
     return _compose
 

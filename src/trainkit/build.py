@@ -18,6 +18,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from trainkit.data.base import DataMeta, DataSplits, Split
 from trainkit.data.loader import Augment, BatchLoader
+from trainkit.engine import distributed
 from trainkit.engine.device import resolve_device
 from trainkit.engine.optimization import Optimization, Precision
 from trainkit.engine.settings import TrainerSettings
@@ -82,6 +83,7 @@ def build_loaders(cfg: DictConfig, data: DataSplits, device: torch.device,
     augment = values.get("augment")
     augment = _call_with(Augment, augment, "data.augment", "data.augment") if augment else None
     on_device = bool(values.get("on_device", True))
+    shard = (distributed.rank(), distributed.world_size()) if distributed.active() else (0, 1)
     train, val, shuffle = data.train, data.val, True
     if settings.overfit_batches:  # memorise the same few batches: train on them, validate on them
         keep = slice(0, settings.overfit_batches * batch_size)
@@ -89,11 +91,11 @@ def build_loaders(cfg: DictConfig, data: DataSplits, device: torch.device,
         shuffle, augment = False, None
     loaders = {
         "train": BatchLoader(train, data.meta, batch_size, device, shuffle=shuffle, seed=cfg.seed,
-                             augment=augment, on_device=on_device),
-        "val": BatchLoader(val, data.meta, eval_batch_size, device, on_device=on_device),
+                             augment=augment, on_device=on_device, shard=shard),
+        "val": BatchLoader(val, data.meta, eval_batch_size, device, on_device=on_device, shard=shard),
     }
     if data.test is not None and data.test.y is not None:
-        loaders["test"] = BatchLoader(data.test, data.meta, eval_batch_size, device, on_device=on_device)
+        loaders["test"] = BatchLoader(data.test, data.meta, eval_batch_size, device, on_device=on_device, shard=shard)
     return loaders
 
 

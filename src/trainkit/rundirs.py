@@ -128,13 +128,15 @@ def _target(spec: str) -> tuple[Path, Path]:
                       f"(outputs/<date>/<time>), a .ckpt file, or resume=auto.")
 
 
-def find_resume(spec: str, cfg: DictConfig, outputs: Path = Path("outputs")) -> Resume | None:
-    """The run to continue: `spec` is a run directory, a checkpoint file, or `auto` (the newest
-    unfinished run under `outputs` whose stored config equals this one; None when there is none)."""
+def find_resume(spec: str, cfg: DictConfig, run_dir: Path | None = None, outputs: Path = Path("outputs")) -> Resume | None:
+    """The run to continue: `spec` is a run directory, a checkpoint file, or `auto`: this invocation's
+    own run directory if it holds an unfinished run (a requeued job: same command, same directory),
+    else the newest unfinished run under `outputs` whose stored config equals this one; None if none."""
     current = OmegaConf.to_container(cfg, resolve=True)
     if spec == "auto":
+        own = [run_dir / "checkpoints" / "last.ckpt"] if run_dir is not None else []
         candidates = sorted(outputs.glob("*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for ckpt in candidates:
+        for ckpt in [p for p in own if p.is_file()] + candidates:
             run_dir = ckpt.parent.parent
             if _status(run_dir) == "finished" or is_locked(run_dir):
                 continue

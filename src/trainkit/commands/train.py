@@ -16,13 +16,13 @@ from rich.table import Table
 
 from trainkit import rundirs
 from trainkit.build import build_optimization, build_run
-from trainkit.engine import checkpoint
+from trainkit.engine import checkpoint, distributed
 from trainkit.engine.device import set_deterministic
 from trainkit.engine.loop import FitState, Hooks, evaluate, fit, num_batches
 from trainkit.engine.rng import seed_everything, set_rng_state
-from trainkit.engine.signals import Interrupted, StopRequest
+from trainkit.engine.signals import Interrupted, StopRequest, requeue_on_slurm
 from trainkit.errors import UserError
-from trainkit.logging.run_logger import RunLogger
+from trainkit.logging.run_logger import RunLogger, SilentLogger
 
 
 def recipe_yaml(cfg: DictConfig) -> str:
@@ -31,20 +31,48 @@ def recipe_yaml(cfg: DictConfig) -> str:
 
 
 def train(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
+    distributed.from_slurm()
+    distributed.setup()  # a no-op for one process, and when the CLI already joined torchrun's group
+    devices = int(cfg.trainer.get("devices", 1))
+    if devices > 1 and distributed.world_size() == 1:
+        return _launch(cfg, run_dir, console, devices)
     started = time.perf_counter()
-    resume = rundirs.find_resume(str(cfg.resume), cfg) if cfg.get("resume") else None
-    if cfg.get("resume") == "auto" and resume is None:
-        console.print("resume=auto: no unfinished run with this config under outputs/; starting a new run.")
+    main = distributed.is_main()  # only rank 0 writes: logs, metrics, checkpoints, summary
+    resume = _resume(cfg, run_dir, console) if main and cfg.get("resume") else None
+    resume = distributed.agree(resume)
     if resume is not None:
-        payload = checkpoint.load(resume.checkpoint)
-        resume = rundirs.check_compatible(resume, payload["config"], cfg)
-        run_dir = rundirs.adopt(run_dir, resume.run_dir)
-    with rundirs.lock(run_dir), StopRequest() as stop:
-        summary = _fit(cfg, run_dir, console, stop, payload if resume else None, resume)
+        run_dir = resume.run_dir
+    payload = checkpoint.load(resume.checkpoint) if resume is not None else None
+    with rundirs.lock(run_dir) if main else nullcontext(), StopRequest() as stop:
+        summary = _fit(cfg, run_dir, console if main else Console(quiet=True), stop, payload, resume)
     summary["wall_time_s"] = time.perf_counter() - started
-    _write_summary(run_dir, summary)
-    _print_summary(console, summary)
+    if main:
+        _write_summary(run_dir, summary)
+        _print_summary(console, summary)
     return summary
+
+
+def _resume(cfg: DictConfig, run_dir: Path, console: Console) -> rundirs.Resume | None:
+    resume = rundirs.find_resume(str(cfg.resume), cfg, run_dir)
+    if resume is None:
+        console.print("resume=auto: no unfinished run with this config under outputs/; starting a new run.")
+        return None
+    resume = rundirs.check_compatible(resume, checkpoint.load(resume.checkpoint)["config"], cfg)
+    rundirs.adopt(run_dir, resume.run_dir)
+    return resume
+
+
+def _launch(cfg: DictConfig, run_dir: Path, console: Console, devices: int) -> dict[str, Any]:
+    """`trainer.devices=N`: the same command in N processes (torch elastic launch) sharing this run directory."""
+    from hydra.core.hydra_config import HydraConfig
+
+    console.print(f"data-parallel: {devices} processes, global batch {devices} × {cfg.data.batch_size} = "
+                  f"{devices * cfg.data.batch_size}")
+    code = distributed.launch(devices, [*HydraConfig.get().overrides.task, f"hydra.run.dir={run_dir}"])
+    if code:
+        raise SystemExit(code)  # the processes already said why (130/143: stopped and saved)
+    summary = run_dir / "summary.json"  # rank 0 wrote it (a resumed run writes in the run it continued)
+    return json.loads(summary.read_text()) if summary.is_file() else {}
 
 
 def _fit(cfg: DictConfig, run_dir: Path, console: Console, stop: StopRequest,
@@ -53,6 +81,8 @@ def _fit(cfg: DictConfig, run_dir: Path, console: Console, stop: StopRequest,
     built = build_run(cfg)
     set_deterministic(built.settings.deterministic)
     task, settings, loaders = built.task, built.settings, built.loaders
+    task.distribute(lambda module: distributed.wrap(module, built.device))
+    main = distributed.is_main()
     steps_per_epoch = num_batches(loaders["train"], settings.limit_train_batches)
     opt = build_optimization(cfg, task, settings, built.device, steps_per_epoch)
     manager = checkpoint.CheckpointManager(run_dir / "checkpoints", task.monitor, task.monitor_mode, settings.keep_last_k)
@@ -63,32 +93,40 @@ def _fit(cfg: DictConfig, run_dir: Path, console: Console, stop: StopRequest,
         state = _restore(payload, task, opt, manager, resume)
         console.print(f"resuming [bold]{_shown(run_dir)}[/bold] at epoch {state.epoch + 1}, batch {state.batch} "
                       f"(step {state.step})" + _changes(resume.changes))
-    elif settings.enable_checkpointing:
+    elif settings.enable_checkpointing and main:
         manager.preflight(payload_fn)
         console.print(f"run directory: [bold]{_shown(run_dir)}[/bold]  ({built.data.meta.name}, "
                       f"{len(built.data.train)} train / {len(built.data.val)} val samples, device {built.device}, "
                       f"precision {settings.precision})")
+    if distributed.world_size() > 1:
+        console.print(f"data-parallel: {distributed.world_size()} processes, global batch "
+                      f"{distributed.world_size()} × {loaders['train'].batch_size}")
     hooks = Hooks(
         save_epoch=lambda metrics: manager.save_epoch(payload_fn, metrics, state.epoch, state.step),
         save_step=lambda: manager.save_step(payload_fn, state.epoch + 1, state.step),
-        stop_requested=lambda: stop.requested,
+        stop_requested=lambda: distributed.any_rank(stop.requested),  # every rank stops after the same step
     )
-    if not settings.enable_checkpointing:  # debug runs: nothing to resume from, nothing written
+    if not settings.enable_checkpointing or not main:  # debug runs, and ranks > 0: nothing written
         hooks.save_epoch, hooks.save_step = (lambda metrics: None), (lambda: None)
     logger = RunLogger(run_dir, console, settings.max_epochs, progress=settings.progress,
                        plain_every_s=settings.plain_every_s, tensorboard=settings.tensorboard,
                        batch_size=loaders["train"].batch_size, resume_step=state.step if payload else None,
-                       history=state.history)
+                       history=state.history) if main else SilentLogger()
     if payload is not None:
         set_rng_state(payload["rng"])  # last: building the model above drew from the generators
     try:
         fit(task, loaders["train"], loaders["val"], opt, logger, settings, hooks, state)
     except UserError as exc:  # interrupted, diverged, a failed save: say so where `trainkit runs` looks
         status = "interrupted" if isinstance(exc, Interrupted) else "failed"
-        _write_summary(run_dir, {**_summary(run_dir, state, manager, {}), "status": status, "error": str(exc)})
+        if main:
+            _write_summary(run_dir, {**_summary(run_dir, state, manager, {}), "status": status, "error": str(exc)})
+            requeued = requeue_on_slurm(stop.requested) if isinstance(exc, Interrupted) else None
+            if requeued:
+                console.print(requeued)
         raise
     finally:
         logger.close()
+    distributed.barrier()  # rank 0's last checkpoint is on disk before any rank reads best.ckpt
     test_metrics: dict[str, float] = {}
     if "test" in loaders:  # the best checkpoint's weights; the last (averaged) ones when none was written
         if manager.best_path.exists():

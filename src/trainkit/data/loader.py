@@ -42,7 +42,13 @@ class Augment:
 
 class BatchLoader:
     """Iterates (x, y) batches of one split on `device`. Epoch e's order is a permutation seeded by
-    (seed, e), so any epoch can be replayed, and `start_batch` resumes in the middle of one."""
+    (seed, e), so any epoch can be replayed, and `start_batch` resumes in the middle of one.
+
+    Across `shard=(rank, world)` processes: a shuffled (training) loader hands rank r the r-th
+    `batch_size` slice of each global batch of batch_size × world samples, so together the ranks see
+    exactly the batches one process would see at that size (a last global batch too small to give
+    every rank a sample is dropped); an unshuffled (evaluation) loader hands each rank one contiguous
+    chunk of the split, so every sample is counted exactly once."""
 
     def __init__(
         self,
@@ -55,6 +61,7 @@ class BatchLoader:
         seed: int = 0,
         augment: Augment | None = None,
         on_device: bool = True,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if split.y is None:
             raise ValueError("BatchLoader needs a labeled split")
@@ -63,6 +70,10 @@ class BatchLoader:
         self.batch_size, self.device, self.shuffle, self.seed = batch_size, device, shuffle, seed
         self.augment = augment
         self.epoch, self.start_batch = 0, 0
+        self.rank, self.world = shard
+        n = len(split.x)
+        # Evaluation: this rank's contiguous chunk. Training: all samples, cut per global batch.
+        self.chunk = torch.tensor_split(torch.arange(n), self.world)[self.rank] if not shuffle else None
         # On an accelerator the (small, uint8) split lives there by default: a batch is cut without a
         # host copy. Kept on the host instead, it is pinned so each batch copy can overlap compute.
         self.resident = on_device or device.type == "cpu"
@@ -75,27 +86,42 @@ class BatchLoader:
         self.std = None if meta.std is None else torch.tensor(meta.std, device=device).view(shape)
 
     def __len__(self) -> int:
-        return -(-len(self.x) // self.batch_size)
+        if self.chunk is not None:
+            return -(-len(self.chunk) // self.batch_size)
+        step = self.batch_size * self.world
+        full, rest = divmod(len(self.x), step)
+        return full + (rest >= self.world)
 
     @property
     def num_samples(self) -> int:
-        return len(self.x)
+        return len(self.x) if self.chunk is None else len(self.chunk)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
     def _order(self) -> Tensor | None:
+        if self.chunk is not None:
+            return None if self.world == 1 else self.chunk.to(self.x.device)
         if not self.shuffle:
             return None
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         return torch.randperm(len(self.x), generator=g).to(self.x.device)
 
+    def _batch(self, order: Tensor | None, b: int) -> Tensor | slice:
+        if self.chunk is not None or self.world == 1:
+            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            return sl if order is None else order[sl]
+        step = self.batch_size * self.world
+        glob = order[b * step:(b + 1) * step] if order is not None else torch.arange(b * step, min((b + 1) * step, len(self.x)))
+        if len(glob) == step:
+            return glob[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+        return torch.tensor_split(glob, self.world)[self.rank]  # the last, short global batch
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = self._order()
         g = torch.Generator()
         for b in range(self.start_batch, len(self)):
-            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            idx = sl if order is None else order[sl]
+            idx = self._batch(order, b)
             # Augmentation draws are seeded per batch, so a resumed epoch replays them exactly.
             g.manual_seed((self.seed * 1_000_003 + self.epoch) * 100_003 + b)
             yield self._prepare(self._to_device(self.x[idx]), g), self._to_device(self.y[idx])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -30,8 +32,8 @@ def resolve_device(spec: str) -> torch.device:
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise ValueError(f"trainer.device={spec} but only cuda:0..cuda:{count - 1} exist.")
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
+        if device.index is None:  # one GPU per process when data-parallel: the launcher's LOCAL_RANK
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
         torch.cuda.set_device(device)
         # Fixed input shapes in every run here: let cuDNN pick the fastest kernels once.
         torch.backends.cudnn.benchmark = True
@@ -46,8 +48,6 @@ def set_deterministic(enabled: bool) -> None:
     """Bitwise-repeatable kernels where torch has them (errors where it has none, rather than lie)."""
     if enabled:
         # cuBLAS needs this workspace setting for deterministic matmuls on CUDA.
-        import os
-
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(enabled)

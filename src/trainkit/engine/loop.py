@@ -13,6 +13,7 @@ from typing import Any, ContextManager, Protocol
 import torch
 from torch import Tensor
 
+from trainkit.engine import distributed
 from trainkit.engine.optimization import Optimization
 from trainkit.engine.settings import TrainerSettings
 from trainkit.engine.signals import Interrupted
@@ -66,10 +67,13 @@ class MeanAccumulator:
         self.count += n
 
     def compute(self, prefix: str = "") -> dict[str, float]:
-        if not self.count:
+        """The means, over every rank's samples when data-parallel (one collective, one host sync)."""
+        if not self.sums:
             return {}
-        stacked = torch.stack(list(self.sums.values())).cpu().tolist()  # one sync for all metrics
-        return {f"{prefix}{k}": v / self.count for k, v in zip(self.sums, stacked)}
+        first = next(iter(self.sums.values()))
+        count = torch.tensor(float(self.count), device=first.device)
+        *sums, total = distributed.all_sum(torch.stack([*self.sums.values(), count])).cpu().tolist()
+        return {f"{prefix}{k}": v / total for k, v in zip(self.sums, sums)}
 
 
 def evaluate(

@@ -21,6 +21,7 @@ class EarlyStopping:
 class TrainerSettings:
     max_epochs: int = 10
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
+    devices: int = 1  # > 1: data-parallel over this many processes on this machine (torch elastic launch)
     precision: str = "32"  # 32, bf16-mixed, 16-mixed
     grad_clip: Optional[float] = None  # max global L2 norm of each optimizer's gradients; null: no clipping
     log_every_n_steps: int = 50  # steps between host syncs for the progress display and TensorBoard

@@ -50,3 +50,24 @@ class StopRequest:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
         self._previous.clear()
+
+
+def requeue_on_slurm(signum: int) -> str | None:
+    """After a pre-emption signal inside a SLURM job, put the job back in the queue (`scontrol requeue`);
+    the requeued job runs the same command and `resume=auto` continues from the saved checkpoint.
+    Returns what it did, for the log; None outside SLURM or for Ctrl-C."""
+    import os
+    import subprocess
+
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID")
+    job_id = (f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job
+              else os.environ.get("SLURM_JOB_ID"))
+    if not job_id or signum == signal.SIGINT:
+        return None
+    try:
+        done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"could not requeue SLURM job {job_id}: {exc}"
+    if done.returncode:
+        return f"could not requeue SLURM job {job_id}: {done.stderr.strip() or done.returncode}"
+    return f"requeued SLURM job {job_id}; it resumes from the saved checkpoint (resume=auto)"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Protocol
 
 from torch import Tensor, nn
 
@@ -18,6 +19,10 @@ class Task(Protocol):
 
     def modules(self) -> dict[str, nn.Module]:
         """What to move to the device, checkpoint, and switch between train() and eval()."""
+
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Data-parallel training: run the training step through `wrap(module)` (DDP); `modules()` keeps
+        returning the plain modules, so checkpoints look the same with or without it."""
 
     def param_groups(self) -> dict[str, Iterable[nn.Parameter]]:
         """One optimizer is built per entry; `train_step` steps them by these names."""
