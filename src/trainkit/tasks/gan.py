@@ -6,6 +6,8 @@ distribution). Validation measures a kernel MMD between real and generated sampl
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -39,9 +41,14 @@ class GANTask:
         z_gen = torch.Generator().manual_seed(_EVAL_NOISE_SEED)
         self.fixed_z = torch.randn(num_points, gan.generator.latent_dim, generator=z_gen)
         self.reference: Tensor | None = None  # a few real samples, for the point-cloud picture
+        # What the training step runs: the two networks, or their DDP wrappers when data-parallel.
+        self.g_train, self.d_train = gan.generator, gan.discriminator
 
     def modules(self) -> dict[str, nn.Module]:
         return {"gan": self.gan}
+
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        self.g_train, self.d_train = wrap(self.gan.generator), wrap(self.gan.discriminator)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"disc": list(self.gan.discriminator.parameters()), "gen": list(self.gan.generator.parameters())}
@@ -58,14 +65,16 @@ class GANTask:
         if self.reference is None:
             self.reference = real[:512].detach().cpu()
         n = len(real)
-        d, g = self.gan.discriminator, self.gan.generator
+        d = self.gan.discriminator
         with opt.autocast():
-            fake = g(self._noise(n, real))
-            d_real, d_fake = d(real).float(), d(fake.detach()).float()
+            fake = self.g_train(self._noise(n, real))
+            # One discriminator pass over real and fake: DDP expects one forward per backward.
+            d_real, d_fake = self.d_train(torch.cat([real, fake.detach().to(real.dtype)])).float().split(n)
             d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, self.real_label))
                       + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
         opt.step("disc", d_loss)
-        d.requires_grad_(False)  # the generator's loss must not leave gradients in the discriminator
+        # The plain discriminator, frozen: the generator's loss leaves no gradients in it (and no DDP sync).
+        d.requires_grad_(False)
         with opt.autocast():
             d_on_fake = d(fake).float()
             g_loss = F.binary_cross_entropy_with_logits(d_on_fake, torch.ones_like(d_on_fake))

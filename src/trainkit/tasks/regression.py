@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -13,10 +15,13 @@ class RegressionTask:
     monitor, monitor_mode = "val/loss", "min"
 
     def __init__(self, net: nn.Module) -> None:
-        self.net = net
+        self.net = self.train_net = net  # train_net: the same net, or its DDP wrapper when data-parallel
 
     def modules(self) -> dict[str, nn.Module]:
         return {"net": self.net}
+
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        self.train_net = wrap(self.net)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"main": list(self.net.parameters())}
@@ -24,7 +29,7 @@ class RegressionTask:
     def train_step(self, batch: Batch, opt: Optimization) -> dict[str, Tensor]:
         x, y = batch
         with opt.autocast():
-            pred = self.net(x)
+            pred = self.train_net(x)
         loss = F.mse_loss(pred.float(), y)  # the loss in float32 even under autocast
         opt.step("main", loss)
         return {"loss": loss.detach(), "mae": (pred.detach().float() - y).abs().mean()}
@@ -36,3 +41,7 @@ class RegressionTask:
 
     def epoch_images(self) -> dict[str, Tensor]:
         return {}
+
+    def predict(self, x: Tensor) -> Tensor:
+        """Predicted targets (float32) of a batch; used after training, not by the loop."""
+        return self.net(x).float()

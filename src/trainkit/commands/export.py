@@ -1,0 +1,197 @@
+"""`trainkit export ckpt=PATH format=torchscript|torch_export|onnx`: one self-contained model file that loads
+without trainkit: TorchScript (`torch.jit.load`), a `.pt2` ExportedProgram (`torch.export.load`) or ONNX.
+
+The input normalization is inside the file: raw values go in (pixels 0..255, a regression's x values), class
+logits or predictions come out; a GAN exports its generator, latent noise in, samples in raw units out. The
+batch size is free. After writing, the command reloads the file and checks it against the model it came from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from torch import Tensor, nn
+
+from trainkit.commands.evaluate import Restored, restore
+from trainkit.errors import ConfigError, UserError
+from trainkit.reports.base import class_names
+from trainkit.reports.inference import deployable
+
+FORMATS = {"torchscript": ".pt", "torch_export": ".pt2", "onnx": ".onnx"}
+ONNX_PACKAGES = ("onnx", "onnxscript")  # torch.onnx.export (the dynamo exporter) needs both
+LOADERS = {
+    "torchscript": 'torch.jit.load("{path}")',
+    "torch_export": 'torch.export.load("{path}").module()',
+    "onnx": 'onnxruntime.InferenceSession("{path}").run(None, {{"{name}": {name}}})[0]',
+}
+
+
+class MissingExtraError(UserError):
+    """An optional dependency that a chosen option needs."""
+
+
+def run_export(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
+    fmt = str(cfg.format)
+    if fmt not in FORMATS:
+        raise ConfigError(f"format={fmt!r} is not an export format; choose format= one of: {', '.join(FORMATS)}.")
+    if fmt == "onnx":
+        require_onnx()  # before the slow part
+    restored = restore(cfg)
+    model = deployable(restored.built.task, restored.built.data.meta).cpu()
+    example = example_input(restored, 2)
+    info = describe(restored, fmt)
+    output = Path(str(cfg.output)).expanduser() if cfg.get("output") else run_dir / f"model{FORMATS[fmt]}"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    {"torchscript": _torchscript, "torch_export": _torch_export, "onnx": _onnx}[fmt](model, example, output, info)
+    check = example_input(restored, 8, seed=1)
+    with torch.inference_mode():
+        expected = model(check)
+    difference = (reload_and_run(fmt, output, check) - expected).abs().max().item()
+    result = {"format": fmt, "file": str(output), "max_abs_difference": difference, **info}
+    _print(console, result, output, fmt)
+    return result
+
+
+def require_onnx() -> None:
+    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingExtraError(
+            f"format=onnx needs the optional ONNX packages, and {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed. Install them with "
+            f'pip install -e ".[onnx]" in a trainkit checkout (or pip install "trainkit[onnx]"), or export '
+            f"with format=torch_export, which needs nothing more."
+        )
+
+
+def example_input(restored: Restored, n: int, seed: int = 0) -> Tensor:
+    """A batch of what the exported model takes: raw pixel values 0..255, x values, or latent noise."""
+    task, meta = restored.built.task, restored.built.data.meta
+    g = torch.Generator().manual_seed(seed)
+    if "gan" in task.modules():
+        return torch.randn(n, task.gan.generator.latent_dim, generator=g)
+    if meta.scale != 1.0:
+        return torch.randint(0, int(meta.scale) + 1, (n, *meta.in_shape), generator=g).float()
+    return torch.randn(n, *meta.in_shape, generator=g)
+
+
+def describe(restored: Restored, fmt: str) -> dict[str, Any]:
+    """What a user of the file needs to know; stored inside it (trainkit.json) and printed."""
+    task, meta = restored.built.task, restored.built.data.meta
+    from trainkit import __version__
+
+    info: dict[str, Any] = {
+        "trainkit_version": __version__, "checkpoint": str(restored.path), "epoch": restored.epoch,
+        "data": meta.name, "model": OmegaConf.select(restored.recipe, "model.name"),
+    }
+    if "gan" in task.modules():
+        latent, shape = task.gan.generator.latent_dim, list(task.gan.generator.sample_shape)
+        raw = "pixel values 0..255" if task.mean is not None else "(x, y) points"
+        info.update(task="gan", input={"name": "z", "shape": ["batch", latent], "dtype": "float32",
+                                       "values": "standard normal latent noise"},
+                    output={"shape": ["batch", *shape], "values": f"generated samples, {raw}"})
+        return info
+    dtype = "float32" + (" or uint8" if fmt == "torchscript" else "")
+    values = "pixel values 0..255" if meta.scale == 255.0 else "raw x values"
+    info["input"] = {"name": "x", "shape": ["batch", *meta.in_shape], "dtype": dtype,
+                     "values": f"{values}; the normalization is inside the model"}
+    info["normalization"] = {"scale": meta.scale, "mean": meta.mean, "std": meta.std}
+    if meta.kind == "classification":
+        info.update(task="classification", class_names=class_names(meta),
+                    output={"shape": ["batch", meta.num_outputs], "values": "class logits (softmax gives probabilities)"})
+    else:
+        info.update(task="regression", output={"shape": ["batch", meta.num_outputs], "values": "predicted targets"})
+    return info
+
+
+def _torchscript(model: nn.Module, example: Tensor, output: Path, info: dict[str, Any]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))  # TorchScript is deprecated in torch 2.10+
+        scripted = torch.jit.script(model)
+        scripted.save(str(output), _extra_files={"trainkit.json": json.dumps(info)})
+
+
+def _exported(model: nn.Module, example: Tensor) -> torch.export.ExportedProgram:
+    """The graph with a free batch size. Strict (TorchDynamo) tracing keeps `len(z)` in the generator
+    symbolic, where the non-strict default would fix the batch size to the example's."""
+    batch = torch.export.Dim("batch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.export.export(model, (example,), dynamic_shapes=({0: batch},), strict=True)
+
+
+def _torch_export(model: nn.Module, example: Tensor, output: Path, info: dict[str, Any]) -> None:
+    torch.export.save(_exported(model, example), str(output), extra_files={"trainkit.json": json.dumps(info)})
+
+
+def _onnx(model: nn.Module, example: Tensor, output: Path, info: dict[str, Any]) -> None:
+    import onnx
+
+    name = info["input"]["name"]
+    chatter = io.StringIO()  # the exporter narrates each stage on stdout, its optimizer logs at INFO
+    with contextlib.redirect_stdout(chatter), warnings.catch_warnings(), _quiet("onnxscript", "onnx_ir", "torch.onnx"):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_exported(model, example), (example,), str(output), input_names=[name],
+                          output_names=["output"], dynamo=True, external_data=False, verbose=False)
+    proto = onnx.load(str(output))
+    onnx.helper.set_model_props(proto, {"trainkit.json": json.dumps(info)})
+    onnx.save(proto, str(output))
+
+
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def reload_and_run(fmt: str, path: Path, x: Tensor) -> Tensor:
+    """Load the written file as a user would and run it on `x`."""
+    if fmt == "onnx":
+        if importlib.util.find_spec("onnxruntime") is None:
+            return torch.full((1,), float("nan"))  # reported as "not checked"
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
+        loaded = torch.jit.load(str(path)) if fmt == "torchscript" else torch.export.load(str(path)).module()
+        return loaded(x)
+
+
+def _print(console: Console, result: dict[str, Any], output: Path, fmt: str) -> None:
+    from trainkit.commands.train import _shown
+
+    size = output.stat().st_size / 2**20
+    shape = lambda s: "×".join(map(str, s))  # noqa: E731
+    console.print(f"exported [bold]{_shown(output)}[/bold] ({fmt}, {size:.2f} MiB): {result['data']} "
+                  f"{result['model']}, epoch {result['epoch']}", highlight=False)
+    i, o = result["input"], result["output"]
+    console.print(f"  input  {i['name']}: {i['dtype']} {shape(i['shape'])}, {i['values']}", highlight=False)
+    names = result.get("class_names")
+    classes = f" for {', '.join(names[:10])}{', ...' if len(names) > 10 else ''}" if names else ""
+    console.print(f"  output: float32 {shape(o['shape'])}, {o['values']}{classes}", highlight=False)
+    diff = result["max_abs_difference"]
+    if diff != diff:  # NaN: onnxruntime is not installed
+        console.print("  not checked: onnxruntime is not installed (pip install onnxruntime)", highlight=False)
+    else:
+        verdict = "matches trainkit" if diff <= 1e-4 else "[bold red]DIFFERS from trainkit[/bold red]"
+        console.print(f"  reloaded and run on 8 inputs: {verdict} (max abs difference {diff:.2g})", highlight=False)
+    console.print(f"  load it: {LOADERS[fmt].format(path=_shown(output), name=i['name'])}", highlight=False)

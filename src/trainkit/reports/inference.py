@@ -1,0 +1,88 @@
+"""A trained network with the data's input normalization built in, so raw values go in (pixels 0..255 as
+uint8 or float, or a regression's x values); and batched inference over whole tensors or a loader.
+
+`predict` and `export` share `RawInput`: what a user feeds an exported file is what `trainkit predict` feeds
+the network, and both normalize exactly as the batch loader does during training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
+from typing import Any, ContextManager
+
+import torch
+from torch import Tensor, nn
+
+from trainkit.data.base import DataMeta
+
+
+def _shaped(values: tuple[float, ...] | None, default: float, ndim: int) -> Tensor:
+    """Per-channel values shaped to broadcast over a batch (1×C×1×1 for images, 1×D for tables)."""
+    t = torch.tensor(values if values is not None else (default,), dtype=torch.float32)
+    return t.view((1, -1) + (1,) * (ndim - 2))
+
+
+class RawInput(nn.Module):
+    """x → (x.float() / scale − mean) / std: the batch loader's normalization, as a module that exports.
+    Without a mean (regression data) it is exact identity arithmetic: (x / 1 − 0) / 1."""
+
+    def __init__(self, meta: DataMeta) -> None:
+        super().__init__()
+        ndim = len(meta.in_shape) + 1
+        self.scale = float(meta.scale)
+        self.register_buffer("mean", _shaped(meta.mean, 0.0, ndim))
+        self.register_buffer("std", _shaped(meta.std, 1.0, ndim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.float()
+        x = x / self.scale
+        return (x - self.mean) / self.std
+
+
+class RawOutput(nn.Module):
+    """The inverse for generated samples: normalized units → the data's raw units (pixels 0..255)."""
+
+    def __init__(self, scale: float, mean: Tensor | None, std: Tensor | None) -> None:
+        super().__init__()
+        self.scale = float(scale)
+        self.register_buffer("mean", torch.zeros(1) if mean is None else mean.float().unsqueeze(0))
+        self.register_buffer("std", torch.ones(1) if std is None else std.float().unsqueeze(0))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x.float() * self.std + self.mean) * self.scale
+
+
+def deployable(task: Any, meta: DataMeta) -> nn.Module:
+    """The network a user runs in production, in eval mode: raw inputs in, class logits or predictions out;
+    for a GAN the generator, latent noise in, samples in raw data units out."""
+    modules = task.modules()
+    if "gan" in modules:
+        gan = modules["gan"]
+        scale = meta.scale if getattr(task, "mean", None) is not None else 1.0
+        model = nn.Sequential(gan.generator, RawOutput(scale, task.mean, task.std))
+    else:
+        model = nn.Sequential(RawInput(meta), modules["net"])
+    device = next(p for m in modules.values() for p in m.parameters()).device
+    return model.to(device).eval()
+
+
+def batches(x: Tensor, batch_size: int) -> Iterator[Tensor]:
+    for start in range(0, len(x), batch_size):
+        yield x[start:start + batch_size]
+
+
+@torch.inference_mode()
+def collect(fn: Callable[[Tensor], Tensor], loader: Iterable, autocast: Callable[[], ContextManager[Any]] = nullcontext,
+            limit: int | None = None) -> tuple[Tensor, Tensor]:
+    """`fn` over every (x, y) batch of a loader (or its first `limit` batches): (outputs, targets) on the CPU."""
+    outputs, targets = [], []
+    for i, (x, y) in enumerate(loader):
+        if limit is not None and i >= limit:
+            break
+        with autocast():
+            outputs.append(fn(x).float().cpu())
+        targets.append(y.cpu())
+    if not outputs:
+        return torch.zeros(0), torch.zeros(0)
+    return torch.cat(outputs), torch.cat(targets)
