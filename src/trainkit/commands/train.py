@@ -48,6 +48,10 @@ def train(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
     summary["wall_time_s"] = time.perf_counter() - started
     if main:
         _write_summary(run_dir, summary)
+        if cfg.trainer.tensorboard:  # TensorBoard's HPARAMS tab: this run's config beside its final metrics
+            from trainkit.sweep import log_hparams  # tensorboard is slow to import: only when it is on
+
+            log_hparams(run_dir, cfg, summary)
         _print_summary(console, summary)
     return summary
 
@@ -93,8 +97,9 @@ def _fit(cfg: DictConfig, run_dir: Path, console: Console, stop: StopRequest,
         state = _restore(payload, task, opt, manager, resume)
         console.print(f"resuming [bold]{_shown(run_dir)}[/bold] at epoch {state.epoch + 1}, batch {state.batch} "
                       f"(step {state.step})" + _changes(resume.changes))
-    elif settings.enable_checkpointing and main:
-        manager.preflight(payload_fn)
+    else:
+        if settings.enable_checkpointing and main:
+            manager.preflight(payload_fn)
         console.print(f"run directory: [bold]{_shown(run_dir)}[/bold]  ({built.data.meta.name}, "
                       f"{len(built.data.train)} train / {len(built.data.val)} val samples, device {built.device}, "
                       f"precision {settings.precision})")
