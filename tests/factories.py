@@ -158,3 +158,50 @@ def _py2_save_uint8_array(array: np.ndarray, out: bytearray) -> None:
     out += b"tb\x89"
     _py2_save(np.ascontiguousarray(array).tobytes(), out)
     out += b"tb"
+
+
+def write_pngs(folder: str | Path, images: np.ndarray, names: list[str]) -> list[Path]:
+    """Each uint8 H×W (grayscale) or H×W×C image as a PNG named by `names`, as a tutorial's folder holds them."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / name for name in names]
+    for image, path in zip(images, paths):
+        Image.fromarray(image).save(path)
+    return paths
+
+
+def write_mnist_index(
+    csv_path: str | Path, images_dir: str | Path, n: int = 24, column: str = "filename", labeled: bool = True,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The "identify the digits" layout: PNG files in `images_dir` and an index CSV `filename,label` (or
+    `id,label`: file <id>.png). Returns (x uint8 n×28×28, y int64 n) in the CSV's row order."""
+    x, y = mnist_images(n, seed)
+    ids = [str(1000 + 7 * i) for i in range(n)]  # not 0..n-1: the reader must follow the names, not the order
+    write_pngs(images_dir, x, [f"{i}.png" for i in ids])
+    names = ids if column == "id" else [f"{i}.png" for i in ids]
+    header = [column] + (["label"] if labeled else [])
+    rows = [[name] + ([str(label)] if labeled else []) for name, label in zip(names, y)]
+    Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(csv_path).write_text("\n".join(",".join(r) for r in [header, *rows]) + "\n")
+    return x, y
+
+
+def write_mnist_idx(folder: str | Path, n_train: int = 30, n_test: int = 10, gz: bool = True) -> dict[str, np.ndarray]:
+    """The four original MNIST IDX files (big-endian header, then uint8 data), gzipped as distributed or not."""
+    import gzip
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (x_train, y_train), (x_test, y_test) = mnist_images(n_train, seed=0), mnist_images(n_test, seed=1)
+    arrays = {"train-images-idx3-ubyte": x_train, "train-labels-idx1-ubyte": y_train.astype(np.uint8),
+              "t10k-images-idx3-ubyte": x_test, "t10k-labels-idx1-ubyte": y_test.astype(np.uint8)}
+    for name, array in arrays.items():
+        raw = bytes([0, 0, 8, array.ndim]) + b"".join(struct.pack(">I", s) for s in array.shape) + array.tobytes()
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(raw))
+        else:
+            (folder / name).write_bytes(raw)
+    return arrays

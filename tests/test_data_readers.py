@@ -60,11 +60,14 @@ def test_mnist_meta(tmp_path):
     assert (meta.mean, meta.std, meta.target_shape) == ((0.1307,), (0.3081,), ())
 
 
-def test_mnist_unlabeled_kaggle_test_file(tmp_path):
+def test_mnist_unlabeled_kaggle_test_file_reads_for_prediction_but_not_for_training(tmp_path):
     write_mnist_csv(tmp_path / "train.csv", n=20)
     x, _ = write_mnist_csv(tmp_path / "test.csv", n=7, layout="kaggle_test", seed=1)
-    data = mnist_csv.load(str(tmp_path / "train.csv"), str(tmp_path / "test.csv"))
-    assert data.test.y is None and np.array_equal(data.test.x[:, 0].numpy(), x)
+    split = mnist_csv.read_split(str(tmp_path / "test.csv"))
+    assert split.y is None and np.array_equal(split.x[:, 0].numpy(), x)
+    with pytest.raises(DataError, match=r"test\.csv has no label column .* predicted but not scored.*"
+                                        r"data\.test_csv=null"):
+        mnist_csv.load(str(tmp_path / "train.csv"), str(tmp_path / "test.csv"))
 
 
 def test_mnist_labeled_test_file(tmp_path):
@@ -226,6 +229,7 @@ def test_mnist_unexplained_parse_failure_still_names_the_file(tmp_path, monkeypa
     def parser_fails(*args, **kwargs):
         raise ValueError("something the row scan does not see")
 
+    monkeypatch.setattr(mnist_csv, "_parse_polars", lambda *a: (_ for _ in ()).throw(mnist_csv._Unparsed("x")))
     monkeypatch.setattr(mnist_csv.np, "loadtxt", parser_fails)
     with pytest.raises(DataError, match=re.escape(f"{path} could not be read as a headerless file")):
         mnist_csv.load(str(path))
@@ -517,3 +521,52 @@ def test_readers_do_not_import_hydra(module):
     source = Path(module.__file__).read_text()
     assert not re.search(r"^\s*(import|from)\s+(hydra|omegaconf)", source, re.MULTILINE)
     assert module.__doc__ and len(module.__doc__.strip().splitlines()) <= 3
+
+
+# --- normalization statistics are data config ----------------------------------------------------------
+
+
+def test_normalization_comes_from_the_config(tmp_path):
+    write_mnist_csv(tmp_path / "train.csv", n=20)
+    assert mnist_csv.load(str(tmp_path / "train.csv"), mean=[0.5], std=[0.25]).meta.mean == (0.5,)
+    none = mnist_csv.load(str(tmp_path / "train.csv"), mean=None, std=None).meta
+    assert none.mean is None and none.std is None
+    write_cifar10(tmp_path / "c", n_per_batch=10)
+    meta = cifar10.load(str(tmp_path / "c"), mean=[0.5, 0.5, 0.5], std=[0.2, 0.2, 0.2]).meta
+    assert meta.mean == (0.5, 0.5, 0.5) and meta.std == (0.2, 0.2, 0.2)
+
+
+@pytest.mark.parametrize("mean, std, message", [
+    ([0.5, 0.5], [0.2, 0.2, 0.2], r"data\.mean=\[0\.5, 0\.5\] is not 3 number"),
+    ([0.5, 0.5, 0.5], None, r"data\.std=None is not 3 number"),
+    ([0.5, 0.5, 0.5], [0.2, 0.0, 0.2], r"data\.std=.* must be above 0"),
+    ([0.5, "x", 0.5], [0.2, 0.2, 0.2], r"data\.mean=.* is not 3 number"),
+])
+def test_bad_normalization_names_the_key(tmp_path, mean, std, message):
+    write_cifar10(tmp_path, n_per_batch=10)
+    with pytest.raises(DataError, match=message):
+        cifar10.load(str(tmp_path), mean=mean, std=std)
+
+
+def test_cifar_archive_beside_the_missing_folder_is_pointed_out(tmp_path):
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"not really")
+    with pytest.raises(DataError, match=r"holds cifar-10-python\.tar\.gz: data\.download=true checks and extracts"):
+        cifar10.load(str(tmp_path))
+
+
+def test_cifar_find_problems_lists_every_bad_batch(tmp_path):
+    folder = write_cifar10(tmp_path, n_per_batch=10, batches=("data_batch_1", "data_batch_2"))
+    (folder / "data_batch_1").write_bytes(b"\x80\x02")
+    write_cifar_batch(folder / "test_batch", np.zeros((2, 3072), np.uint8), [1, 11])
+    problems = cifar10.find_problems(str(tmp_path))
+    assert len(problems) == 2 and "data_batch_1 is truncated" in problems[0] and "has label 11" in problems[1]
+
+
+def test_mnist_find_problems_lists_every_bad_row(tmp_path):
+    path = tmp_path / "train.csv"
+    write_mnist_csv(path, n=20)
+    for line in (3, 8, 15):
+        edit_line(path, line, _set(4, "x"))
+    problems = mnist_csv.find_problems(str(path), str(tmp_path / "gone.csv"))
+    assert [p.split(" line ")[1][:2] for p in problems[:3]] == ["3 ", "8 ", "15"]
+    assert "gone.csv" in problems[3] and "does not exist" in problems[3]

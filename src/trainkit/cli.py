@@ -33,11 +33,30 @@ COMMANDS: dict[str, Command] = {
     "eval": Command("evaluate a checkpoint on its test split: trainkit eval ckpt=outputs/.../checkpoints/best.ckpt",
                     "trainkit.commands.evaluate:run_eval", config="eval", recipe_overrides=True,
                     run_dir="outputs/eval/%Y-%m-%d/%H-%M-%S"),
+    "data check": Command("check a data set before training on it: trainkit data check data=mnist_csv data.train_csv=PATH",
+                          "trainkit.commands.data:check", config="data_check"),
+    "data prepare": Command("write MNIST CSV files from the IDX files: trainkit data prepare mnist-csv --source DIR "
+                            "--out DIR [--download]", "trainkit.commands.data:prepare"),
+    "predict": Command("run a model on new data: trainkit predict ckpt=.../best.ckpt input=test.csv (or a folder of images)",
+                       "trainkit.commands.predict:run_predict", config="predict", recipe_overrides=True,
+                       run_dir="outputs/predict/%Y-%m-%d/%H-%M-%S"),
+    "export": Command("write a self-contained model file: trainkit export ckpt=... format=torchscript|torch_export|onnx",
+                      "trainkit.commands.export:run_export", config="export", recipe_overrides=True,
+                      run_dir="outputs/export/%Y-%m-%d/%H-%M-%S"),
+    "sample": Command("draw new samples from a GAN as a PNG: trainkit sample ckpt=.../best.ckpt n=64",
+                      "trainkit.commands.sample:run_sample", config="sample", recipe_overrides=True,
+                      run_dir="outputs/sample/%Y-%m-%d/%H-%M-%S"),
+    "runs": Command("list past runs, newest first: trainkit runs [DIR]; two side by side: trainkit runs --compare A B",
+                    "trainkit.commands.runs:main"),
 }
 RECIPE_ROOTS = ("data.", "model.", "optimizer.", "scheduler.", "trainer.", "seed=")
 SWEEP_DIR = "outputs/multirun/%Y-%m-%d/%H-%M-%S"
 NO_RUN_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "-sc", "--shell-completion",
                 "--resolve", "-p", "--package")
+
+
+# Run directories this process created: the only ones an early error may remove again.
+CREATED: set[Path] = set()
 
 
 def _claim_output_dir(command: Command, args: list[str]) -> list[str]:
@@ -47,13 +66,37 @@ def _claim_output_dir(command: Command, args: list[str]) -> list[str]:
         return args
     multirun = any(a in ("-m", "--multirun") for a in args)
     key, pattern = ("hydra.sweep.dir", SWEEP_DIR) if multirun else ("hydra.run.dir", command.run_dir)
-    if any(a.startswith(f"{key}=") for a in args):
+    chosen = next((a.split("=", 1)[1] for a in args if a.startswith(f"{key}=")), None)
+    if chosen is not None:
+        if not multirun and not Path(chosen).exists():
+            CREATED.add(Path(chosen).resolve())
         return args
     import time
 
     from trainkit.rundirs import claim
 
-    return [*args, f"{key}={claim(time.strftime(pattern))}"]
+    claimed = claim(time.strftime(pattern))
+    if not multirun:
+        CREATED.add(Path(claimed).resolve())
+    return [*args, f"{key}={claimed}"]
+
+
+def _world_size() -> int:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _agree_output_dir(command: Command, args: list[str]) -> list[str]:
+    """Under torchrun: rank 0 claims the run directory and every rank uses it; ranks > 0 write no
+    Hydra files or logs there (one run directory per run, not per rank)."""
+    from trainkit.engine import distributed
+
+    distributed.setup()
+    claimed = distributed.agree(_claim_output_dir(command, args) if distributed.is_main() else None)
+    if distributed.is_main():
+        return claimed
+    return [*claimed, "hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
 
 
 def usage() -> str:
@@ -104,9 +147,40 @@ def _fail(console, run_dir: Path, exc: Exception) -> None:
     code = getattr(exc, "exit_code", 1)
     label = "[bold yellow]stopped:[/bold yellow]" if code != 1 else "[bold red]error:[/bold red]"
     console.print(f"{label} {exc}", highlight=False, soft_wrap=True)
-    if not getattr(exc, "keeps_run_dir", False) and not any(run_dir.glob("checkpoints/*.ckpt")):
+    made_here = run_dir.resolve() in CREATED  # never a directory the user had, like `.` for `data check`
+    if made_here and not getattr(exc, "keeps_run_dir", False) and not any(run_dir.glob("checkpoints/*.ckpt")):
         shutil.rmtree(run_dir, ignore_errors=True)  # no run directory left half-made
     raise SystemExit(code)
+
+
+def _multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _job_failed(console, run_dir: Path, exc: Exception) -> None:
+    """In a sweep, a failed job is a row of the sweep's summary and the other jobs run on (the sweep exits 1 at the
+    end: trainkit.sweep). A signal still stops the whole sweep (`main` then summarises the jobs so far)."""
+    import logging
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from trainkit import sweep
+    from trainkit.errors import UserError
+
+    if getattr(exc, "exit_code", 1) != 1:
+        _fail(console, run_dir, exc)  # says so and raises SystemExit(130 or 143)
+    if isinstance(exc, UserError):
+        error = str(exc)
+    else:  # a bug or a crash in one job: its traceback goes to the console and the job's train.log
+        error = f"{type(exc).__name__}: {exc}"
+        logging.getLogger("trainkit").error("job %s failed", HydraConfig.get().job.num, exc_info=exc)
+    console.print(f"[bold red]error:[/bold red] job {HydraConfig.get().job.num} failed; the sweep goes on: ", end="")
+    console.print(error, markup=False)
+    sweep.record_failure(run_dir, error)
+    return None  # not a number: an Optuna sweep records the trial as failed
 
 
 def _load(target: str):
@@ -126,8 +200,12 @@ def _task_function(command: Command):
         run_dir = _run_dir()
         try:
             result = _load(command.target)(cfg, run_dir, console)
-        except UserError as exc:
-            _fail(console, run_dir, exc)
+        except Exception as exc:
+            if _multirun():
+                return _job_failed(console, run_dir, exc)
+            if isinstance(exc, UserError):
+                _fail(console, run_dir, exc)
+            raise
         # Hydra's sweepers (Optuna) optimise what the task function returns.
         return result.get("best_value") if isinstance(result, dict) else None
 
@@ -179,14 +257,44 @@ def main(argv: list[str] | None = None) -> int:
         return int(_load(command.target)(rest) or 0)
     if command.recipe_overrides:
         rest = [f"++{a}" if a.startswith(RECIPE_ROOTS) else a for a in rest]
-    rest = _claim_output_dir(command, rest)
+    from trainkit.errors import UserError
+    from trainkit.sweep import require_extras
+
+    try:
+        require_extras(rest, config_dir())
+    except UserError as exc:
+        print(f"error: {exc}")
+        return 1
+    rest = _claim_output_dir(command, rest) if _world_size() == 1 else _agree_output_dir(command, rest)
 
     import hydra
 
     _register_schemas()
     sys.argv = [sys.argv[0] if argv is None else "trainkit", *rest]
-    hydra.main(config_path=str(config_dir()), config_name=command.config, version_base="1.3")(_task_function(command))()
+    try:
+        app = hydra.main(config_path=str(config_dir()), config_name=command.config, version_base="1.3")
+        app(_task_function(command))()
+    except BaseException:
+        _report_stopped_sweep(rest)
+        raise
     return 0
+
+
+def _report_stopped_sweep(args: list[str]) -> None:
+    """A sweep that ended before Hydra's end-of-sweep callbacks (Ctrl-C, a sweeper's error such as Optuna's when no
+    trial finished) still gets its summary of the jobs that ran."""
+    if not any(a in ("-m", "--multirun") for a in args):
+        return
+    value = next((a.partition("=")[2] for a in args if a.startswith("hydra.sweep.dir=")), "")
+    sweep_dir = Path(value)
+    if not value or "${" in value or not sweep_dir.is_dir() or (sweep_dir / "sweep_summary.csv").exists():
+        return
+    from rich.console import Console
+
+    from trainkit import sweep
+
+    if sweep.job_dirs(sweep_dir):
+        sweep.report(sweep_dir, Console(highlight=False, soft_wrap=True))
 
 
 if __name__ == "__main__":

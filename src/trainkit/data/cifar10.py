@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from trainkit.data.base import DataError, DataMeta, DataSplits, Split, carve
+from trainkit.data.normalization import normalization
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e9d9d70"  # of the archive, checked on download only: re-packed batches load
@@ -30,8 +31,11 @@ def load(
     val_fraction: float = 0.1,  # of the train images (after any test hold-back), for validation
     seed: int = 0,  # of the carves
     test_fraction: float = 0.0,  # > 0: hold back this much of the train batches as test, ignore test_batch
+    mean: list[float] | None = (0.4914, 0.4822, 0.4465),  # per channel, of pixels scaled to 0..1; null: none
+    std: list[float] | None = (0.2470, 0.2435, 0.2616),
 ) -> DataSplits:
     """Train from data_batch_1..5 (those present), test from test_batch or held back from train."""
+    mean, std = normalization(mean, std, 3, "cifar10")
     _check_fraction("data.val_fraction", val_fraction, zero_ok=False)
     _check_fraction("data.test_fraction", test_fraction, zero_ok=True)
     folder = Path(root).expanduser().absolute() / FOLDER
@@ -45,10 +49,22 @@ def load(
     train, val = _carve(train, val_fraction, seed, "data.val_fraction")
     meta = DataMeta(
         name="cifar10", kind="classification", in_shape=(3, 32, 32), num_outputs=10,
-        class_names=_class_names(folder), scale=255.0, mean=(0.4914, 0.4822, 0.4465),
-        std=(0.2470, 0.2435, 0.2616), target_shape=(),
+        class_names=_class_names(folder), scale=255.0, mean=mean, std=std, target_shape=(),
     )
     return DataSplits(train, val, test, meta)
+
+
+def find_problems(root: str, **_: object) -> list[str]:
+    """What is wrong with each batch file under root (not only the first bad one), for `trainkit data check`."""
+    folder = Path(root).expanduser().absolute() / FOLDER
+    problems = []
+    for name in (*TRAIN_BATCHES, "test_batch"):
+        if (folder / name).is_file():
+            try:
+                _read_batch(folder / name)
+            except DataError as err:
+                problems.append(str(err))
+    return problems
 
 
 def _check_fraction(key: str, value: float, zero_ok: bool) -> None:
@@ -83,6 +99,9 @@ def _download(folder: Path) -> None:
 def _missing(folder: Path, reason: str) -> DataError:
     """Where the files should be and the ways to get them there."""
     hint = ""
+    if (folder.parent / Path(URL).name).is_file():
+        hint = (f" {folder.parent} holds {Path(URL).name}: data.download=true checks and extracts it without "
+                f"downloading.")
     if (folder.parent / TRAIN_BATCHES[0]).is_file():
         hint = (f" {folder.parent} itself holds batches, but data.root is the folder above {FOLDER}/: "
                 f"set data.root={folder.parent.parent}.")

@@ -1,12 +1,13 @@
-"""Reads MNIST from CSV (Kaggle layout with a header, or headerless label-first rows) into uint8 tensors.
+"""Reads MNIST from CSV (Kaggle layout, headerless label-first rows, or an index CSV of PNG files) into uint8 tensors.
 
-It checks every row and names the bad one; it does not normalize, augment or batch: the batch loader does.
+It checks every row and names the bad one, and caches what it parsed; the batch loader normalizes and batches.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,13 +15,19 @@ import numpy as np
 import torch
 
 from trainkit.data.base import DataError, DataMeta, DataSplits, Split, carve
+from trainkit.data.cache import cached
+from trainkit.data.index_csv import Where, is_index_header, read_index
+from trainkit.data.normalization import normalization
 
 PIXELS = 784
-LAYOUTS = ("auto", "kaggle", "headerless")
+IN_SHAPE = (1, 28, 28)
+NUM_CLASSES = 10
+LAYOUTS = ("auto", "kaggle", "headerless", "index")
 
 
 @dataclass(frozen=True)
 class _Format:
+    name: str  # also the cache tag
     header: bool
     labeled: bool
     describe: str  # for messages, so a person can compare with their file
@@ -30,9 +37,10 @@ class _Format:
         return PIXELS + self.labeled
 
 
-KAGGLE = _Format(True, True, "a Kaggle-layout file: header label,pixel0..pixel783")
-KAGGLE_TEST = _Format(True, False, "a Kaggle test file: header pixel0..pixel783, no label column")
-HEADERLESS = _Format(False, True, "a headerless file: on each line a label, then 784 pixel values")
+KAGGLE = _Format("kaggle", True, True, "a Kaggle-layout file: header label,pixel0..pixel783")
+KAGGLE_TEST = _Format("kaggle_test", True, False, "a Kaggle test file: header pixel0..pixel783, no label column")
+HEADERLESS = _Format("headerless", False, True, "a headerless file: on each line a label, then 784 pixel values")
+INDEX = _Format("index", True, True, "an index CSV: header filename,label or id,label, then a PNG name per row")
 
 
 def load(
@@ -40,43 +48,78 @@ def load(
     test_csv: str | None = None,
     val_fraction: float = 0.1,  # of the train rows, held back for validation
     seed: int = 0,  # of the validation carve
-    layout: str = "auto",  # "auto", "kaggle" or "headerless"
+    layout: str = "auto",  # "auto", "kaggle", "headerless" or "index"
+    images_dir: str | None = None,  # index layout: the folder of the PNG files; None: found beside the CSV
+    cache: bool = True,  # keep parsed files as .npy beside them (or in ~/.cache/trainkit)
+    mean: list[float] | None = (0.1307,),  # per channel, of pixels scaled to 0..1; null: no normalization
+    std: list[float] | None = (0.3081,),
 ) -> DataSplits:
-    """Train and validation from `train_csv` (labeled), test from `test_csv` (labeled or not) or None."""
+    """Train and validation from `train_csv`, test from `test_csv` or None; every split labeled."""
     _check_layout(layout)
+    stats = normalization(mean, std, IN_SHAPE[0], "mnist_csv")
     if not 0 < val_fraction < 1:
         raise DataError(
             f"mnist_csv: data.val_fraction={val_fraction!r} must be strictly between 0 and 1: training "
             f"needs a validation split carved from the train rows. Set e.g. data.val_fraction=0.1."
         )
-    train = read_split(train_csv, layout, key="data.train_csv")
+    train = read_split(train_csv, layout, key="data.train_csv", cache=cache, images_dir=images_dir)
     if train.y is None:
         raise DataError(
-            f"mnist_csv: {train_csv} has no label column (header pixel0..pixel783, a Kaggle test file), "
-            f"and training needs labels. Set data.train_csv to a labeled file (header "
-            f"label,pixel0..pixel783, or headerless rows starting with the label); a file like this one "
-            f"belongs in data.test_csv."
+            f"mnist_csv: {train_csv} has no label column (header pixel0..pixel783, a Kaggle test file, or "
+            f"an index CSV without labels), and training needs labels. Set data.train_csv to a labeled file "
+            f"(header label,pixel0..pixel783, headerless rows starting with the label, or filename,label)."
         )
-    test = None if test_csv is None else read_split(test_csv, layout, key="data.test_csv")
+    test = None
+    if test_csv is not None:
+        test = read_split(test_csv, layout, key="data.test_csv", cache=cache, images_dir=images_dir)
+        if test.y is None:
+            raise DataError(
+                f"mnist_csv: {test_csv} has no label column (like Kaggle's unlabeled test.csv), so it can "
+                f"be predicted but not scored: training and eval report test metrics and need labels. Set "
+                f"data.test_csv to a labeled file, or data.test_csv=null (validation is carved from train)."
+            )
     try:
         train, val = carve(train, val_fraction, seed)
     except DataError as err:
         raise DataError(f"mnist_csv: {train_csv} with data.val_fraction={val_fraction}: {err}") from None
-    return DataSplits(train, val, test, _meta())
+    return DataSplits(train, val, test, _meta(*stats))
 
 
-def read_split(path: str, layout: str = "auto", key: str = "data.test_csv") -> Split:
-    """One CSV file as a Split: x uint8 N×1×28×28, y int64 N or None when the file has no labels.
+def read_split(
+    path: str, layout: str = "auto", key: str = "data.test_csv", cache: bool = True, images_dir: str | None = None,
+) -> Split:
+    """One file as a Split: x uint8 N×1×28×28, y int64 N, or None when the file has no labels (a Kaggle
+    test.csv, an index CSV without a label column). Public and stable: `trainkit predict` reads with it.
 
     `key` is the config key that named the file, so an error can say what to change.
     """
     _check_layout(layout)
     file = _existing_file(path, key)
     fmt = _detect(file, layout, key)
-    rows = _parse(file, fmt, key)
-    pixels = np.ascontiguousarray(rows[:, fmt.labeled:]).reshape(-1, 1, 28, 28)
-    labels = torch.from_numpy(rows[:, 0].astype(np.int64)) if fmt.labeled else None
-    return Split(torch.from_numpy(pixels), labels)
+    if fmt is INDEX:
+        return read_index(file, IN_SHAPE, NUM_CLASSES, Where("mnist_csv", key), images_dir, cache)
+    arrays = cached(file, fmt.name, lambda: _parse(file, fmt, key), enabled=cache)
+    labels = torch.from_numpy(np.asarray(arrays["y"], dtype=np.int64)) if fmt.labeled else None
+    return Split(torch.from_numpy(arrays["x"]), labels)
+
+
+def find_problems(
+    train_csv: str, test_csv: str | None = None, layout: str = "auto", limit: int = 50, **_: object,
+) -> list[str]:
+    """Every bad row of the CSV files (up to `limit` per file), for `trainkit data check`: one line each."""
+    problems = []
+    for key, path in (("data.train_csv", train_csv), ("data.test_csv", test_csv)):
+        try:
+            if path is None:
+                continue
+            file = _existing_file(path, key)
+            fmt = _detect(file, layout, key)
+        except DataError as err:
+            problems.append(str(err))
+            continue
+        if fmt is not INDEX:
+            problems += [f"{file} line {line} {problem}" for line, problem in _bad_rows(file, fmt, limit)]
+    return problems
 
 
 def _check_layout(layout: str) -> None:
@@ -87,11 +130,10 @@ def _check_layout(layout: str) -> None:
         )
 
 
-def _meta() -> DataMeta:
+def _meta(mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> DataMeta:
     return DataMeta(
-        name="mnist_csv", kind="classification", in_shape=(1, 28, 28), num_outputs=10,
-        class_names=[str(i) for i in range(10)], scale=255.0, mean=(0.1307,), std=(0.3081,),
-        target_shape=(),
+        name="mnist_csv", kind="classification", in_shape=IN_SHAPE, num_outputs=NUM_CLASSES,
+        class_names=[str(i) for i in range(NUM_CLASSES)], scale=255.0, mean=mean, std=std, target_shape=(),
     )
 
 
@@ -111,8 +153,9 @@ def _existing_file(path: str, key: str) -> Path:
         skip = f", or {key}=null to load no test split" if key == "data.test_csv" else ""
         raise DataError(
             f"mnist_csv: {where} does not exist. Set {key} to the path of an MNIST CSV file (Kaggle "
-            f"layout with header label,pixel0..pixel783, or headerless rows of a label then 784 "
-            f"pixels){skip}."
+            f"layout with header label,pixel0..pixel783, headerless rows of a label then 784 pixels, or an "
+            f"index CSV filename,label beside its PNG images){skip}; `trainkit data prepare mnist-csv` "
+            f"writes the CSV files from the original MNIST files."
         )
     return file
 
@@ -130,7 +173,8 @@ def _detect(file: Path, layout: str, key: str) -> _Format:
     if b"\x00" in first:
         raise DataError(
             f"mnist_csv: {file} is not a text CSV file (line 1 holds binary data). Set {key} to an "
-            f"MNIST CSV file; IDX files (*-ubyte) need converting to CSV first."
+            f"MNIST CSV file; for the original IDX files (*-ubyte), `trainkit data prepare mnist-csv "
+            f"--source DIR --out DIR` writes CSV files."
         )
     if not first.strip():
         what = "is empty" if not head else "starts with an empty line 1"
@@ -140,6 +184,14 @@ def _detect(file: Path, layout: str, key: str) -> _Format:
         )
     names = [n.strip().strip('"').lower() for n in first.decode("utf-8-sig", "replace").split(",")]
     has_header = _as_int(names[0]) is None
+    if layout == "index" or (layout == "auto" and is_index_header(names)):
+        if not is_index_header(names):
+            raise DataError(
+                f"mnist_csv: {file} line 1 is {first[:40].decode('utf-8', 'replace')!r}, but data.layout=index "
+                f"expects the header of an index CSV: filename,label or id,label (or the name column alone "
+                f"for unlabeled images). Add that header, or set data.layout=auto for a pixel CSV."
+            )
+        return INDEX
     if layout == "headerless" or (layout == "auto" and not has_header):
         return HEADERLESS
     if not has_header:
@@ -156,6 +208,11 @@ def _header_format(file: Path, names: list[str]) -> _Format:
         return KAGGLE
     if len(names) == PIXELS and names[0] != "label":
         return KAGGLE_TEST
+    if len(names) <= 2 and Path(names[0]).suffix in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
+        raise DataError(
+            f"mnist_csv: {file} line 1 names an image ({names[0][:40]}) but has no header: an index CSV "
+            f"needs the header filename,label (or id,label) on line 1. Add it."
+        )
     raise DataError(
         f"mnist_csv: {file} line 1 is a header of {len(names)} fields starting with {names[0][:20]!r}, "
         f"expected label,pixel0..pixel783 (785 names, a labeled file) or pixel0..pixel783 (784 names, "
@@ -163,49 +220,109 @@ def _header_format(file: Path, names: list[str]) -> _Format:
     )
 
 
-def _parse(file: Path, fmt: _Format, key: str) -> np.ndarray:
-    """All rows as uint8 in one C-speed pass; the slow line-by-line scan runs only to explain a failure."""
-    # np.loadtxt parses straight into uint8 (refusing values outside 0..255): on the 60,000-row MNIST it
-    # took 1.5 s and 80 MB, where pandas.read_csv(engine="c") took 1.6 s and 0.9 GB, or 3.0 s with uint8.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "input contained no data": said in words below
-        try:
-            rows = np.loadtxt(
-                file, delimiter=",", dtype=np.uint8, skiprows=int(fmt.header), ndmin=2,
-                comments=None, encoding="utf-8-sig",
-            )
-        except ValueError as err:  # also UnicodeDecodeError
-            raise _explain(file, fmt, str(err)) from None
-    if len(rows) == 0:
+def _parse(file: Path, fmt: _Format, key: str) -> dict[str, np.ndarray]:
+    """x uint8 N×1×28×28 and y uint8 N (when labeled), checked, from one parse of the file.
+
+    polars parses straight into uint8 columns, refusing text, values outside 0..255 and extra fields; what it
+    leaves empty (a short row, an empty cell) is null. On the 60,000-row MNIST (2 cores) it took 0.9-1.8 s
+    where pandas.read_csv took 1.6-3.6 s and np.loadtxt 1.5 s. Any failure runs the slow line-by-line scan:
+    it names the bad row, or finds none, and then np.loadtxt reads the file (it takes lone CR line ends).
+    """
+    try:
+        pixels, labels = _parse_polars(file, fmt)
+    except _Unparsed:
+        bad = next(_bad_rows(file, fmt, 1), None)
+        if bad is not None:
+            raise _row_error(file, fmt, *bad) from None
+        pixels, labels = _parse_numpy(file, fmt)
+    if len(pixels) == 0:
         raise DataError(
             f"mnist_csv: {file} has a header (line 1) but no data rows; expected {fmt.describe}. "
             f"Set {key} to a file with MNIST rows in it."
         )
-    if rows.shape[1] != fmt.fields or (fmt.labeled and (rows[:, 0] > 9).any()):
-        raise _explain(file, fmt, f"{rows.shape[1]} fields per row, or a label above 9")
-    return rows
+    if labels is not None and labels.max() >= NUM_CLASSES:
+        line, problem = next(_bad_rows(file, fmt, 1), (None, None))
+        if line is None:
+            raise DataError(f"mnist_csv: {file} has label {labels.max()}, expected 0..9. Fix or remove that row.")
+        raise _row_error(file, fmt, line, problem)
+    x = pixels.reshape(-1, *IN_SHAPE)
+    return {"x": x} if labels is None else {"x": x, "y": labels}
 
 
-def _explain(file: Path, fmt: _Format, parser_said: str) -> DataError:
-    """Find the first bad line by reading the file again, slowly, and say what is wrong with it."""
-    with open(file, encoding="utf-8-sig", errors="replace", newline="") as f:
-        for number, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if (number == 1 and fmt.header) or not line:
-                continue  # blank lines are skipped by the parser too
-            problem = _row_problem(line.split(","), fmt)
-            if problem:
-                hint = ""
-                if number == 1 and fmt is HEADERLESS and _as_int(line.split(",")[0]) is None:
-                    hint = " If line 1 is a header, set data.layout=kaggle (or auto)."
-                return DataError(
-                    f"mnist_csv: {file} line {number} {problem} ({fmt.describe}). Fix or remove that "
-                    f"row.{hint}"
-                )
+class _Unparsed(Exception):
+    """The fast engine could not read the file; the scan says whether the file or the engine is at fault."""
+
+
+def _parse_polars(file: Path, fmt: _Format) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        import polars as pl
+    except ImportError as err:  # a platform without a polars wheel: the numpy engine reads every valid file
+        raise _Unparsed("polars is not installed") from err
+    schema = {f"c{i}": pl.UInt8 for i in range(fmt.fields)}
+    try:  # the header is skipped, not matched: auto-detection already read it, and names may vary in case
+        frame = pl.read_csv(file, has_header=False, skip_rows=int(fmt.header), schema=schema,
+                            raise_if_empty=False)
+    except Exception as err:  # polars reports bad cells, extra fields and odd line ends by many types
+        raise _Unparsed(str(err)) from err
+    if any(frame.null_count().row(0)):  # a short row, an empty cell, or a blank line: the scan tells which
+        raise _Unparsed("empty fields")
+    rows = frame.to_numpy()  # column-major, one copy of the columns; made row-major by numpy, which was faster
+    labels = np.ascontiguousarray(rows[:, 0]) if fmt.labeled else None
+    return np.ascontiguousarray(rows[:, int(fmt.labeled):]), labels
+
+
+def _parse_numpy(file: Path, fmt: _Format) -> tuple[np.ndarray, np.ndarray | None]:
+    """The slower engine, for what polars declines: lone CR line ends, blank lines, or no polars at all."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "input contained no data": said in words by the caller
+        try:
+            rows = np.loadtxt(file, delimiter=",", dtype=np.uint8, skiprows=int(fmt.header), ndmin=2,
+                              comments=None, encoding="utf-8-sig")
+        except ValueError as err:  # also UnicodeDecodeError
+            raise _unreadable(file, fmt, str(err)) from None
+    if len(rows) and rows.shape[1] != fmt.fields:
+        raise _unreadable(file, fmt, f"{rows.shape[1]} fields per row")
+    pixels = np.ascontiguousarray(rows[:, int(fmt.labeled):])
+    return pixels, (np.ascontiguousarray(rows[:, 0]) if fmt.labeled else None)
+
+
+def _unreadable(file: Path, fmt: _Format, parser_said: str) -> DataError:
     return DataError(
         f"mnist_csv: {file} could not be read as {fmt.describe}: {parser_said}. Check that it is a "
         f"plain comma-separated text file of whole numbers."
     )
+
+
+def _row_error(file: Path, fmt: _Format, line: int, problem: str) -> DataError:
+    hint = ""
+    if line == 1 and fmt is HEADERLESS and "column 1 (label)" in problem:
+        hint = " If line 1 is a header, set data.layout=kaggle (or auto)."
+    return DataError(f"mnist_csv: {file} line {line} {problem} ({fmt.describe}). Fix or remove that row.{hint}")
+
+
+# A row that matches passes; one that does not is looked at cell by cell (which still takes " 7" or "+7").
+_VALUE = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_GOOD_ROW = {
+    True: re.compile(rf"[0-9](?:,{_VALUE}){{{PIXELS}}}"),
+    False: re.compile(rf"{_VALUE}(?:,{_VALUE}){{{PIXELS - 1}}}"),
+}
+
+
+def _bad_rows(file: Path, fmt: _Format, limit: int) -> Iterator[tuple[int, str]]:
+    """(line number, what is wrong) for the first `limit` bad rows, read slowly, line by line."""
+    good = _GOOD_ROW[fmt.labeled]
+    found = 0
+    with open(file, encoding="utf-8-sig", errors="replace", newline="") as f:  # \n, \r\n or a lone \r
+        for number, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if (number == 1 and fmt.header) or not line or good.fullmatch(line):
+                continue  # blank lines are skipped by the parsers too
+            problem = _row_problem(line.split(","), fmt)
+            if problem:
+                yield number, problem
+                found += 1
+                if found >= limit:
+                    return
 
 
 def _row_problem(cells: list[str], fmt: _Format) -> str | None:

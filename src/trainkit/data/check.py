@@ -1,0 +1,141 @@
+"""What `trainkit data check` measures on loaded splits: counts, classes, value ranges, and the problems that
+do not stop a reader (missing classes, copies across splits, statistics that disagree with the config)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from trainkit.data.base import DataMeta, DataSplits, Split
+
+CHUNK = 4096  # samples per step when computing statistics: bounds the float copy of a large split
+IMBALANCE = 5.0  # most / least frequent class in train above this is worth a word
+MEAN_TOLERANCE, STD_RATIO = 0.1, 1.5  # configured normalization this far from the data's own is worth a word
+
+
+@dataclass
+class SplitSummary:
+    name: str
+    samples: int
+    labeled: bool
+    shape: list[int]  # of one sample
+    dtype: str
+    min: float
+    max: float
+    mean: list[float]  # per channel (per feature for tabular data), after dividing by meta.scale
+    std: list[float]
+    class_counts: list[int] | None = None  # classification only
+    constant: int = 0  # samples whose values are all equal (blank images)
+    non_finite: int = 0  # samples holding NaN or inf
+
+
+@dataclass
+class Report:
+    meta: DataMeta
+    splits: list[SplitSummary]
+    fatal: list[str] = field(default_factory=list)  # training would fail or learn garbage
+    warnings: list[str] = field(default_factory=list)  # worth knowing, not blocking
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"data": self.meta.name, "kind": self.meta.kind, "in_shape": list(self.meta.in_shape),
+                "class_names": self.meta.class_names, "splits": [asdict(s) for s in self.splits],
+                "fatal": self.fatal, "warnings": self.warnings}
+
+
+def summarize(data: DataSplits) -> Report:
+    splits = {"train": data.train, "val": data.val, **({"test": data.test} if data.test is not None else {})}
+    report = Report(data.meta, [_summarize(name, split, data.meta) for name, split in splits.items()])
+    for s in report.splits:
+        if s.non_finite:
+            report.fatal.append(f"{s.name}: {s.non_finite} of {s.samples} samples hold NaN or inf values.")
+    if data.meta.kind == "classification":
+        report.warnings += _class_problems(report)
+        report.warnings += _copies(splits)
+    report.warnings += _blank(report) + _normalization(report)
+    if data.test is None:
+        report.warnings.append("no test split: `trainkit train` reports no test metrics, and `trainkit eval` "
+                               "needs one (for mnist_csv set data.test_csv).")
+    return report
+
+
+def _summarize(name: str, split: Split, meta: DataMeta) -> SplitSummary:
+    x = split.x
+    n = len(split)
+    channels = x.shape[1] if x.dim() >= 2 else 1
+    total, squares = torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64)
+    constant = non_finite = 0
+    for start in range(0, n, CHUNK):
+        chunk = x[start:start + CHUNK].to(torch.float64) / meta.scale
+        flat = chunk.reshape(len(chunk), channels, -1)
+        total += flat.sum(dim=(0, 2))
+        squares += (flat * flat).sum(dim=(0, 2))
+        rows = chunk.reshape(len(chunk), -1)
+        constant += int((rows == rows[:, :1]).all(dim=1).sum())
+        non_finite += int((~torch.isfinite(rows)).any(dim=1).sum())
+    count = n * (x[0].numel() // channels) if n else 1
+    mean = total / count
+    std = (squares / count - mean * mean).clamp(min=0).sqrt()
+    counts = None
+    if meta.kind == "classification" and split.y is not None:
+        counts = torch.bincount(split.y, minlength=meta.num_outputs).tolist()
+    return SplitSummary(
+        name=name, samples=n, labeled=split.y is not None, shape=list(x.shape[1:]), dtype=str(x.dtype).removeprefix("torch."),
+        min=float(x.min()) if n else 0.0, max=float(x.max()) if n else 0.0, mean=mean.tolist(), std=std.tolist(),
+        class_counts=counts, constant=constant, non_finite=non_finite,
+    )
+
+
+def _class_problems(report: Report) -> list[str]:
+    names = report.meta.class_names or [str(i) for i in range(report.meta.num_outputs)]
+    problems = []
+    for s in report.splits:
+        if s.class_counts is None:
+            continue
+        missing = [names[c] for c, k in enumerate(s.class_counts) if k == 0]
+        if missing:
+            problems.append(f"{s.name}: no samples of class {', '.join(missing)} (of {len(names)} classes).")
+        present = [k for k in s.class_counts if k > 0]
+        if s.name == "train" and present and max(present) > IMBALANCE * min(present):
+            top, low = s.class_counts.index(max(present)), s.class_counts.index(min(present))
+            problems.append(f"train: classes are imbalanced: {names[top]} has {max(present)} samples, "
+                            f"{names[low]} only {min(present)}; accuracy alone may mislead.")
+    return problems
+
+
+def _copies(splits: dict[str, Split]) -> list[str]:
+    """Exact copies of a sample inside train, and of val/test samples in train: they inflate the scores."""
+    keys = {name: [hash(row.tobytes()) for row in split.x.reshape(len(split), -1).numpy()]
+            for name, split in splits.items()}
+    train = set(keys["train"])
+    problems = []
+    inside = len(keys["train"]) - len(train)
+    if inside:
+        problems.append(f"train: {inside} samples are exact copies of other train samples.")
+    for name in ("val", "test"):
+        if name in keys:
+            leaked = sum(k in train for k in keys[name])
+            if leaked:
+                problems.append(f"{name}: {leaked} of {len(keys[name])} samples also appear in train (exact "
+                                f"copies): {name} metrics will overstate how well the model generalizes.")
+    return problems
+
+
+def _blank(report: Report) -> list[str]:
+    return [f"{s.name}: {s.constant} samples have every value equal (blank images?)."
+            for s in report.splits if s.constant and len(s.shape) == 3]
+
+
+def _normalization(report: Report) -> list[str]:
+    meta, train = report.meta, report.splits[0]
+    if meta.mean is None or meta.std is None or len(meta.mean) != len(train.mean):
+        return []
+    far = any(abs(m - c) > MEAN_TOLERANCE for m, c in zip(train.mean, meta.mean)) or any(
+        not 1 / STD_RATIO < s / c < STD_RATIO for s, c in zip(train.std, meta.std) if s > 0)
+    if not far:
+        return []
+    fmt = lambda values: "[" + ", ".join(f"{v:.4f}" for v in values) + "]"  # noqa: E731
+    return [f"train: the configured normalization (data.mean={fmt(meta.mean)} data.std={fmt(meta.std)}) is far "
+            f"from this data's own (mean {fmt(train.mean)}, std {fmt(train.std)}); for this data set "
+            f"data.mean={fmt(train.mean)} data.std={fmt(train.std)}."]
