@@ -116,7 +116,7 @@ def test_nan_loss_stops_before_any_checkpoint(tmp_path):
     opt = make_opt(task, lr=1e30)
     with torch.no_grad():
         task.net.weight.fill_(float("nan"))
-    with pytest.raises(NonFiniteLossError, match="at step 1\."):
+    with pytest.raises(NonFiniteLossError, match=r"at step 1\."):
         run_fit(tmp_path, task, opt)
     assert not (tmp_path / "ckpt" / "last.ckpt").exists()
 

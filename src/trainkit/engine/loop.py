@@ -54,26 +54,73 @@ class FitState:
 
 
 class MeanAccumulator:
-    """Batch-size weighted means of 0-dim tensors, kept on the device: no host sync until `.compute()`."""
+    """Batch-size weighted means of 0-dim tensors, kept on the device: no host sync until `.compute()`.
 
-    def __init__(self, sums: dict[str, Tensor] | None = None, count: int = 0) -> None:
-        self.sums: dict[str, Tensor] = dict(sums or {})
+    `add` only queues a batch's values; every `FLUSH_EVERY` batches the queue is summed with a few tensor ops per
+    metric. Summing each batch as it came took a dozen small ops per training step, each a kernel launch on a GPU
+    (benchmarks/README.md). The queue is part of `state_dict()`, so a resumed epoch sums in the same groups and
+    its metrics are bitwise those of an uninterrupted one. Given each batch's `step`, it also finds the first step
+    whose values were not finite, still without a host sync."""
+
+    FLUSH_EVERY = 64
+    _NONE = torch.iinfo(torch.long).max  # no non-finite step seen
+
+    def __init__(self, sums: dict[str, Tensor] | None = None, count: int = 0,
+                 pending: list[list[Any]] | None = None) -> None:
+        self._sums: dict[str, Tensor] = dict(sums or {})
         self.count = count
+        self._queue: list[tuple[dict[str, Tensor], int, int | None]] = [tuple(p) for p in pending or []]
+        self._first_bad: Tensor | None = None
 
-    def add(self, values: dict[str, Tensor], n: int) -> None:
-        for k, v in values.items():
-            v = v.detach().float() * n
-            self.sums[k] = self.sums[k] + v if k in self.sums else v
+    def add(self, values: dict[str, Tensor], n: int, step: int | None = None) -> None:
+        if any(v.requires_grad for v in values.values()):  # never keep a graph alive while queued
+            values = {k: v.detach() for k, v in values.items()}
+        self._queue.append((values, n, step))
         self.count += n
+        if len(self._queue) >= self.FLUSH_EVERY:
+            self._sums, self._first_bad = self._totals()
+            self._queue = []
+
+    @property
+    def sums(self) -> dict[str, Tensor]:
+        return self._totals()[0]
+
+    @property
+    def first_bad(self) -> Tensor | None:
+        """The first added step with a NaN or infinite value (-1: none), on the device; None without steps."""
+        first = self._totals()[1]
+        return None if first is None else torch.where(first == self._NONE, -1, first)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": self._sums, "count": self.count, "pending": [list(q) for q in self._queue]}
+
+    def _totals(self) -> tuple[dict[str, Tensor], Tensor | None]:
+        """The sums and the first non-finite step with the queue folded in; the accumulator itself is unchanged."""
+        sums, first_bad = dict(self._sums), self._first_bad
+        for k in dict.fromkeys(k for values, _, _ in self._queue for k in values):
+            rows = [(values[k], n, step) for values, n, step in self._queue if k in values]
+            col = torch.stack([v for v, _, _ in rows]).float()
+            weights = [n for _, n, _ in rows]
+            if len(set(weights)) == 1:  # the usual case: no weight vector to copy to the device
+                total = col.sum() * weights[0]
+            else:
+                total = col @ torch.tensor(weights, dtype=col.dtype).to(col.device, non_blocking=True)
+            sums[k] = sums[k] + total if k in sums else total
+            if rows[0][2] is not None:
+                steps = torch.tensor([step for _, _, step in rows]).to(col.device, non_blocking=True)
+                first = torch.where(torch.isfinite(col), self._NONE, steps).min()
+                first_bad = first if first_bad is None else torch.minimum(first_bad, first)
+        return sums, first_bad
 
     def compute(self, prefix: str = "") -> dict[str, float]:
         """The means, over every rank's samples when data-parallel (one collective, one host sync)."""
-        if not self.sums:
+        sums = self.sums
+        if not sums:
             return {}
-        first = next(iter(self.sums.values()))
+        first = next(iter(sums.values()))
         count = torch.tensor(float(self.count), device=first.device)
-        *sums, total = distributed.all_sum(torch.stack([*self.sums.values(), count])).cpu().tolist()
-        return {f"{prefix}{k}": v / total for k, v in zip(self.sums, sums)}
+        *values, total = distributed.all_sum(torch.stack([*sums.values(), count])).cpu().tolist()
+        return {f"{prefix}{k}": v / total for k, v in zip(sums, values)}
 
 
 def evaluate(
@@ -110,10 +157,9 @@ def _train_epoch(task: Task, loader: Loader, opt: Optimization, logger: Logger, 
         m.train()
     epoch = state.epoch + 1
     num = num_batches(loader, settings.limit_train_batches)
-    epoch_acc = MeanAccumulator(state.partial.get("sums"), state.partial.get("count", 0))
+    epoch_acc = MeanAccumulator(state.partial.get("sums"), state.partial.get("count", 0), state.partial.get("pending"))
     before = state.partial.get("seconds", 0.0)
     window = MeanAccumulator()
-    first_bad: Tensor | None = None  # the first step with a non-finite output, kept on the device
     loader.set_epoch(epoch, state.batch)
     logger.start_epoch(epoch, num)
     start = time.perf_counter()
@@ -124,28 +170,26 @@ def _train_epoch(task: Task, loader: Loader, opt: Optimization, logger: Logger, 
         state.step += 1
         state.batch += 1
         if opt.skipped_steps == skipped:  # on_nan=skip: a dropped update adds nothing to the metrics
-            first_bad = _track_nonfinite(first_bad, out, state.step)
-            epoch_acc.add(out, len(x))
+            epoch_acc.add(out, len(x), state.step)  # with the step: it also finds the first non-finite one
             window.add(out, len(x))
         logged = None
         # .item() syncs with the device: only every log_every_n_steps steps.
         if state.step % settings.log_every_n_steps == 0:
             logged = window.compute("train/")
             window = MeanAccumulator()
-            _check_finite(logged, first_bad)
+            _check_finite(logged, epoch_acc)
         logger.step(state.step, logged)
         every = settings.checkpoint_every_n_steps
         signum = hooks.stop_requested()
         if signum is not None or (every and state.step % every == 0 and state.batch < num):
-            _check_finite(epoch_acc.compute("train/"), first_bad)  # never save after a NaN
-            state.partial = {"sums": epoch_acc.sums, "count": epoch_acc.count,
-                             "seconds": before + time.perf_counter() - start}
+            _check_finite(epoch_acc.compute("train/"), epoch_acc)  # never save after a NaN
+            state.partial = {**epoch_acc.state_dict(), "seconds": before + time.perf_counter() - start}
             hooks.save_step()
             if signum is not None:
                 raise _interrupted(signum, state)
     metrics = epoch_acc.compute("train/")
     elapsed = before + time.perf_counter() - start
-    _check_finite(metrics, first_bad)
+    _check_finite(metrics, epoch_acc)
     state.batch, state.partial = 0, {}
     return metrics, elapsed, epoch_acc.count
 
@@ -159,21 +203,15 @@ def _interrupted(signum: int, state: FitState) -> Interrupted:
                        signum)
 
 
-def _track_nonfinite(first_bad: Tensor | None, out: dict[str, Tensor], step: int) -> Tensor:
-    ok = torch.stack([torch.isfinite(v.detach()).all() for v in out.values()]).all()
-    if first_bad is None:
-        first_bad = torch.full((), -1, dtype=torch.long, device=ok.device)
-    return torch.where((first_bad < 0) & ~ok, torch.full_like(first_bad, step), first_bad)
-
-
 def _step(first_bad: Tensor | None) -> str:
     step = -1 if first_bad is None else int(first_bad)  # a host sync, on the failure path only
     return str(step) if step >= 0 else "(before this session)"
 
 
-def _check_finite(metrics: dict[str, float], first_bad: Tensor | None) -> None:
+def _check_finite(metrics: dict[str, float], acc: MeanAccumulator) -> None:
     bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
     if bad:
+        first_bad = acc.first_bad
         names = ", ".join(f"train/{k.split('/')[-1]}" for k in bad)
         raise NonFiniteLossError(
             f"training diverged: {names} became {'/'.join(sorted({str(v) for v in bad.values()}))} at step "

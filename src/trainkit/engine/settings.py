@@ -42,6 +42,10 @@ class TrainerSettings:
     accumulate_grad_batches: int = 1  # sum the gradients of this many batches before each update
     ema_decay: Optional[float] = None  # keep an EMA of the weights (e.g. 0.999) for validation and checkpoints
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    # Speed switches (benchmarks/README.md measures each): none changes what is computed beyond float rounding.
+    compile: bool = False  # torch.compile each module's forward (and its children's); the first steps compile
+    channels_last: bool = False  # NHWC memory format for image batches and conv weights (faster convs on GPUs)
+    matmul_precision: Optional[str] = None  # float32 matmuls: highest, high (TF32), medium (bf16); null: torch's
 
     def __post_init__(self) -> None:
         if isinstance(self.early_stopping, dict):
@@ -64,5 +68,8 @@ class TrainerSettings:
             raise ValueError(f"trainer.on_nan={self.on_nan!r} is not one of stop, skip.")
         if self.keep_last_k < 1:
             raise ValueError(f"trainer.keep_last_k={self.keep_last_k} must be at least 1.")
+        if self.matmul_precision not in (None, "highest", "high", "medium"):
+            raise ValueError(f"trainer.matmul_precision={self.matmul_precision!r} is not one of highest, high, medium "
+                             f"(or null for torch's default).")
         if self.progress not in ("auto", "rich", "plain", "none"):
             raise ValueError(f"trainer.progress={self.progress!r} is not one of auto, rich, plain, none.")

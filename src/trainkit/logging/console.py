@@ -46,10 +46,16 @@ class ConsoleProgress:
     def step(self, metrics: dict[str, float] | None, samples_per_s: float | None) -> None:
         self.done += 1
         if self.mode == "rich":
+            # rich's update (a lock, its speed samples) cost 40 µs a step, 0.45% of an MNIST MLP epoch; the bar
+            # redraws 10 times a second, so it hears of the steps at most that often, and of every new metric.
+            now = time.perf_counter()
+            if metrics is None and now - self.last_line < 0.1:
+                return
+            self.last_line = now
             info = None
             if metrics is not None:
                 info = _fmt(metrics) + (f"  {samples_per_s:,.0f} samples/s" if samples_per_s else "")
-            self.progress.update(self.task_id, advance=1, **({"info": info} if info is not None else {}))
+            self.progress.update(self.task_id, completed=self.done, **({"info": info} if info is not None else {}))
         elif self.mode == "plain" and metrics is not None:
             now = time.perf_counter()
             if now - self.last_line >= self.plain_every_s:
