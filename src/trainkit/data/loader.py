@@ -140,10 +140,7 @@ class BatchLoader:
 
     @cached_property
     def _affine(self) -> tuple[Tensor | float, Tensor | float] | None:
-        """Scaling and normalization folded into one multiply-add: (x / scale - mean) / std = x * a + b."""
-        if self.mean is None:
-            return None if self.scale == 1.0 else (1.0 / self.scale, 0.0)
-        return 1.0 / (self.scale * self.std), -self.mean / self.std
+        return affine(self.scale, self.mean, self.std)
 
     def _prepare(self, x: Tensor, g: torch.Generator) -> Tensor:
         # Measured (benchmarks/README.md): float(), /, -, / took four passes over a batch; this takes three, into one new tensor.
@@ -162,3 +159,12 @@ def _cut(t: Tensor, idx: Tensor | slice) -> Tensor:
     """Rows `idx` of `t`. A slice is a view; for an index tensor, index_select copies whole rows, which was 7×
     faster than t[idx] on a batch of 128 MNIST images (uint8) on the CPU."""
     return t[idx] if isinstance(idx, slice) else torch.index_select(t, 0, idx)
+
+
+def affine(scale: float, mean: Tensor | None, std: Tensor | None) -> tuple[Tensor | float, Tensor | float] | None:
+    """Scaling and normalization folded into one multiply-add: (x / scale - mean) / std = x * a + b; None for
+    identity. The one definition of the loader's arithmetic: exported models (reports/inference.py) reuse it,
+    so they normalize bit for bit as training did."""
+    if mean is None:
+        return None if scale == 1.0 else (1.0 / scale, 0.0)
+    return 1.0 / (scale * std), -mean / std

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from trainkit.data.base import DataMeta
+from trainkit.data.loader import affine
 
 
 def _shaped(values: tuple[float, ...] | None, default: float, ndim: int) -> Tensor:
@@ -30,14 +31,14 @@ class RawInput(nn.Module):
     def __init__(self, meta: DataMeta) -> None:
         super().__init__()
         ndim = len(meta.in_shape) + 1
-        self.scale = float(meta.scale)
-        self.register_buffer("mean", _shaped(meta.mean, 0.0, ndim))
-        self.register_buffer("std", _shaped(meta.std, 1.0, ndim))
+        mean = None if meta.mean is None else _shaped(meta.mean, 0.0, ndim)
+        std = None if meta.std is None else _shaped(meta.std, 1.0, ndim)
+        a, b = affine(float(meta.scale), mean, std) or (1.0, 0.0)  # the batch loader's own arithmetic
+        self.register_buffer("a", torch.as_tensor(a, dtype=torch.float32).reshape((1,) * ndim if not isinstance(a, Tensor) else a.shape))
+        self.register_buffer("b", torch.as_tensor(b, dtype=torch.float32).reshape((1,) * ndim if not isinstance(b, Tensor) else b.shape))
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.float()
-        x = x / self.scale
-        return (x - self.mean) / self.std
+        return x.float() * self.a + self.b
 
 
 class RawOutput(nn.Module):
