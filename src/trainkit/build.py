@@ -114,6 +114,8 @@ def build_task(cfg: DictConfig, meta: DataMeta) -> Task:
             mean = torch.tensor(meta.mean).view(-1, 1, 1)
             std = torch.tensor(meta.std).view(-1, 1, 1)
             bounds = ((0 - mean) / std, (1 - mean) / std)  # pixel range [0, 1] in normalized units
+        if values.get("arch", "auto") == "auto":  # convolutions for pictures, MLPs for points
+            values["arch"] = "conv" if images and len(sample_shape) == 3 else "mlp"
         gan = _call_with(GAN, {**values, "sample_shape": sample_shape, "bounds": bounds}, "model", "model=gan")
         return GANTask(gan, joint=not images, mean=mean, std=std)
     if name == "mlp":
