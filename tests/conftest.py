@@ -29,6 +29,12 @@ def run_dirs(cwd: Path) -> list[Path]:
     return sorted(p.parent for p in (cwd / "outputs").glob("*/*/.hydra") if p.parent.parent.name not in ("multirun", "eval"))
 
 
+def job_dir(sweep_dir: Path, num: int | str) -> Path:
+    """A sweep job's directory, `<num>_<overrides>` (or `<num>` when it has none)."""
+    (found,) = [p for p in sweep_dir.iterdir() if p.is_dir() and p.name.split("_", 1)[0] == str(num)]
+    return found
+
+
 @pytest.fixture
 def compose():
     """compose(*overrides, config="train") → the DictConfig the CLI would build from the shipped configs."""

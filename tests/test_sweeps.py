@@ -13,7 +13,7 @@ from pathlib import Path
 import joblib
 import pytest
 import yaml
-from conftest import run_cli
+from conftest import job_dir, run_cli
 
 from trainkit import cli
 from trainkit.errors import UserError
@@ -87,8 +87,8 @@ def test_failed_jobs_are_rows_the_others_run_on_and_the_sweep_exits_1(fake_sweep
     assert rows[2]["error"] == "RuntimeError: boom"  # a bug: its type and message; the traceback went to the log
     assert rows[3]["error"] == "data.train_csv is required and has no value"
     for job in ("1", "2"):  # a failed job keeps its directory (overrides, summary.json with the error)
-        assert json.loads((sweep_dir / job / "summary.json").read_text())["status"] == "failed"
-    assert "Traceback" in (sweep_dir / "1" / "train.log").read_text()
+        assert json.loads((job_dir(sweep_dir, job) / "summary.json").read_text())["status"] == "failed"
+    assert "Traceback" in (job_dir(sweep_dir, 1) / "train.log").read_text()
     assert "job 2 failed; the sweep goes on: data.train_csv is required" in out
     assert "sweep: 4 jobs, 2 finished, best first by val/acc (max)" in out
     assert "best: job 3 (seed=3), val/acc 0.3000 at epoch 1, ahead of job 0 by 0.3000" in out
@@ -101,7 +101,7 @@ def test_a_signal_stops_the_sweep_after_summarising_the_jobs_so_far(fake_sweep):
     assert code == 130
     rows = read_summary(sweep_dir)
     assert [(r["job"], r["status"]) for r in rows] == [("0", "finished"), ("1", "interrupted")]
-    assert not (sweep_dir / "2").exists(), "no job starts after Ctrl-C"
+    assert not list(sweep_dir.glob("2_*")) and not (sweep_dir / "2").exists(), "no job starts after Ctrl-C"
 
 
 def test_a_search_in_which_every_trial_fails_still_summarises(fake_sweep, capsys):
@@ -119,7 +119,7 @@ def test_real_sweep_with_a_failing_job_then_runs_lists_and_compares_them(tmp_pat
     (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     rows = read_summary(sweep_dir)
     assert [(r["job"], r["model"], r["status"]) for r in rows] == [("0", "mlp", "finished"), ("1", "cnn", "failed")]
-    summary = json.loads((sweep_dir / "0" / "summary.json").read_text())
+    summary = json.loads((job_dir(sweep_dir, 0) / "summary.json").read_text())
     assert float(rows[0]["best_value"]) == summary["best_value"] and rows[0]["monitor"] == "val/loss"
     assert float(rows[0]["final:val/loss"]) == summary["final"]["val/loss"]
     assert "does not fit data=synthetic_regression" in rows[1]["error"]
@@ -127,14 +127,14 @@ def test_real_sweep_with_a_failing_job_then_runs_lists_and_compares_them(tmp_pat
 
     out = run_cli("runs", cwd=tmp_path).stdout
     assert "failed" in out and "finished" in out and f"{summary['best_value']:.4f} @1" in out
-    out = run_cli("runs", "--compare", str(sweep_dir / "0"), str(sweep_dir / "1"), cwd=tmp_path).stdout
+    out = run_cli("runs", "--compare", str(job_dir(sweep_dir, 0)), str(job_dir(sweep_dir, 1)), cwd=tmp_path).stdout
     assert "model.name" in out and "mlp" in out and "cnn" in out and "does not fit" in out
 
 
 def test_optuna_search_optimises_what_train_returns_in_the_preset_direction(tmp_path):
     proc = run_cli("train", "-m", "hparams_search=regression_optuna", "hydra.sweeper.n_trials=2", *TINY, cwd=tmp_path)
     (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
-    values = [json.loads((sweep_dir / j / "summary.json").read_text())["best_value"] for j in ("0", "1")]
+    values = [json.loads((job_dir(sweep_dir, j) / "summary.json").read_text())["best_value"] for j in ("0", "1")]
     result = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert result["best_value"] == pytest.approx(min(values))  # val/loss: minimised
     rows = read_summary(sweep_dir)
@@ -216,4 +216,4 @@ def test_joblib_runs_jobs_side_by_side_each_on_a_fair_share_of_threads(tmp_path)
     assert [r["status"] for r in read_summary(sweep_dir)] == ["finished", "finished"]
     share = max(1, joblib.cpu_count() // 2)
     for job in ("0", "1"):
-        assert f"torch threads: {share} (" in (sweep_dir / job / "train.log").read_text()
+        assert f"torch threads: {share} (" in (job_dir(sweep_dir, job) / "train.log").read_text()

@@ -135,6 +135,13 @@ def _register_schemas() -> None:
     from trainkit.engine.settings import TrainerSettings
 
     ConfigStore.instance().store(group="trainer", name="schema", node=TrainerSettings)
+    # hydra.sweep.subdir names each job after its overrides (readable TensorBoard run names). Hydra hands
+    # registered resolvers to its joblib and submitit workers with the rest of its state.
+    from omegaconf import OmegaConf
+
+    from trainkit.rundirs import job_dir_name
+
+    OmegaConf.register_new_resolver("trainkit_job_dir", job_dir_name, replace=True)
 
 
 def _run_dir() -> Path:

@@ -44,6 +44,20 @@ def claim(pattern: str) -> str:
     raise RunDirError(f"could not create a new run directory next to {base}: 1000 names are taken.")
 
 
+def job_dir_name(num: int, overrides: str) -> str:
+    """A sweep job's directory: its number, then its overrides (`3_model=cnn,optimizer=sgd`), so that
+    TensorBoard's run names (directories under --logdir) say what each job changed. Path separators in
+    values become `_`, and the name is cut to stay well below the file system's 255-byte limit."""
+    text = str(overrides).replace(os.sep, "_").replace("\0", "")
+    name = f"{num}_{text}" if text else str(num)
+    return name.encode()[:200].decode(errors="ignore")
+
+
+def job_number(job_dir: Path) -> str:
+    """The job number a sweep job's directory starts with (`3` for `3_model=cnn`)."""
+    return job_dir.name.split("_", 1)[0]
+
+
 @contextmanager
 def lock(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on the run directory while writing to it; a second writer is refused."""

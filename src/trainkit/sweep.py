@@ -24,6 +24,7 @@ from rich.table import Table
 
 from trainkit.commands.runs import Run, best_cell, num, overrides_of, read_run, status_cell
 from trainkit.errors import UserError
+from trainkit.rundirs import job_number
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "sweep_summary.csv"
@@ -54,7 +55,7 @@ def report(sweep_dir: Path, console: Console) -> int:
     unfinished = [r for r in runs if r.status != "finished"]
     if not unfinished:
         return 0
-    jobs = ", ".join(r.path.name for r in unfinished)
+    jobs = ", ".join(job_number(r.path) for r in unfinished)
     console.print(f"[bold red]error:[/bold red] {len(unfinished)} of {len(runs)} jobs did not finish (job {jobs}): "
                   f"why is said above.", highlight=False)
     return 1
@@ -62,7 +63,7 @@ def report(sweep_dir: Path, console: Console) -> int:
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
     dirs = [p for p in sweep_dir.iterdir() if (p / ".hydra" / "config.yaml").is_file()] if sweep_dir.is_dir() else []
-    return sorted(dirs, key=lambda p: (int(p.name) if p.name.isdigit() else 1 << 30, p.name))
+    return sorted(dirs, key=lambda p: (int(job_number(p)) if job_number(p).isdigit() else 1 << 30, p.name))
 
 
 def _sort_key(run: Run) -> tuple:
@@ -91,7 +92,7 @@ def write_csv(path: Path, runs: list[Run]) -> None:
     for run in runs:
         s = run.summary
         row: dict[str, Any] = {
-            "job": run.path.name, "overrides": " ".join(run.overrides), "status": run.status,
+            "job": job_number(run.path), "overrides": " ".join(run.overrides), "status": run.status,
             "monitor": run.monitor, "best_value": run.best_value, "best_epoch": s.get("best_epoch"),
             "epochs": run.epochs, "wall_time_s": s.get("wall_time_s"),
         }
@@ -128,7 +129,7 @@ def print_table(console: Console, sweep_dir: Path, runs: list[Run]) -> None:
     table = Table(title=f"sweep: {len(runs)} jobs, {finished} finished{order}", caption_justify="left",
                   caption=f"common to all jobs: {' '.join(common)}" if common else None)
     table.add_column("job", justify="right")
-    varying = {r.path.name: [o for o in r.overrides if o not in common] for r in runs}
+    varying = {job_number(r.path): [o for o in r.overrides if o not in common] for r in runs}
     widest = max((len(o) for v in varying.values() for o in v), default=9)
     table.add_column("overrides", overflow="fold", min_width=min(widest, 40))  # one per line, whole
     table.add_column("status", no_wrap=True)
@@ -138,7 +139,7 @@ def print_table(console: Console, sweep_dir: Path, runs: list[Run]) -> None:
     table.add_column("epochs", justify="right")
     table.add_column("time (s)", justify="right")
     for run in runs:
-        cells = [run.path.name, "\n".join(varying[run.path.name]), status_cell(run),
+        cells = [job_number(run.path), "\n".join(varying[job_number(run.path)]), status_cell(run),
                  best_cell(run, with_name=not monitor)]
         if show_test:
             cells.append(num((run.summary.get("test") or {}).get(test_key)))
@@ -148,9 +149,9 @@ def print_table(console: Console, sweep_dir: Path, runs: list[Run]) -> None:
     console.print(table)
     for run in runs:  # under the table, whole: an error is a paragraph, too long for a cell
         if run.error:
-            console.print(f"job {run.path.name} {run.status}: {run.error}", markup=False, highlight=False)
+            console.print(f"job {job_number(run.path)} {run.status}: {run.error}", markup=False, highlight=False)
     if runs[0].status == "finished" and runs[0].best_value is not None:
-        console.print(_best_line(runs, " ".join(varying[runs[0].path.name])), markup=False, highlight=False)
+        console.print(_best_line(runs, " ".join(varying[job_number(runs[0].path)])), markup=False, highlight=False)
     console.print(f"summary: {sweep_dir / SUMMARY_FILE}    compare the jobs: tensorboard --logdir {sweep_dir}",
                   markup=False, highlight=False)
 
@@ -158,13 +159,13 @@ def print_table(console: Console, sweep_dir: Path, runs: list[Run]) -> None:
 def _best_line(runs: list[Run], overrides: str) -> str:
     """Which job won, and by how much over the next one."""
     best = runs[0]
-    line = f"best: job {best.path.name} ({overrides or 'defaults'}), {best.monitor} {num(best.best_value)} at epoch " \
+    line = f"best: job {job_number(best.path)} ({overrides or 'defaults'}), {best.monitor} {num(best.best_value)} at epoch " \
            f"{best.summary.get('best_epoch')}"
     second = runs[1] if len(runs) > 1 else None
     if second is not None and second.best_value is not None and second.monitor == best.monitor:
         gap = abs(best.best_value - second.best_value)  # type: ignore[operator]
         relative = f" ({gap / abs(second.best_value):.1%})" if second.best_value else ""
-        line += f", ahead of job {second.path.name} by {num(gap)}{relative}"
+        line += f", ahead of job {job_number(second.path)} by {num(gap)}{relative}"
     return f"{line}: {best.path}"
 
 
