@@ -16,6 +16,8 @@ def _fmt(metrics: dict[str, float], keys: list[str] | None = None) -> str:
 class ConsoleProgress:
     """`mode`: rich (live bar), plain (a line at most every `plain_every_s` seconds), none, or auto."""
 
+    REFRESH_S = 0.5  # the live bar's redraw interval
+
     def __init__(self, console: Console, max_epochs: int, mode: str = "auto", plain_every_s: float = 10.0) -> None:
         if mode == "auto":
             mode = "rich" if console.is_terminal else "plain"
@@ -24,6 +26,7 @@ class ConsoleProgress:
         self.task_id = None
         self.last_line = 0.0
         self.epoch, self.done, self.total = 0, 0, 0
+        self.info = ""  # the latest training metrics, shown after the bar
         self.epoch_start = time.perf_counter()
 
     def start_epoch(self, epoch: int, num_batches: int) -> None:
@@ -34,7 +37,7 @@ class ConsoleProgress:
                 self.progress = Progress(
                     TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                    console=self.console, transient=True,
+                    console=self.console, transient=True, auto_refresh=False,
                 )
                 self.progress.start()
             label = f"{epoch}/{self.max_epochs}"
@@ -42,20 +45,23 @@ class ConsoleProgress:
                 self.task_id = self.progress.add_task("train", total=num_batches, epoch=label, info="")
             else:
                 self.progress.reset(self.task_id, total=num_batches, epoch=label, info="")
+            self.info = ""
+            self.progress.refresh()
 
     def step(self, metrics: dict[str, float] | None, samples_per_s: float | None) -> None:
         self.done += 1
         if self.mode == "rich":
-            # rich's update (a lock, its speed samples) cost 40 µs a step, 0.45% of an MNIST MLP epoch; the bar
-            # redraws 10 times a second, so it hears of the steps at most that often, and of every new metric.
+            # Redrawn from this thread, at most REFRESH_S apart. rich's own refresh thread (10 redraws a second)
+            # cost 8.8% of an MNIST MLP epoch on 2 cores: each redraw holds the GIL while the training thread
+            # waits to launch its next op (benchmarks/README.md). An update (a lock, speed samples) costs 40 µs.
+            if metrics is not None:
+                self.info = _fmt(metrics) + (f"  {samples_per_s:,.0f} samples/s" if samples_per_s else "")
             now = time.perf_counter()
-            if metrics is None and now - self.last_line < 0.1:
+            if now - self.last_line < self.REFRESH_S:
                 return
             self.last_line = now
-            info = None
-            if metrics is not None:
-                info = _fmt(metrics) + (f"  {samples_per_s:,.0f} samples/s" if samples_per_s else "")
-            self.progress.update(self.task_id, completed=self.done, **({"info": info} if info is not None else {}))
+            self.progress.update(self.task_id, completed=self.done, info=self.info)
+            self.progress.refresh()
         elif self.mode == "plain" and metrics is not None:
             now = time.perf_counter()
             if now - self.last_line >= self.plain_every_s:
