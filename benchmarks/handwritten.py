@@ -94,3 +94,25 @@ def tutorial(model: nn.Module, x: Tensor, y: Tensor, budget_s: float, evaluate: 
         else:
             trained += time.perf_counter() - start
     return out
+
+
+def mnist_mlp_script(train_csv: str) -> None:
+    """A whole hand-written MNIST run as found in tutorials, for its memory: pandas, float32, DataLoader."""
+    import pandas as pd
+
+    from trainkit.models.mlp import MLP
+
+    frame = pd.read_csv(train_csv)
+    y = torch.tensor(frame["label"].to_numpy())
+    x = torch.tensor(frame.drop(columns="label").to_numpy(), dtype=torch.float32).view(-1, 1, 28, 28)
+    del frame
+    x = (x / 255 - 0.1307) / 0.3081
+    model = MLP((1, 28, 28), 10, hidden=[500])
+    dataloader_epoch(model, torch.optim.Adam(model.parameters(), lr=1e-3), dataloader(x, y, 128))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["mnist-mlp"]:
+        mnist_mlp_script(sys.argv[2])

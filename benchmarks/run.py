@@ -186,7 +186,8 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     for model, batch in cases:
         load_before = load_avg()
         run = TrainkitRun([*mnist_overrides(args), f"model={model}", "optimizer=adam", "scheduler=none",
-                           f"data.batch_size={batch}"], tmp / f"{model}-{batch}", args.quick)
+                           f"data.batch_size={batch}", f"trainer.num_threads={torch.get_num_threads()}"],
+                          tmp / f"{model}-{batch}", args.quick)
         meta, train = run.built.data.meta, run.built.data.train
         x, y = hw.normalized(train.x, meta.mean, meta.std), train.y
         if args.quick:
@@ -221,11 +222,16 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             order = order[1:] + order[:1]  # take turns at going first
         run.close()
         m = {k: med(v) for k, v in speeds.items()}
+        # The machine's speed drifts by tens of percent between epochs here: a ratio of epochs run next to
+        # each other (the same round) is steadier than a ratio of medians.
+        paired = {k: med([a / b for a, b in zip(speeds["trainkit"], speeds[k])]) for k in ("indexed", "dataloader")}
         case = {"model": model, "batch_size": batch, "samples_per_s": speeds, "median_samples_per_s": m,
                 "ratio_vs_indexed": m["trainkit"] / m["indexed"], "ratio_vs_dataloader": m["trainkit"] / m["dataloader"],
+                "paired_ratio_vs_indexed": paired["indexed"], "paired_ratio_vs_dataloader": paired["dataloader"],
                 "load_avg": [load_before, load_avg()], "trainkit_epochs": run.rows[1:]}
         say(f"throughput {model} batch {batch}: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in m.items())
-              + f"; trainkit/indexed {case['ratio_vs_indexed']:.3f}, trainkit/dataloader {case['ratio_vs_dataloader']:.3f}"
+              + f"; trainkit/indexed {case['ratio_vs_indexed']:.3f} (paired {paired['indexed']:.3f}), "
+              + f"trainkit/dataloader {case['ratio_vs_dataloader']:.3f} (paired {paired['dataloader']:.3f})"
               + f" (load {load_before:.2f})")
         out["cases"].append(case)
     return out
@@ -385,7 +391,7 @@ def switches(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "mnist mlp": [*mnist_overrides(args), "model=mlp"],
         "cifar10 cnn": ["data=cifar10", f"data.root={args.cifar_root}", "data.test_fraction=0.2", "model=cnn"],
     }
-    out: dict[str, Any] = {"epochs": args.epochs, "cases": []}
+    out: dict[str, Any] = {"epochs": args.switch_epochs, "cases": []}
     for data_name, base in datasets.items():
         if data_name == "mnist mlp":
             chosen = {k: v for k, v in variants.items() if "channels_last" not in k}  # no convs: nothing to change
@@ -399,7 +405,7 @@ def switches(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                                      tmp / f"sw-{data_name}-{name}".replace(" ", "_"), args.quick)
         first = {name: r.epoch() for name, r in runs.items()}
         rows: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
-        for _ in range(args.epochs):
+        for _ in range(args.switch_epochs):
             for name, r in runs.items():
                 rows[name].append(r.epoch())
         for r in runs.values():
@@ -530,10 +536,17 @@ def memory(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     mnist = [f"data.train_csv={args.mnist_csv / 'train.csv'}", f"data.test_csv={args.mnist_csv / 'test.csv'}"]
     cifar = [f"data.root={args.cifar_root}", "data.test_fraction=0.2"]
     runs = {
-        "floor: python -c 'import torch, hydra, rich, torch.utils.tensorboard'":
-            [PY, "-c", "import torch, hydra, rich, torch.utils.tensorboard"],
+        # What any training process here holds before data: the libraries (an optimizer imports torch._dynamo).
+        "floor: the imports and an optimizer, no data":
+            [PY, "-c", "import torch, hydra, rich, torch.utils.tensorboard; torch.optim.Adam(torch.nn.Linear(1, 1)"
+                       ".parameters())"],
         "experiment=mnist_mlp, 1 epoch": [TRAINKIT, "train", "experiment=mnist_mlp", *mnist, "trainer.max_epochs=1",
                                           "trainer.progress=none", *limit],
+        "experiment=mnist_mlp, 1 epoch, parsing the CSV (no cache)": [
+            TRAINKIT, "train", "experiment=mnist_mlp", *mnist, "data.cache=false", "trainer.max_epochs=1",
+            "trainer.progress=none", *limit],
+        "hand-written: pandas.read_csv, float32 tensors, DataLoader, the MLP, 1 epoch": [
+            PY, str(HERE / "handwritten.py"), "mnist-mlp", str(args.mnist_csv / "train.csv")],
         "experiment=mnist_cnn, 1 epoch": [TRAINKIT, "train", "experiment=mnist_cnn", *mnist, "trainer.max_epochs=1",
                                           "trainer.progress=none", *limit],
         "experiment=cifar10_cnn, 1 epoch": [TRAINKIT, "train", "experiment=cifar10_cnn", *cifar,
@@ -644,14 +657,17 @@ def markdown(r: dict[str, Any]) -> str:
              f"`benchmarks/run.py`; load averages are the 1-minute ones before and after each measurement.", ""]
     if "throughput" in r:
         t = r["throughput"]
-        lines += [f"## Training throughput (MNIST, Adam; median of {t['epochs']} epochs after 1 warm-up)", "",
+        lines += [f"## Training throughput (MNIST, Adam, {t['threads']} torch thread(s); median of {t['epochs']} "
+                  f"epochs after 1 warm-up)", "",
                   "| model | batch | trainkit samples/s | hand-written, indexed | hand-written, DataLoader | "
-                  "trainkit / indexed | trainkit / DataLoader | load |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+                  "trainkit / indexed (paired) | trainkit / DataLoader (paired) | load |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]
         for c in t["cases"]:
             m = c["median_samples_per_s"]
             name = "MLP 784-500-10" if c["model"] == "mlp" else "CNN (LeNet 6-16, 120-84)"
             lines.append(f"| {name} | {c['batch_size']} | {m['trainkit']:,.0f} | {m['indexed']:,.0f} | "
-                         f"{m['dataloader']:,.0f} | {c['ratio_vs_indexed']:.3f} | {c['ratio_vs_dataloader']:.2f} | "
+                         f"{m['dataloader']:,.0f} | {c['ratio_vs_indexed']:.3f} ({c.get('paired_ratio_vs_indexed', float('nan')):.3f}) | "
+                         f"{c['ratio_vs_dataloader']:.2f} ({c.get('paired_ratio_vs_dataloader', float('nan')):.2f}) | "
                          f"{c['load_avg'][0]:.2f}–{c['load_avg'][1]:.2f} |")
         lines.append("")
     if "overhead" in r:
@@ -719,6 +735,8 @@ def markdown(r: dict[str, Any]) -> str:
                   "| preset | trainkit: test accuracy | wall time (s) | epochs | tutorial recipe (SGD 0.001, m 0.9, "
                   "batch 4) in the same wall time | its epochs |", "|---|---:|---:|---:|---:|---:|"]
         for name, e in r["accuracy"].items():
+            if not isinstance(e, dict):  # measured_at, quick
+                continue
             goal = f" (first ≥ {e['target_test_acc']:.1%})" if e["target_test_acc"] else " (end of the preset)"
             lines.append(f"| {name}{goal} | {e['trainkit_test_acc']:.4f} | {e['budget_s']:.0f} | {e['trainkit_epochs']} | "
                          f"{e['tutorial_test_acc']:.4f} | {e['tutorial_curve'][-1]['epochs']:.2f} |")
@@ -734,8 +752,10 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(s for s in SECTIONS),
                         help=f"comma-separated sections: {', '.join(SECTIONS)}")
     parser.add_argument("--epochs", type=int, default=5, help="measured epochs per contender (after 1 warm-up)")
+    parser.add_argument("--switch-epochs", type=int, default=3, help="switches: measured epochs (after the first)")
     parser.add_argument("--cases", default="mlp:128,mlp:512,mlp:2048,cnn:128,cnn:512",
                         help="throughput: model:batch_size pairs")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     parser.add_argument("--quick", action="store_true", help="tiny runs: check the harness, not the figures")
     parser.add_argument("--full-curve", action="store_true", help="accuracy: run the whole preset, not just to 99%")
     parser.add_argument("--out", type=Path, default=RESULTS / "perf.json")
@@ -745,8 +765,12 @@ def main() -> None:
         raise SystemExit(f"no {args.mnist_csv / 'train.csv'}: run benchmarks/mnist_to_csv.py ../shared/data/mnist "
                          f"{args.mnist_csv} first.")
     if args.quick:
-        args.epochs = 2
+        args.epochs = args.switch_epochs = 2
     sys.path.insert(0, str(HERE))
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(chosen) - set(SECTIONS)
     if unknown:
