@@ -176,7 +176,7 @@ def list_runs(console: Console, root: Path, limit: int) -> int:
     runs = find_runs(root)
     if not runs:
         console.print(f"no training runs under {root}: `trainkit train` writes them to outputs/<date>/<time>/ and "
-                      f"sweep jobs to outputs/multirun/<date>/<time>/<n>/.", markup=False)
+                      f"sweep jobs to outputs/multirun/<date>/<time>/<n>_<overrides>/.", markup=False)
         return 0
     shown = runs if limit <= 0 else runs[:limit]
     monitors = {r.monitor for r in shown if r.monitor}
@@ -191,8 +191,8 @@ def list_runs(console: Console, root: Path, limit: int) -> int:
     table.add_column("status", no_wrap=True)
     table.add_column(f"best\n{shared}" if shared else "best", justify="right", no_wrap=bool(shared))
     table.add_column("epochs", justify="right", no_wrap=True)
-    table.add_column(f"run (in {root}/)", no_wrap=wide, overflow="fold")
-    table.add_column("overrides", overflow="fold", min_width=16)
+    table.add_column(f"run (in {root}/)", overflow="fold", ratio=1)  # sweep jobs: long <n>_<overrides> names
+    table.add_column("overrides", overflow="fold", min_width=16, ratio=1)
     for run in shown:
         overrides = " ".join(o for o in run.overrides if o not in common) or ("(defaults)" if not run.overrides else "")
         cells = [status_cell(run), best_cell(run, with_name=not shared), _epochs_cell(run), _under(run.path, root),
