@@ -163,7 +163,7 @@ def med(values: list[float]) -> float:
 
 def mnist_overrides(args: argparse.Namespace) -> list[str]:
     return ["data=mnist_csv", f"data.train_csv={args.mnist_csv / 'train.csv'}",
-            f"data.test_csv={args.mnist_csv / 'test.csv'}"]
+            f"data.test_csv={args.mnist_csv / 'test.csv'}", *getattr(args, "trainkit_overrides", [])]
 
 
 def load_avg() -> float:
@@ -756,6 +756,8 @@ def main() -> None:
     parser.add_argument("--cases", default="mlp:128,mlp:512,mlp:2048,cnn:128,cnn:512",
                         help="throughput: model:batch_size pairs")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
+    parser.add_argument("--trainkit-overrides", nargs="*", default=[],
+                        help="MNIST sections: more overrides for trainkit's runs, e.g. trainer.progress=none")
     parser.add_argument("--quick", action="store_true", help="tiny runs: check the harness, not the figures")
     parser.add_argument("--full-curve", action="store_true", help="accuracy: run the whole preset, not just to 99%")
     parser.add_argument("--out", type=Path, default=RESULTS / "perf.json")
