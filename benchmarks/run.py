@@ -759,7 +759,7 @@ def main() -> None:
     parser.add_argument("--trainkit-overrides", nargs="*", default=[],
                         help="MNIST sections: more overrides for trainkit's runs, e.g. trainer.progress=none")
     parser.add_argument("--quick", action="store_true", help="tiny runs: check the harness, not the figures")
-    parser.add_argument("--full-curve", action="store_true", help="accuracy: run the whole preset, not just to 99%")
+    parser.add_argument("--full-curve", action="store_true", help="accuracy: run the whole preset, not just to 99%%")
     parser.add_argument("--out", type=Path, default=RESULTS / "perf.json")
     args = parser.parse_args()
     args.mnist_csv, args.cifar_root = args.mnist_csv.resolve(), args.cifar_root.resolve()
