@@ -18,24 +18,24 @@ from trainkit.data.base import DataMeta
 from trainkit.data.loader import affine
 
 
-def _shaped(values: tuple[float, ...] | None, default: float, ndim: int) -> Tensor:
-    """Per-channel values shaped to broadcast over a batch (1×C×1×1 for images, 1×D for tables)."""
-    t = torch.tensor(values if values is not None else (default,), dtype=torch.float32)
-    return t.view((1, -1) + (1,) * (ndim - 2))
+def _shaped(values: tuple[float, ...] | None, ndim: int) -> Tensor | None:
+    """Per-channel values shaped to broadcast over a batch (1×C×1×1 for images, 1×D for tables); None stays None."""
+    if values is None:
+        return None
+    return torch.tensor(values, dtype=torch.float32).view((1, -1) + (1,) * (ndim - 2))
 
 
 class RawInput(nn.Module):
-    """x → (x.float() / scale − mean) / std: the batch loader's normalization, as a module that exports.
-    Without a mean (regression data) it is exact identity arithmetic: (x / 1 − 0) / 1."""
+    """x → x.float() · a + b with the batch loader's own a, b (`affine`: (x / scale − mean) / std folded into
+    one multiply-add), as a module that exports. Without a mean and a scale of 1 (regression data): x · 1 + 0."""
 
     def __init__(self, meta: DataMeta) -> None:
         super().__init__()
         ndim = len(meta.in_shape) + 1
-        mean = None if meta.mean is None else _shaped(meta.mean, 0.0, ndim)
-        std = None if meta.std is None else _shaped(meta.std, 1.0, ndim)
-        a, b = affine(float(meta.scale), mean, std) or (1.0, 0.0)  # the batch loader's own arithmetic
-        self.register_buffer("a", torch.as_tensor(a, dtype=torch.float32).reshape((1,) * ndim if not isinstance(a, Tensor) else a.shape))
-        self.register_buffer("b", torch.as_tensor(b, dtype=torch.float32).reshape((1,) * ndim if not isinstance(b, Tensor) else b.shape))
+        a, b = affine(float(meta.scale), _shaped(meta.mean, ndim), _shaped(meta.std, ndim)) or (1.0, 0.0)
+        for name, value in (("a", a), ("b", b)):  # python floats become buffers shaped 1×1…, to broadcast alike
+            shape = value.shape if isinstance(value, Tensor) else (1,) * ndim
+            self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32).reshape(shape))
 
     def forward(self, x: Tensor) -> Tensor:
         return x.float() * self.a + self.b
