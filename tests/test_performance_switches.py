@@ -150,3 +150,23 @@ def test_train_command_does_not_import_torchvision():
     """torchvision is slow to import: 0.4 s at the start of every run that saves no images."""
     code = "import sys, trainkit.commands.train; assert 'torchvision' not in sys.modules, 'torchvision imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_mean_accumulator_takes_per_sample_values_beside_batch_means():
+    """Classification returns `pred == y` per sample (no per-step reduction): the means must be those of the
+    samples, over batches of any size, and survive a resume mid-queue."""
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.rand(n, generator=g) < 0.7 for n in [128] * 70 + [17]]  # a short last batch
+    acc = MeanAccumulator()
+    for i, correct in enumerate(batches[:40]):
+        acc.add({"acc": correct, "loss": torch.tensor(float(i))}, len(correct), i + 1)
+    state = acc.state_dict()
+    acc = MeanAccumulator(state["sums"], state["count"], state["pending"])
+    for i, correct in enumerate(batches[40:], 40):
+        acc.add({"acc": correct, "loss": torch.tensor(float(i))}, len(correct), i + 1)
+    every = torch.cat(batches)
+    weights = torch.tensor([len(b) for b in batches], dtype=torch.float64)
+    means = acc.compute("train/")
+    assert means["train/acc"] == pytest.approx(every.double().mean().item(), abs=1e-7)
+    assert means["train/loss"] == pytest.approx((torch.arange(71.0, dtype=torch.float64) @ weights / weights.sum()).item())
+    assert acc.first_bad is not None and int(acc.first_bad) == -1

@@ -54,7 +54,9 @@ class FitState:
 
 
 class MeanAccumulator:
-    """Batch-size weighted means of 0-dim tensors, kept on the device: no host sync until `.compute()`.
+    """Means over samples of a task's metrics, kept on the device: no host sync until `.compute()`. A metric is
+    a 0-dim batch mean (weighted by the batch size) or a 1-D tensor of per-sample values (e.g. correct or not),
+    whose ops per step stop at the comparison: the reduction is left to the flush.
 
     `add` only queues a batch's values; every `FLUSH_EVERY` batches the queue is summed with a few tensor ops per
     metric. Summing each batch as it came took a dozen small ops per training step, each a kernel launch on a GPU
@@ -99,6 +101,10 @@ class MeanAccumulator:
         sums, first_bad = dict(self._sums), self._first_bad
         for k in dict.fromkeys(k for values, _, _ in self._queue for k in values):
             rows = [(values[k], n, step) for values, n, step in self._queue if k in values]
+            if rows[0][0].dim() == 1:  # per-sample values: their sum is already the samples' total
+                total = torch.cat([v for v, _, _ in rows]).sum(dtype=torch.float32)
+                sums[k] = sums[k] + total if k in sums else total
+                continue
             col = torch.stack([v for v, _, _ in rows]).float()
             weights = [n for _, n, _ in rows]
             if len(set(weights)) == 1:  # the usual case: no weight vector to copy to the device

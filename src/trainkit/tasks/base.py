@@ -28,10 +28,11 @@ class Task(Protocol):
         """One optimizer is built per entry; `train_step` steps them by these names."""
 
     def train_step(self, batch: Batch, opt: Optimization) -> dict[str, Tensor]:
-        """Step the optimizers; return detached 0-dim batch means, e.g. {"loss": ...}."""
+        """Step the optimizers; return detached metrics: 0-dim batch means ({"loss": ...}) or 1-D per-sample
+        values ({"acc": pred == y}), which save the per-step reduction."""
 
     def eval_step(self, batch: Batch) -> dict[str, Tensor]:
-        """Return 0-dim batch means of the validation metrics, e.g. {"loss": ..., "acc": ...}."""
+        """Return the validation metrics, as train_step does: 0-dim batch means or 1-D per-sample values."""
 
     def epoch_images(self) -> dict[str, Tensor]:
         """Images to keep after each epoch (name → C×H×W in [0, 1]); most tasks return {}."""
