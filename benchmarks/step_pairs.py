@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import handwritten as hw  # noqa: E402
@@ -47,14 +46,8 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
 
     def handwritten() -> float:
-        perm = torch.randperm(len(x), generator=gen)
         start = time.perf_counter()
-        for i in range(0, args.chunk * 128, 128):
-            idx = perm[i:i + 128]
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        hw.indexed_epoch(net, opt, x, y, 128, gen, max_batches=args.chunk)
         return time.perf_counter() - start
 
     def trainkit() -> float:
