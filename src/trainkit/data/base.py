@@ -5,6 +5,7 @@ Readers never normalize, augment or batch: the batch loader does that, per batch
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -43,12 +44,38 @@ class DataMeta:
     target_shape: tuple[int, ...] = field(default_factory=tuple)  # one target: () for classes, (K,) for regression
 
 
+SPLITS = ("train", "val", "test")  # every split a reader can return, and what `load(splits=...)` asks for by default
+
+
 @dataclass
 class DataSplits:
-    train: Split
-    val: Split
+    """The splits a reader was asked for, and metadata that never depends on which ones were asked for.
+
+    A split not asked for is None; `test` is also None when the data set has none (no data.test_csv).
+    """
+
+    train: Split | None
+    val: Split | None
     test: Split | None
     meta: DataMeta
+
+    @classmethod
+    def asked(cls, asked: frozenset[str], train: Split | None, val: Split | None, test: Split | None,
+              meta: DataMeta) -> DataSplits:
+        """The splits named in `asked` (from `asked_splits`); the others None, even when they were read."""
+        pick = lambda name, split: split if name in asked else None  # noqa: E731
+        return cls(pick("train", train), pick("val", val), pick("test", test), meta)
+
+
+def asked_splits(splits: Collection[str], who: str) -> frozenset[str]:
+    """The split names a reader's `load(splits=...)` was given, checked: a typo must not silently load nothing."""
+    unknown = [s for s in splits if s not in SPLITS] if not isinstance(splits, str) else [splits]
+    if unknown or not splits:
+        raise DataError(
+            f"{who}: splits={splits!r} is not a collection of split names. Ask for some of "
+            f"{', '.join(SPLITS)}, e.g. splits=(\"test\",)."
+        )
+    return frozenset(splits)
 
 
 def carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:

@@ -45,7 +45,9 @@ class Report:
 
 
 def summarize(data: DataSplits) -> Report:
-    splits = {"train": data.train, "val": data.val, **({"test": data.test} if data.test is not None else {})}
+    """Every split that was loaded (a reader asked for fewer splits returns None for the others)."""
+    named = (("train", data.train), ("val", data.val), ("test", data.test))
+    splits = {name: split for name, split in named if split is not None}
     report = Report(data.meta, [_summarize(name, split, data.meta) for name, split in splits.items()])
     for s in report.splits:
         if s.non_finite:
@@ -108,6 +110,8 @@ def _copies(splits: dict[str, Split]) -> list[str]:
     """Exact copies of a sample inside train, and of val/test samples in train: they inflate the scores."""
     keys = {name: [hash(row.tobytes()) for row in split.x.reshape(len(split), -1).numpy()]
             for name, split in splits.items()}
+    if "train" not in keys:
+        return []
     train = set(keys["train"])
     problems = []
     inside = len(keys["train"]) - len(train)
@@ -128,8 +132,8 @@ def _blank(report: Report) -> list[str]:
 
 
 def _normalization(report: Report) -> list[str]:
-    meta, train = report.meta, report.splits[0]
-    if meta.mean is None or meta.std is None or len(meta.mean) != len(train.mean):
+    meta, train = report.meta, next((s for s in report.splits if s.name == "train"), None)
+    if train is None or meta.mean is None or meta.std is None or len(meta.mean) != len(train.mean):
         return []
     far = any(abs(m - c) > MEAN_TOLERANCE for m, c in zip(train.mean, meta.mean)) or any(
         not 1 / STD_RATIO < s / c < STD_RATIO for s, c in zip(train.std, meta.std) if s > 0)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from trainkit.data.base import DataError, DataMeta, DataSplits, Split, carve
+from trainkit.data.base import SPLITS, DataError, DataMeta, DataSplits, Split, asked_splits, carve
 from trainkit.data.normalization import normalization
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -33,25 +33,37 @@ def load(
     test_fraction: float = 0.0,  # > 0: hold back this much of the train batches as test, ignore test_batch
     mean: list[float] | None = (0.4914, 0.4822, 0.4465),  # per channel, of pixels scaled to 0..1; null: none
     std: list[float] | None = (0.2470, 0.2435, 0.2616),
+    *,
+    splits: tuple[str, ...] = SPLITS,  # which to return; not a config key: the command knows what it needs
 ) -> DataSplits:
-    """Train from data_batch_1..5 (those present), test from test_batch or held back from train."""
+    """Train from data_batch_1..5 (those present), test from test_batch or held back from train.
+
+    Asked for test alone, only test_batch is read, unless data.test_fraction carves test from the train batches.
+    """
+    asked = asked_splits(splits, "cifar10")
     mean, std = normalization(mean, std, 3, "cifar10")
     _check_fraction("data.val_fraction", val_fraction, zero_ok=False)
     _check_fraction("data.test_fraction", test_fraction, zero_ok=True)
     folder = Path(root).expanduser().absolute() / FOLDER
     if download:
         _download(folder)
-    train = _read_batches(_train_files(folder))
-    if test_fraction > 0:
-        train, test = _carve(train, test_fraction, seed, "data.test_fraction")
-    else:
+    carving = bool(asked & {"train", "val"})  # train is what the val carve leaves: either needs both carves
+    train = val = test = None
+    if carving or (test_fraction > 0 and "test" in asked):
+        train = _read_batches(_train_files(folder))
+        if test_fraction > 0:  # also when test is not asked for: train must be what a full load leaves
+            train, test = _carve(train, test_fraction, seed, "data.test_fraction")
+    if test_fraction == 0 and "test" in asked:
+        if not folder.is_dir():
+            raise _missing(folder, "the folder does not exist", what="test batch")
         test = _read_batches([_test_file(folder)])
-    train, val = _carve(train, val_fraction, seed, "data.val_fraction")
+    if carving:
+        train, val = _carve(train, val_fraction, seed, "data.val_fraction")
     meta = DataMeta(
         name="cifar10", kind="classification", in_shape=(3, 32, 32), num_outputs=10,
         class_names=_class_names(folder), scale=255.0, mean=mean, std=std, target_shape=(),
     )
-    return DataSplits(train, val, test, meta)
+    return DataSplits.asked(asked, train, val, test, meta)
 
 
 def find_problems(root: str, **_: object) -> list[str]:
@@ -96,7 +108,7 @@ def _download(folder: Path) -> None:
         ) from err
 
 
-def _missing(folder: Path, reason: str) -> DataError:
+def _missing(folder: Path, reason: str, what: str = "training batches") -> DataError:
     """Where the files should be and the ways to get them there."""
     hint = ""
     if (folder.parent / Path(URL).name).is_file():
@@ -106,7 +118,7 @@ def _missing(folder: Path, reason: str) -> DataError:
         hint = (f" {folder.parent} itself holds batches, but data.root is the folder above {FOLDER}/: "
                 f"set data.root={folder.parent.parent}.")
     return DataError(
-        f"cifar10: no CIFAR-10 training batches at {folder} ({reason}).{hint} Put the official python "
+        f"cifar10: no CIFAR-10 {what} at {folder} ({reason}).{hint} Put the official python "
         f"batches there (data_batch_1..data_batch_5 and test_batch, extracted from "
         f"cifar-10-python.tar.gz), or set data.download=true to fetch them, or set data.root to the "
         f"directory that holds {FOLDER}/."

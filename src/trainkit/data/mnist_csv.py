@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainkit.data.base import DataError, DataMeta, DataSplits, Split, carve
+from trainkit.data.base import SPLITS, DataError, DataMeta, DataSplits, Split, asked_splits, carve
 from trainkit.data.cache import cached
 from trainkit.data.index_csv import Where, is_index_header, read_index
 from trainkit.data.normalization import normalization
@@ -53,8 +53,14 @@ def load(
     cache: bool = True,  # keep parsed files as .npy beside them (or in ~/.cache/trainkit)
     mean: list[float] | None = (0.1307,),  # per channel, of pixels scaled to 0..1; null: no normalization
     std: list[float] | None = (0.3081,),
+    *,
+    splits: tuple[str, ...] = SPLITS,  # which to return; not a config key: the command knows what it needs
 ) -> DataSplits:
-    """Train and validation from `train_csv`, test from `test_csv` or None; every split labeled."""
+    """Train and validation from `train_csv`, test from `test_csv` or None; every split labeled.
+
+    Asked for neither train nor val (e.g. evaluation on test), `train_csv` is not opened at all.
+    """
+    asked = asked_splits(splits, "mnist_csv")
     _check_layout(layout)
     stats = normalization(mean, std, IN_SHAPE[0], "mnist_csv")
     if not 0 < val_fraction < 1:
@@ -62,6 +68,22 @@ def load(
             f"mnist_csv: data.val_fraction={val_fraction!r} must be strictly between 0 and 1: training "
             f"needs a validation split carved from the train rows. Set e.g. data.val_fraction=0.1."
         )
+    # val is carved from the train file, and train is what the carve leaves: either needs the whole file.
+    carving = bool(asked & {"train", "val"})
+    train = val = test = None
+    if carving:
+        train = _train_rows(train_csv, layout, cache, images_dir)
+    if test_csv is not None and "test" in asked:
+        test = _test_rows(test_csv, layout, cache, images_dir)
+    if carving:
+        try:
+            train, val = carve(train, val_fraction, seed)
+        except DataError as err:
+            raise DataError(f"mnist_csv: {train_csv} with data.val_fraction={val_fraction}: {err}") from None
+    return DataSplits.asked(asked, train, val, test, _meta(*stats))
+
+
+def _train_rows(train_csv: str, layout: str, cache: bool, images_dir: str | None) -> Split:
     train = read_split(train_csv, layout, key="data.train_csv", cache=cache, images_dir=images_dir)
     if train.y is None:
         raise DataError(
@@ -69,20 +91,18 @@ def load(
             f"an index CSV without labels), and training needs labels. Set data.train_csv to a labeled file "
             f"(header label,pixel0..pixel783, headerless rows starting with the label, or filename,label)."
         )
-    test = None
-    if test_csv is not None:
-        test = read_split(test_csv, layout, key="data.test_csv", cache=cache, images_dir=images_dir)
-        if test.y is None:
-            raise DataError(
-                f"mnist_csv: {test_csv} has no label column (like Kaggle's unlabeled test.csv), so it can "
-                f"be predicted but not scored: training and eval report test metrics and need labels. Set "
-                f"data.test_csv to a labeled file, or data.test_csv=null (validation is carved from train)."
-            )
-    try:
-        train, val = carve(train, val_fraction, seed)
-    except DataError as err:
-        raise DataError(f"mnist_csv: {train_csv} with data.val_fraction={val_fraction}: {err}") from None
-    return DataSplits(train, val, test, _meta(*stats))
+    return train
+
+
+def _test_rows(test_csv: str, layout: str, cache: bool, images_dir: str | None) -> Split:
+    test = read_split(test_csv, layout, key="data.test_csv", cache=cache, images_dir=images_dir)
+    if test.y is None:
+        raise DataError(
+            f"mnist_csv: {test_csv} has no label column (like Kaggle's unlabeled test.csv), so it can "
+            f"be predicted but not scored: training and eval report test metrics and need labels. Set "
+            f"data.test_csv to a labeled file, or data.test_csv=null (validation is carved from train)."
+        )
+    return test
 
 
 def read_split(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from trainkit.data.base import DataError, DataMeta, DataSplits, Split
+from trainkit.data.base import SPLITS, DataError, DataMeta, DataSplits, Split, asked_splits
 
 
 def load(
@@ -18,8 +18,14 @@ def load(
     seed: int = 0,
     x_low: float = -2.0,
     x_high: float = 2.0,
+    *,
+    splits: tuple[str, ...] = SPLITS,  # which to return; not a config key: the command knows what it needs
 ) -> DataSplits:
-    """Three independent draws from one generator seeded with `seed`: float32 N×1 inputs and targets."""
+    """Three independent draws from one generator seeded with `seed`: float32 N×1 inputs and targets.
+
+    All three are drawn whatever `splits` asks for: each split's values depend on the draws before it.
+    """
+    asked = asked_splits(splits, "synthetic")
     _check(n_train, n_val, n_test, noise, x_low, x_high)
     gen = torch.Generator().manual_seed(seed)
 
@@ -32,7 +38,7 @@ def load(
         name="synthetic_regression", kind="regression", in_shape=(1,), num_outputs=1,
         scale=1.0, mean=None, std=None, target_shape=(1,),
     )
-    return DataSplits(train, val, test, meta)
+    return DataSplits.asked(asked, train, val, test, meta)
 
 
 def _check(n_train: int, n_val: int, n_test: int, noise: float, x_low: float, x_high: float) -> None:
