@@ -122,3 +122,93 @@ def test_index_layout_forced_on_a_pixel_csv_and_a_headerless_index(tmp_path):
     (tmp_path / "names.csv").write_text("0.png,3\n1.png,4\n")
     with pytest.raises(DataError, match=r"line 1 names an image \(0\.png\) but has no header.*filename,label"):
         mnist_csv.read_split(str(tmp_path / "names.csv"))
+
+
+# --- read_file_list: the same parser, for prediction ---------------------------------------------------
+
+
+@pytest.mark.parametrize("column", ["filename", "id", "path"])
+@pytest.mark.parametrize("where", [".", "images", "Images/test"])
+def test_file_list_names_the_files_training_would_read(tmp_path, column, where):
+    write_mnist_index(tmp_path / "test.csv", tmp_path / where, n=6, column=column, labeled=column != "id")
+    files, names = index_csv.read_file_list(tmp_path / "test.csv")
+    ids = [str(1000 + 7 * i) for i in range(6)]
+    assert names == (ids if column == "id" else [f"{i}.png" for i in ids])  # as written
+    assert files == [tmp_path / where / f"{i}.png" for i in ids]
+    split = mnist_csv.read_split(str(tmp_path / "test.csv"), cache=False)  # training reads the same files
+    assert np.array_equal(split.x.numpy(), images.read_images(files, (1, 28, 28)).numpy())
+
+
+def test_path_column_trains_too(tmp_path):
+    x, y = write_mnist_index(tmp_path / "train.csv", tmp_path, n=6, column="path")
+    assert "path" in index_csv.NAME_COLUMNS
+    split = mnist_csv.read_split(str(tmp_path / "train.csv"))
+    assert np.array_equal(split.x[:, 0].numpy(), x) and np.array_equal(split.y.numpy(), y)
+
+
+def test_file_list_ignores_labels_and_takes_a_headerless_list(tmp_path):
+    write_pngs(tmp_path / "pics", np.zeros((2, 28, 28), np.uint8), ["a.png", "b.png"])
+    (tmp_path / "labels.csv").write_text("filename,label\npics/a.png,cat\npics/b.png,\n")
+    files, names = index_csv.read_file_list(tmp_path / "labels.csv")
+    assert names == ["pics/a.png", "pics/b.png"] and files == [tmp_path / "pics" / "a.png", tmp_path / "pics" / "b.png"]
+    with pytest.raises(DataError, match=r"line 2 column 2 \(label\) is 'cat'"):  # training reads them
+        mnist_csv.read_split(str(tmp_path / "labels.csv"))
+    (tmp_path / "bare.csv").write_text("\npics/b.png,3\n\npics/a.png,1\n")
+    files, names = index_csv.read_file_list(tmp_path / "bare.csv")
+    assert names == ["pics/b.png", "pics/a.png"] and files[0] == tmp_path / "pics" / "b.png"
+
+
+def test_file_list_takes_absolute_names(tmp_path):
+    (path,) = write_pngs(tmp_path / "far" / "away", np.zeros((1, 28, 28), np.uint8), ["x.png"])
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "abs.csv").write_text(f"file\n{path}\n{path.with_suffix('')}\n")
+    files, names = index_csv.read_file_list(tmp_path / "lists" / "abs.csv")
+    assert files == [path, path] and names == [str(path), str(path.with_suffix(""))]
+
+
+@pytest.mark.parametrize("how", ["fields", "empty name", "missing image"])
+def test_file_list_row_errors_are_the_training_errors(tmp_path, how):
+    _break(tmp_path, how)
+    with pytest.raises(DataError) as trained:
+        mnist_csv.read_split(str(tmp_path / "train.csv"))
+    with pytest.raises(DataError) as listed:
+        index_csv.read_file_list(tmp_path / "train.csv")
+    assert str(trained.value).startswith("mnist_csv: ") and str(listed.value).startswith("index_csv: ")
+    assert str(listed.value).split(": ", 1)[1] == str(trained.value).split(": ", 1)[1]
+    assert f"{tmp_path / 'train.csv'} line 4" in str(listed.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", r"list\.csv is empty\. An index CSV starts with a header whose first column is one of filename, "),
+    ("name,label\n0.png,1\n", r"list\.csv line 1 is 'name,label', not the header of an index CSV.*Add the header"),
+    ("filename,label,extra\n0.png,1,2\n", r"line 1 is 'filename,label,extra', not the header"),
+    ("0.png,1,2\n", r"list\.csv line 1 has 3 fields, expected 2 \(filename,label\).*Fix or remove that row"),
+    ("filename\n", r"list\.csv has a header \(line 1: filename\) but no rows naming images.*Set input to"),
+    ("file\nnowhere.png\n", r"no folder beside it holds the image its line 2 names, nowhere\.png .*Put the images "
+                            r"beside list\.csv"),
+])
+def test_file_list_errors_name_file_line_and_fix(tmp_path, text, message):
+    (tmp_path / "list.csv").write_text(text)
+    with pytest.raises(DataError, match=message):
+        index_csv.read_file_list(tmp_path / "list.csv")
+
+
+def test_file_list_messages_say_who_reads(tmp_path):
+    (tmp_path / "list.csv").write_text("file\na.png,b.png\n")
+    with pytest.raises(DataError, match=r"^predict: .*list\.csv line 2 has 2 fields, expected 1 \(file\)"):
+        index_csv.read_file_list(tmp_path / "list.csv", where=index_csv.Where("predict", "input", dir_key=None))
+
+
+def test_training_and_prediction_share_one_parser(tmp_path, monkeypatch):
+    write_mnist_index(tmp_path / "train.csv", tmp_path, n=4)
+    calls = []
+    parse = index_csv._read_rows
+
+    def spy(*args, **kwargs):
+        calls.append(args[0])
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(index_csv, "_read_rows", spy)
+    mnist_csv.read_split(str(tmp_path / "train.csv"), cache=False)
+    index_csv.read_file_list(tmp_path / "train.csv")
+    assert calls == [tmp_path / "train.csv"] * 2

@@ -1,6 +1,6 @@
 """Reads an index CSV (`filename,label` or `id,label` rows; `id` means `<id>.png`) and the folder of images it names.
 
-It finds the folder, checks every row and file, decodes once in parallel (data.images) and caches the result.
+One parser for training (decoded once in parallel by data.images, and cached) and prediction (the file list).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import csv
 import hashlib
 import os
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -18,30 +19,44 @@ from trainkit.data.base import DataError, Split
 from trainkit.data.cache import cached
 from trainkit.data.images import ImageError, read_images
 
-NAME_COLUMNS = ("filename", "file", "image", "id")  # the first column of an index CSV, by its header
+# The first column of an index CSV, by its header. `path`, `image_path` and `filepath` are there because
+# `trainkit predict` took them before it shared this parser: one list, so a file that predicts also trains.
+# No pixel CSV's header starts with any of these, so mnist_csv's layout=auto still tells the layouts apart.
+NAME_COLUMNS = ("filename", "file", "path", "image", "image_path", "filepath", "id")
 SUFFIX = ".png"  # added to a name without one, e.g. an `id`
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")  # what names an image
 
 
 @dataclass(frozen=True)
 class Index:
-    """What the CSV says: image names, their line numbers and labels (None: an unlabeled index)."""
+    """What the CSV says: image names as written, the file names they mean, their line numbers, and labels
+    (None: an unlabeled index, or labels not asked for)."""
 
-    names: list[str]
+    written: list[str]
+    names: list[str]  # file names: `<name>.png` for a name without a suffix
     lines: list[int]
     labels: np.ndarray | None
 
 
 @dataclass(frozen=True)
 class Where:
-    """Who is reading, for messages: `mnist_csv` and the config keys that name the file and the folder."""
+    """Who is reading, for messages: e.g. `mnist_csv` and the config keys that name the file and the folder."""
 
     who: str
     key: str  # e.g. data.train_csv
-    dir_key: str = "data.images_dir"
+    dir_key: str | None = "data.images_dir"  # None: the caller has no setting for the images' folder
+
+
+FILE_LIST = Where("index_csv", "input", dir_key=None)  # read_file_list's default: `trainkit predict input=...`
 
 
 def is_index_header(names: list[str]) -> bool:
     return bool(names) and names[0] in NAME_COLUMNS and len(names) <= 2
+
+
+def names_image(cell: str) -> bool:
+    """Whether a CSV cell is an image file name (by its suffix): how a headerless index shows itself."""
+    return os.path.splitext(cell.strip())[1].lower() in IMAGE_SUFFIXES
 
 
 def read_index(
@@ -49,7 +64,7 @@ def read_index(
     images_dir: str | None = None, cache: bool = True,
 ) -> Split:
     """x uint8 N×C×H×W and y int64 (or None) from the index `file`; `images_dir` None: found beside it."""
-    index = _read_rows(file, num_classes, where)
+    index = _read_rows(file, where, num_classes)
     folder = _folder(file, index, images_dir, where)
     paths = [os.path.join(folder, name) for name in index.names]  # str, not Path: 60,000 of them add up
     stamp = _stat_all(file, paths, index, where)
@@ -71,31 +86,70 @@ def read_index(
     return Split(torch.from_numpy(arrays["x"]), y)
 
 
-def _read_rows(file: Path, num_classes: int, where: Where) -> Index:
+def read_file_list(file: Path, *, where: Where = FILE_LIST) -> tuple[list[Path], list[str]]:
+    """The image files an index CSV names, in its order, and the names as written: what `trainkit predict`
+    runs on. The training reader's rules: a header whose first column is one of NAME_COLUMNS (a label column
+    may follow; it is not read), a name without a suffix means `<name>.png`, and relative names are found
+    beside the CSV (., images/, Images/, ...; absolute ones where they are). One rule more: a file without a
+    header whose first cell names an image (`0.png,7`) is a list too. Every file must exist; a DataError
+    names the file, line and fix of the first that does not, and of every malformed row."""
+    file = Path(file)
+    index = _read_rows(file, where, num_classes=None, headerless=True)
+    folder = _folder(file, index, None, where)
+    paths = [os.path.join(folder, name) for name in index.names]
+    _stat_all(file, paths, index, where)
+    return [Path(p) for p in paths], index.written
+
+
+def _read_rows(file: Path, where: Where, num_classes: int | None, headerless: bool = False) -> Index:
+    """The one parser of index CSVs, for training (`read_index`) and prediction (`read_file_list`).
+
+    `num_classes` None: a label column may be there but is not read. `headerless`: a first line that names an
+    image is a row, not a header (training never gets here with one: mnist_csv asks for the header).
+    """
     with open(file, encoding="utf-8-sig", errors="replace", newline="") as f:
         rows = csv.reader(f)
-        header = [n.strip().lower() for n in next(rows, [])]
-        names, lines, labels = [], [], []
-        for row in rows:
-            if not any(cell.strip() for cell in row):
-                continue  # blank line
-            line = rows.line_num
+        first = next((row for row in rows if any(cell.strip() for cell in row)), [])  # blank lines: skipped
+        first_line = rows.line_num
+        header, first_is_row = _header(file, first, first_line, where, headerless)
+        numbered = chain([(first_line, first)] if first_is_row else [],
+                         ((rows.line_num, row) for row in rows if any(cell.strip() for cell in row)))
+        labeled = num_classes is not None and len(header) == 2
+        written, lines, labels = [], [], []
+        for line, row in numbered:
             if len(row) != len(header):
                 raise _bad_row(file, line, f"has {len(row)} fields, expected {len(header)} ({','.join(header)})",
                                where)
             name = row[0].strip()
             if not name:
                 raise _bad_row(file, line, f"column 1 ({header[0]}) is empty, expected an image file name", where)
-            names.append(name if os.path.splitext(name)[1] else name + SUFFIX)
+            written.append(name)
             lines.append(line)
-            if len(header) == 2:
+            if labeled:
                 labels.append(_label(row[1], file, line, num_classes, where))
-    if not names:
+    if not written:
         raise DataError(
-            f"{where.who}: {file} has a header (line 1: {','.join(header)}) but no rows naming images. "
+            f"{where.who}: {file} has a header (line {first_line}: {','.join(header)}) but no rows naming images. "
             f"Set {where.key} to an index CSV with a row per image, e.g. 0.png,7."
         )
-    return Index(names, lines, np.array(labels, dtype=np.uint8) if len(header) == 2 else None)
+    names = [name if os.path.splitext(name)[1] else name + SUFFIX for name in written]
+    return Index(written, names, lines, np.array(labels, dtype=np.uint8) if labeled else None)
+
+
+def _header(file: Path, first: list[str], line: int, where: Where, headerless: bool) -> tuple[list[str], bool]:
+    """(the column names, whether `first` is a row of data too): a header, or, `headerless`, an image name."""
+    names = [cell.strip().lower() for cell in first]
+    if is_index_header(names):
+        return names, False
+    if headerless and first and names_image(first[0]):
+        return ["filename", "label"][:len(first)], True  # more fields than two: line 1 is a bad row
+    found = "is empty" if not first else f"line {line} is {','.join(first)[:60]!r}, not the header of an index CSV"
+    without = "; or no header and an image file name first on every line" if headerless else ""
+    raise DataError(
+        f"{where.who}: {file} {found}. An index CSV starts with a header whose first column is one of "
+        f"{', '.join(NAME_COLUMNS)}, optionally followed by a label column{without}. Add the header "
+        f"filename,label (or filename alone) as its first line, or set {where.key} to an index CSV."
+    )
 
 
 def _label(cell: str, file: Path, line: int, num_classes: int, where: Where) -> int:
@@ -126,16 +180,20 @@ def _folder(file: Path, index: Index, images_dir: str | None, where: Where) -> P
             )
         return folder
     here = file.parent
+    if os.path.isabs(index.names[0]):
+        return here  # joined with an absolute name, any folder gives the name itself
     candidates = [here, here / "images", here / "Images", here / "images" / file.stem, here / "Images" / file.stem,
                   here / file.stem]
     for folder in candidates:
         if (folder / index.names[0]).is_file():
             return folder
     looked = ", ".join(str(c) for c in candidates)
+    fix = (f"Set {where.dir_key} to the folder of the images" if where.dir_key else
+           f"Put the images beside {file.name} (or in images/ next to it), or write their names relative to "
+           f"{here.absolute()}, or as absolute paths")
     raise DataError(
         f"{where.who}: {file} is an index CSV, but no folder beside it holds the image its line "
-        f"{index.lines[0]} names, {index.names[0]} (looked in {looked}). Set {where.dir_key} to the folder "
-        f"of the images."
+        f"{index.lines[0]} names, {index.names[0]} (looked in {looked}). {fix}."
     )
 
 

@@ -16,7 +16,7 @@ import torch
 
 from trainkit.data.base import SPLITS, DataError, DataMeta, DataSplits, Split, asked_splits, carve
 from trainkit.data.cache import cached
-from trainkit.data.index_csv import Where, is_index_header, read_index
+from trainkit.data.index_csv import Where, is_index_header, names_image, read_index
 from trainkit.data.normalization import normalization
 
 PIXELS = 784
@@ -228,7 +228,7 @@ def _header_format(file: Path, names: list[str]) -> _Format:
         return KAGGLE
     if len(names) == PIXELS and names[0] != "label":
         return KAGGLE_TEST
-    if len(names) <= 2 and Path(names[0]).suffix in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
+    if len(names) <= 2 and names_image(names[0]):
         raise DataError(
             f"mnist_csv: {file} line 1 names an image ({names[0][:40]}) but has no header: an index CSV "
             f"needs the header filename,label (or id,label) on line 1. Add it."
