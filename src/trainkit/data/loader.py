@@ -103,13 +103,17 @@ class BatchLoader:
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
-    def _order(self) -> Tensor | None:
+    def _order(self, epoch: int) -> Tensor | None:
         if self.chunk is not None:
             return None if self.world == 1 else self.chunk.to(self.x.device)
         if not self.shuffle:
             return None
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(len(self.x), generator=g).to(self.x.device)
+
+    def _seed(self, g: torch.Generator, epoch: int, b: int) -> torch.Generator:
+        # Augmentation draws are seeded per batch, so a resumed epoch replays them exactly.
+        return g.manual_seed((self.seed * 1_000_003 + epoch) * 100_003 + b)
 
     def _batch(self, order: Tensor | None, b: int) -> Tensor | slice:
         if self.chunk is not None or self.world == 1:
@@ -122,14 +126,22 @@ class BatchLoader:
         return torch.tensor_split(glob, self.world)[self.rank]  # the last, short global batch
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        order = self._order()
+        epoch = self.epoch
+        order = self._order(epoch)
         g = torch.Generator()
         for b in range(self.start_batch, len(self)):
             idx = self._batch(order, b)
-            # Augmentation draws are seeded per batch, so a resumed epoch replays them exactly.
-            g.manual_seed((self.seed * 1_000_003 + self.epoch) * 100_003 + b)
+            self._seed(g, epoch, b)
             yield self._prepare(self._to_device(_cut(self.x, idx)), g), self._to_device(_cut(self.y, idx))
         self.start_batch = 0
+
+    def preview(self, epoch: int = 1) -> tuple[Tensor, Tensor]:
+        """The first batch that `__iter__` yields in epoch `epoch` (training counts from 1), augmented but as
+        stored (uint8 pixels, neither scaled nor normalized), on the CPU: what a person should look at. The
+        loader's own position (epoch, start_batch) is left alone, so it can be called before or mid-training."""
+        idx = self._batch(self._order(epoch), 0)
+        x = self._augmented(_cut(self.x, idx), self._seed(torch.Generator(), epoch, 0))
+        return x.cpu(), _cut(self.y, idx).cpu()
 
     def _to_device(self, t: Tensor) -> Tensor:
         if self.resident:
@@ -142,10 +154,13 @@ class BatchLoader:
     def _affine(self) -> tuple[Tensor | float, Tensor | float] | None:
         return affine(self.scale, self.mean, self.std)
 
+    def _augmented(self, x: Tensor, g: torch.Generator) -> Tensor:
+        # The same draws wherever x lives: the generator is on the CPU, the augmentation only indexes and flips.
+        return x if self.augment is None else self.augment(x, g)
+
     def _prepare(self, x: Tensor, g: torch.Generator) -> Tensor:
         # Measured (benchmarks/README.md): float(), /, -, / took four passes over a batch; this takes three, into one new tensor.
-        if self.augment is not None:
-            x = self.augment(x, g)
+        x = self._augmented(x, g)
         fmt = self.memory_format if x.dim() == 4 else torch.preserve_format
         if self._affine is None:
             return x.to(torch.float32, memory_format=fmt)  # float data as stored: no copy when already float32
