@@ -1,5 +1,5 @@
-"""`trainkit data check data=...` (is this data set what training will need?) and `trainkit data prepare
-mnist-csv` (MNIST CSV files from the original IDX files)."""
+"""`trainkit data check data=... [preview=PATH]` (is this data set what training will need? what does its first
+batch look like?) and `trainkit data prepare mnist-csv` (MNIST CSV files from the original IDX files)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from trainkit.build import LOADER_KEYS, READERS, build_data, to_dict
-from trainkit.data.base import DataError
+from trainkit.build import LOADER_KEYS, READERS, build_data, build_loaders, to_dict
+from trainkit.data.base import DataError, DataSplits
 from trainkit.data.check import Report, summarize
 from trainkit.errors import UserError
+
+
+PREVIEW_IMAGES = 64  # of the first batch, in the preview: 8 rows of 8 stay legible
 
 
 class CheckFailed(DataError):
@@ -46,9 +49,47 @@ def _check(cfg: DictConfig, console: Console) -> dict[str, Any]:
                           f"above); training would stop at the first: {err}") from None
     report = summarize(data)
     _print_report(console, report)
+    result = report.as_dict()
+    if cfg.get("preview"):
+        written = _preview(cfg, data, Path(str(cfg.preview)).expanduser(), console)
+        if written is not None:
+            result["preview"] = str(written)
     if report.fatal:
         raise CheckFailed(f"data={name}: {' '.join(report.fatal)}")
-    return report.as_dict()
+    return result
+
+
+def _preview(cfg: DictConfig, data: DataSplits, path: Path, console: Console) -> Path | None:
+    """The first batch of training epoch 1 as a captioned grid at `path`, from the loader training builds
+    (data.batch_size, data.augment, seed), on the CPU: the same samples, crops and flips; None: not images."""
+    import torch
+    from PIL import Image
+
+    from trainkit.engine.settings import TrainerSettings
+    from trainkit.reports.preview import input_grid
+
+    loader = build_loaders(cfg, data, torch.device("cpu"), TrainerSettings())["train"]
+    x, y = loader.preview(epoch=1)
+    image = input_grid(x, y, data.meta, max_images=PREVIEW_IMAGES)
+    if image is None:
+        shape = "×".join(map(str, data.meta.in_shape))
+        console.print(f"preview: nothing to preview, data={data.meta.name} is not images (one sample has shape "
+                      f"{shape}, not C×H×W); nothing written.", highlight=False)
+        return None
+    if path.is_dir():
+        path = path / "first_batch.png"
+    known = path.suffix.lower() in Image.registered_extensions()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, format=None if known else "PNG")
+    except OSError as err:
+        raise DataError(f"data check: cannot write the preview to {path} ({err}). Set preview= to a file in a "
+                        f"folder you can write to, e.g. preview=first_batch.png.") from None
+    shown = min(len(x), PREVIEW_IMAGES)
+    augmented = ", augmented as data.augment says" if loader.augment is not None else ""
+    console.print(f"preview: wrote the first training batch of epoch 1 ({shown} of its {len(x)} images"
+                  f"{augmented}) to {path}", highlight=False, markup=False)
+    return path
 
 
 def _every_problem(cfg: DictConfig) -> list[str]:
