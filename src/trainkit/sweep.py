@@ -9,11 +9,9 @@ side (hydra/launcher=joblib) each get a fair share of the CPU threads. Training 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from trainkit.commands.runs import Run, best_cell, num, overrides_of, read_run, status_cell
-from trainkit.errors import UserError
+from trainkit.commands.runs import Run, best_cell, read_run, status_cell
+from trainkit.logging.text import number
 from trainkit.rundirs import job_number
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "sweep_summary.csv"
-# Hydra plugins that trainkit's `sweep` extra installs: (group, option) → the module that provides it.
-EXTRA_PLUGINS = {
-    ("sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "Hydra's Optuna sweeper (hydra-optuna-sweeper)"),
-    ("launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "Hydra's joblib launcher (hydra-joblib-launcher)"),
-}
 
-
-class MissingExtra(UserError):
-    """A Hydra plugin that an optional extra of trainkit provides is not installed."""
 
 
 class SweepSummary(Callback):
@@ -142,7 +132,7 @@ def print_table(console: Console, sweep_dir: Path, runs: list[Run]) -> None:
         cells = [job_number(run.path), "\n".join(varying[job_number(run.path)]), status_cell(run),
                  best_cell(run, with_name=not monitor)]
         if show_test:
-            cells.append(num((run.summary.get("test") or {}).get(test_key)))
+            cells.append(number((run.summary.get("test") or {}).get(test_key)))
         wall = run.summary.get("wall_time_s")
         cells += [str(run.epochs), f"{wall:.1f}" if isinstance(wall, (int, float)) else ""]
         table.add_row(*cells)
@@ -159,13 +149,13 @@ def print_table(console: Console, sweep_dir: Path, runs: list[Run]) -> None:
 def _best_line(runs: list[Run], overrides: str) -> str:
     """Which job won, and by how much over the next one."""
     best = runs[0]
-    line = f"best: job {job_number(best.path)} ({overrides or 'defaults'}), {best.monitor} {num(best.best_value)} at epoch " \
+    line = f"best: job {job_number(best.path)} ({overrides or 'defaults'}), {best.monitor} {number(best.best_value)} at epoch " \
            f"{best.summary.get('best_epoch')}"
     second = runs[1] if len(runs) > 1 else None
     if second is not None and second.best_value is not None and second.monitor == best.monitor:
         gap = abs(best.best_value - second.best_value)  # type: ignore[operator]
         relative = f" ({gap / abs(second.best_value):.1%})" if second.best_value else ""
-        line += f", ahead of job {job_number(second.path)} by {num(gap)}{relative}"
+        line += f", ahead of job {job_number(second.path)} by {number(gap)}{relative}"
     return f"{line}: {best.path}"
 
 
@@ -193,48 +183,3 @@ def share_threads(config: DictConfig) -> None:
     threads = max(1, joblib.cpu_count() // max(1, n_jobs))
     torch.set_num_threads(threads)
     log.info("torch threads: %d (%d CPUs shared by %d parallel jobs)", threads, joblib.cpu_count(), n_jobs)
-
-
-def _needed_plugins(arg: str, config_dir: Path) -> list[tuple[str, str]]:
-    key, _, value = arg.lstrip("+~").partition("=")
-    if key in ("hydra/sweeper", "hydra/launcher"):
-        return [(key.split("/")[1], value)]
-    if key == "hparams_search" and (config_dir / "hparams_search" / f"{value}.yaml").is_file():
-        text = (config_dir / "hparams_search" / f"{value}.yaml").read_text()
-        return re.findall(r"^\s*-\s*override\s+/hydra/(sweeper|launcher)\s*:\s*(\w+)", text, re.M)
-    return []
-
-
-def require_extras(args: list[str], config_dir: Path) -> None:
-    """Refuse, naming the extra to install, a command line that needs a Hydra plugin trainkit[sweep] provides."""
-    for arg in args:
-        for group, option in _needed_plugins(arg, config_dir):
-            if (group, option) not in EXTRA_PLUGINS:
-                continue
-            module, what = EXTRA_PLUGINS[(group, option)]
-            try:
-                found = importlib.util.find_spec(module) is not None
-            except ModuleNotFoundError:
-                found = False
-            if not found:
-                raise MissingExtra(f"{arg} needs {what}, which is not installed: it comes with trainkit's optional "
-                                   f"`sweep` extra. Install it with: pip install 'trainkit[sweep]' (in a source "
-                                   f"checkout: pip install -e '.[sweep]').")
-
-
-def log_hparams(run_dir: Path, cfg: DictConfig, summary: dict[str, Any]) -> None:
-    """TensorBoard's HPARAMS tab: this run's config (every scalar key) beside its best and test metrics, in the
-    run's own tensorboard/ directory, labelled with the overrides it was started with."""
-    from trainkit.logging.tensorboard import TensorBoardLog  # tensorboard is slow to import
-    from trainkit.rundirs import flatten
-
-    config = OmegaConf.to_container(cfg, resolve=True)
-    params = {k: v for k, v in flatten(config).items() if k != "resume"}  # type: ignore[arg-type]
-    metrics = dict(summary.get("test") or {})
-    if isinstance(summary.get("best_value"), (int, float)):
-        metrics[f"best/{summary['monitor']}"] = summary["best_value"]
-    tb = TensorBoardLog(run_dir / "tensorboard")
-    try:
-        tb.hparams(params, metrics, step=int(summary.get("steps") or 0), name=" ".join(overrides_of(run_dir)))
-    finally:
-        tb.close()

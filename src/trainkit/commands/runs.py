@@ -23,6 +23,7 @@ from rich.table import Table
 
 from trainkit.errors import UserError
 from trainkit.rundirs import config_diff, is_locked
+from trainkit.logging.text import number, shown
 
 # A run holds `.lock` from just before its first step; until then (imports, reading data) it has neither a lock
 # nor a summary. Younger than this, such a run is taken as starting up ("running"); older, as "crashed".
@@ -138,27 +139,11 @@ def find_runs(root: Path) -> list[Run]:
     return sorted(runs, key=lambda r: (r.started, str(r.path)), reverse=True)
 
 
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-def num(value: Any) -> str:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return "" if value is None else str(value)
-    if isinstance(value, int):
-        return str(value)
-    readable = value == 0 or (math.isfinite(value) and 1e-3 <= abs(value) < 1e5)
-    return f"{value:.4f}" if readable else f"{value:.4g}"
-
-
 def best_cell(run: Run, with_name: bool = True) -> str:
     if run.best_value is None:
         return ""
     name = f"{run.monitor} " if with_name else ""
-    return f"{name}{num(run.best_value)} @{run.summary.get('best_epoch')}"
+    return f"{name}{number(run.best_value)} @{run.summary.get('best_epoch')}"
 
 
 def status_cell(run: Run) -> str:
@@ -249,7 +234,7 @@ def _metrics(run: Run) -> dict[str, float]:
 def compare(console: Console, a_spec: str, b_spec: str, root: Path) -> int:
     a, b = read_run(_run_dir_of(a_spec, root)), read_run(_run_dir_of(b_spec, root))
     for label, run in (("A", a), ("B", b)):
-        console.print(f"[bold]{label}[/bold] {_shown(run.path)}  {status_cell(run)}  "
+        console.print(f"[bold]{label}[/bold] {shown(run.path)}  {status_cell(run)}  "
                       f"{' '.join(run.overrides) or '(defaults)'}", highlight=False)
         if run.error:
             console.print(f"  {run.error}", markup=False, highlight=False)
@@ -273,9 +258,9 @@ def compare(console: Console, a_spec: str, b_spec: str, root: Path) -> int:
     table.add_row("epochs", _epochs_cell(a), _epochs_cell(b), "")
     ma, mb = _metrics(a), _metrics(b)
     for key in [*ma, *(k for k in mb if k not in ma)]:
-        table.add_row(key, num(ma.get(key)), num(mb.get(key)), _delta(ma.get(key), mb.get(key)))
+        table.add_row(key, number(ma.get(key)), number(mb.get(key)), _delta(ma.get(key), mb.get(key)))
     wa, wb = a.summary.get("wall_time_s"), b.summary.get("wall_time_s")
-    table.add_row("wall time (s)", num(wa), num(wb), _delta(wa, wb))
+    table.add_row("wall time (s)", number(wa), number(wb), _delta(wa, wb))
     console.print(table)
     return 0
 

@@ -30,8 +30,8 @@ def user_cache_dir() -> Path:
 def fingerprint(file: Path) -> dict[str, Any]:
     """Size, mtime and a blake2b of 16 blocks of 64 KiB spread over the file (the whole of a small one).
 
-    A full hash of the 110 MB MNIST train CSV costs 0.23-0.32 s (blake2b) or 0.10 s (sha1), more than the
-    whole cached load may; the sampled one costs about a millisecond. An edit changes the mtime anyway.
+    A full hash of a large CSV can cost more than the whole cached load; a sampled one is nearly free, and an
+    edit changes the mtime anyway.
     """
     stat = file.stat()
     digest = hashlib.blake2b(digest_size=16)

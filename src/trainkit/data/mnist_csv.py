@@ -244,8 +244,8 @@ def _parse(file: Path, fmt: _Format, key: str) -> dict[str, np.ndarray]:
     """x uint8 N×1×28×28 and y uint8 N (when labeled), checked, from one parse of the file.
 
     polars parses straight into uint8 columns, refusing text, values outside 0..255 and extra fields; what it
-    leaves empty (a short row, an empty cell) is null. On the 60,000-row MNIST (2 cores) it took 0.9-1.8 s
-    where pandas.read_csv took 1.6-3.6 s and np.loadtxt 1.5 s. Any failure runs the slow line-by-line scan:
+    leaves empty (a short row, an empty cell) is null; it is the fastest of the parsers compared in
+    benchmarks/README.md (pandas.read_csv, np.loadtxt). Any failure runs the slow line-by-line scan:
     it names the bad row, or finds none, and then np.loadtxt reads the file (it takes lone CR line ends).
     """
     try:

@@ -16,7 +16,7 @@ def _fmt(metrics: dict[str, float], keys: list[str] | None = None) -> str:
 class ConsoleProgress:
     """`mode`: rich (live bar), plain (a line at most every `plain_every_s` seconds), none, or auto."""
 
-    REFRESH_S = 1.0  # the live bar's redraw interval (seconds): a redraw costs 2.7 ms (rich lays out a table)
+    REFRESH_S = 1.0  # the live bar's redraw interval (seconds): each redraw lays out a whole rich table
 
     def __init__(self, console: Console, max_epochs: int, mode: str = "auto", plain_every_s: float = 10.0) -> None:
         if mode == "auto":
@@ -51,9 +51,9 @@ class ConsoleProgress:
     def step(self, metrics: dict[str, float] | None, samples_per_s: float | None) -> None:
         self.done += 1
         if self.mode == "rich":
-            # Redrawn from this thread, at most REFRESH_S apart. rich's own refresh thread (10 redraws a second)
-            # cost 8.8% of an MNIST MLP epoch on 2 cores: each redraw holds the GIL while the training thread
-            # waits to launch its next op (benchmarks/README.md). An update (a lock, speed samples) costs 40 µs.
+            # Redrawn from this thread, at most REFRESH_S apart: rich's own refresh thread redraws 10 times a
+            # second, and each redraw holds the GIL while the training thread waits to launch its next op (what
+            # that cost is measured in benchmarks/README.md).
             if metrics is not None:
                 self.info = _fmt(metrics) + (f"  {samples_per_s:,.0f} samples/s" if samples_per_s else "")
             now = time.perf_counter()
