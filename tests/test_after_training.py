@@ -76,17 +76,15 @@ def runs(tmp_path_factory):
 
 def own_outputs(ckpt: Path, x: torch.Tensor) -> torch.Tensor:
     """trainkit's own outputs for raw inputs: the batch loader normalizes, the task predicts (as eval does)."""
-    from trainkit.commands.evaluate import restore
     from trainkit.data.base import Split
     from trainkit.data.loader import BatchLoader
-    from omegaconf import OmegaConf
+    from trainkit.restore import restore
 
-    restored = restore(OmegaConf.create({"ckpt": str(ckpt)}))
-    meta = restored.built.data.meta
-    loader = BatchLoader(Split(x, torch.zeros(len(x))), meta, len(x), torch.device("cpu"))
+    restored = restore(ckpt)
+    loader = BatchLoader(Split(x, torch.zeros(len(x))), restored.meta, len(x), torch.device("cpu"))
     (normalized, _), = list(loader)
     with torch.inference_mode():
-        return restored.built.task.predict(normalized)
+        return restored.task.outputs(normalized)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -359,13 +357,11 @@ def test_exported_onnx_gives_trainkits_class_scores_without_trainkit(runs, expor
 
 def test_exported_regression_and_generator_without_trainkit(runs, exported):
     """Raw x in, trainkit's predictions out; latent noise in, the generator's images in pixel units out."""
-    from omegaconf import OmegaConf
-
-    from trainkit.commands.evaluate import restore
+    from trainkit.restore import restore
 
     expected = own_outputs(runs["ckpt"]["reg"], exported["x"])
     assert (exported["outputs"]["regression"] - expected).abs().max().item() <= 1e-5
-    task = restore(OmegaConf.create({"ckpt": str(runs["ckpt"]["gan"])})).built.task
+    task = restore(runs["ckpt"]["gan"]).task
     with torch.inference_mode():
         pixels = (task.gan(exported["z"]) * task.std + task.mean) * 255
     assert exported["outputs"]["gan"].shape == (6, 1, 28, 28)

@@ -179,7 +179,7 @@ def test_file_list_row_errors_are_the_training_errors(tmp_path, how):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("", r"list\.csv is empty\. An index CSV starts with a header whose first column is one of filename, "),
+    ("", r"list\.csv is empty\. An index CSV starts with a header that names a file column \(one of filename, "),
     ("name,label\n0.png,1\n", r"list\.csv line 1 is 'name,label', not the header of an index CSV.*Add the header"),
     ("filename,label,extra\n0.png,1,2\n", r"line 1 is 'filename,label,extra', not the header"),
     ("0.png,1,2\n", r"list\.csv line 1 has 3 fields, expected 2 \(filename,label\).*Fix or remove that row"),
@@ -212,3 +212,18 @@ def test_training_and_prediction_share_one_parser(tmp_path, monkeypatch):
     mnist_csv.read_split(str(tmp_path / "train.csv"), cache=False)
     index_csv.read_file_list(tmp_path / "train.csv")
     assert calls == [tmp_path / "train.csv"] * 2
+
+
+def test_the_file_column_is_found_by_name_not_by_place(tmp_path):
+    """`id,filename` (an id column first) lists the files of its filename column; `label,file` trains too."""
+    from factories import write_pngs, mnist_images
+    from trainkit.data.index_csv import Where, read_file_list, read_index
+
+    x, y = mnist_images(3, seed=5)
+    write_pngs(tmp_path, x, ["a.png", "b.png", "c.png"])
+    (tmp_path / "list.csv").write_text("id,filename\n7,b.png\n8,a.png\n")
+    files, names = read_file_list(tmp_path / "list.csv")
+    assert names == ["b.png", "a.png"] and [f.name for f in files] == ["b.png", "a.png"]
+    (tmp_path / "train.csv").write_text("label,file\n" + "".join(f"{k},{n}\n" for k, n in zip(y, "abc")))
+    split = read_index(tmp_path / "train.csv", (1, 28, 28), 10, Where("mnist_csv", "data.train_csv"), cache=False)
+    assert split.y.tolist() == y.tolist() and (split.x[:, 0].numpy() == x).all()

@@ -23,6 +23,7 @@ from trainkit.models.gan import GAN
 
 CPU = torch.device("cpu")
 META = DataMeta(name="toy", kind="classification", in_shape=(4,), num_outputs=2)
+DATA = checkpoint.data_section(META, Split(torch.zeros(2, 4), torch.zeros(2, dtype=torch.long)))
 
 
 def toy_split(n: int = 256, seed: int = 0) -> Split:
@@ -61,7 +62,7 @@ def run_fit(tmp_path, task, opt, epochs=3, **settings):
     logger = SilentLogger()
     settings = TrainerSettings(max_epochs=epochs, log_every_n_steps=4, **settings)
     state = FitState()
-    payload = lambda: checkpoint.make_payload("seed: 0\n", task.modules(), opt, state, manager)  # noqa: E731
+    payload = lambda: checkpoint.make_payload("seed: 0\n", task.modules(), opt, state, manager, DATA)  # noqa: E731
     hooks = Hooks(save_epoch=lambda m: manager.save_epoch(payload, m, state.epoch, state.step),
                   save_step=lambda: manager.save_step(payload, state.epoch + 1, state.step))
     fit(task, *loaders, opt, logger, settings, hooks, state)
@@ -71,7 +72,7 @@ def run_fit(tmp_path, task, opt, epochs=3, **settings):
 @pytest.mark.parametrize("precision", ["32", "bf16-mixed", "16-mixed"])
 def test_fit_learns_in_every_precision(tmp_path, precision):
     torch.manual_seed(0)
-    task = ClassificationTask(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)))
+    task = ClassificationTask(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), META)
     opt = make_opt(task, precision)
     state, logger, manager = run_fit(tmp_path, task, opt)
     assert state.epoch == 3 and state.step == 3 * 8 and logger.steps == 24
@@ -91,7 +92,8 @@ def test_bf16_autocast_runs_matmuls_in_bf16_on_cpu():
 def test_grad_scaler_updates_once_per_iteration_with_two_optimizers():
     """The GAN case: two scaled steps, one scale update (PyTorch AMP notes for several optimizers)."""
     torch.manual_seed(0)
-    task = GANTask(GAN((2,), latent_dim=4, g_hidden=(8,), d_hidden=(8,), dropout=0.0), joint=True)
+    task = GANTask(GAN((2,), latent_dim=4, g_hidden=(8,), d_hidden=(8,), dropout=0.0),
+                   DataMeta(name="toy", kind="regression", in_shape=(1,), num_outputs=1))
     opt = make_opt(task, "16-mixed", lr=0.01)
     calls = []
     original = opt.scaler.update
@@ -112,7 +114,7 @@ def test_grad_clip_bounds_the_gradient_norm():
 
 
 def test_nan_loss_stops_before_any_checkpoint(tmp_path):
-    task = ClassificationTask(nn.Linear(4, 2))
+    task = ClassificationTask(nn.Linear(4, 2), META)
     opt = make_opt(task, lr=1e30)
     with torch.no_grad():
         task.net.weight.fill_(float("nan"))
@@ -130,7 +132,7 @@ def test_mean_accumulator_weights_by_batch_size():
 
 def test_evaluate_restores_train_mode_and_counts_every_sample():
     net = nn.Sequential(nn.Linear(4, 2), nn.Dropout(0.5))
-    task = ClassificationTask(net)
+    task = ClassificationTask(net, META)
     loader = BatchLoader(toy_split(70), META, 32, CPU)  # 32 + 32 + 6
     metrics = evaluate(task, loader)
     assert net.training and set(metrics) == {"val/loss", "val/acc"}

@@ -142,7 +142,7 @@ class NaNAt(ClassificationTask):
     """A classifier whose loss is NaN at chosen steps (a real NaN in the real backward pass)."""
 
     def __init__(self, net, steps):
-        super().__init__(net)
+        super().__init__(net, DataMeta(name="toy", kind="classification", in_shape=(4,), num_outputs=2))
         self.steps, self.step = set(steps), 0
 
     def train_step(self, batch, opt):
@@ -162,7 +162,8 @@ def _fit_toy(tmp_path, task, on_nan):
                        skip_nonfinite=on_nan == "skip")
     manager = checkpoint.CheckpointManager(tmp_path / "ckpt", task.monitor, task.monitor_mode)
     state = FitState()
-    payload = lambda: checkpoint.make_payload("seed: 0\n", task.modules(), opt, state, manager)  # noqa: E731
+    payload = lambda: checkpoint.make_payload("seed: 0\n", task.modules(), opt, state, manager,
+                                                     checkpoint.data_section(meta, split))  # noqa: E731
     hooks = Hooks(save_epoch=lambda m: manager.save_epoch(payload, m, state.epoch, state.step),
                   save_step=lambda: manager.save_step(payload, state.epoch + 1, state.step))
 

@@ -24,6 +24,8 @@ from trainkit.engine.optimization import Optimization, Precision
 from trainkit.engine.settings import TrainerSettings
 from trainkit.errors import ConfigError
 from trainkit.tasks.base import Task
+from trainkit.tasks.classification import ClassificationTask
+from trainkit.tasks.regression import RegressionTask
 
 
 READERS = {  # data.name → module with a `load(**kwargs) -> DataSplits`
@@ -32,6 +34,10 @@ READERS = {  # data.name → module with a `load(**kwargs) -> DataSplits`
     "synthetic_regression": "trainkit.data.synthetic",
 }
 LOADER_KEYS = {"name", "batch_size", "augment", "on_device"}  # data.* keys for the batch loader, not the reader
+TASKS = {  # the data's kind → the task that learns it with one network (model=gan brings its own task)
+    "classification": ClassificationTask,
+    "regression": RegressionTask,
+}
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
               "rmsprop": torch.optim.RMSprop}
 
@@ -50,7 +56,8 @@ def _call_with(fn: Any, kwargs: dict[str, Any], key: str, what: str) -> Any:
     params = inspect.signature(fn).parameters
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
-        known = ", ".join(p for p in params if p not in ("in_shape", "num_outputs", "sample_shape", "bounds", "params", "optimizer", "T_max"))
+        known = ", ".join(p for p in params if p not in ("in_shape", "num_outputs", "sample_shape", "bounds", "params",
+                                                         "optimizer", "T_max", "splits"))
         raise ConfigError(f"{', '.join(f'{key}.{k}' for k in unknown)} is not a setting of {what}; its settings are: {known}.")
     return fn(**kwargs)
 
@@ -63,7 +70,8 @@ def build_settings(cfg: DictConfig) -> TrainerSettings:
         raise ConfigError(str(exc)) from None
 
 
-def build_data(cfg: DictConfig) -> DataSplits:
+def build_data(cfg: DictConfig, splits: tuple[str, ...] = ("train", "val", "test")) -> DataSplits:
+    """The data the config names; `splits` limits what is read (eval reads only the split it evaluates)."""
     values = to_dict(cfg.data, "data")
     name = values.get("name")
     if name not in READERS:
@@ -72,52 +80,60 @@ def build_data(cfg: DictConfig) -> DataSplits:
     kwargs = {k: v for k, v in values.items() if k not in LOADER_KEYS}
     if "seed" in inspect.signature(reader).parameters:
         kwargs.setdefault("seed", cfg.seed)
-    return _call_with(reader, kwargs, "data", f"data={name}")
+    if "splits" in kwargs:  # the reader's own argument, chosen by the command, never by a config
+        raise ConfigError("data.splits is not a setting of a dataset: remove it (trainkit reads the splits a command "
+                          "needs).")
+    return _call_with(partial(reader, splits=splits), kwargs, "data", f"data={name}")
 
 
 def build_loaders(cfg: DictConfig, data: DataSplits, device: torch.device,
                   settings: TrainerSettings) -> dict[str, BatchLoader]:
     values = to_dict(cfg.data, "data")
     batch_size = int(values.get("batch_size", 64))
-    eval_batch_size = settings.eval_batch_size or 4 * batch_size
     augment = values.get("augment")
     augment = _call_with(Augment, augment, "data.augment", "data.augment") if augment else None
-    on_device = bool(values.get("on_device", True))
-    shard = (distributed.rank(), distributed.world_size()) if distributed.active() else (0, 1)
     train, val, shuffle = data.train, data.val, True
     if settings.overfit_batches:  # memorise the same few batches: train on them, validate on them
         keep = slice(0, settings.overfit_batches * batch_size)
         train = val = Split(data.train.x[keep], data.train.y[keep])
         shuffle, augment = False, None
     loaders = {
-        "train": BatchLoader(train, data.meta, batch_size, device, shuffle=shuffle, seed=cfg.seed,
-                             augment=augment, on_device=on_device, shard=shard),
-        "val": BatchLoader(val, data.meta, eval_batch_size, device, on_device=on_device, shard=shard),
+        "train": BatchLoader(train, data.meta, batch_size, device, shuffle=shuffle, seed=cfg.seed, augment=augment,
+                             on_device=bool(values.get("on_device", True)), shard=_shard()),
+        "val": build_eval_loader(cfg, val, data.meta, device, settings),
     }
     if data.test is not None and data.test.y is not None:
-        loaders["test"] = BatchLoader(data.test, data.meta, eval_batch_size, device, on_device=on_device, shard=shard)
+        loaders["test"] = build_eval_loader(cfg, data.test, data.meta, device, settings)
     return loaders
 
 
-def build_task(cfg: DictConfig, meta: DataMeta) -> Task:
-    """The model, sized from the data, inside the task that says how it learns."""
+def build_eval_loader(cfg: DictConfig, split: Split, meta: DataMeta, device: torch.device,
+                      settings: TrainerSettings) -> BatchLoader:
+    """Unshuffled batches of a split (validation, test, eval), trainer.eval_batch_size at a time."""
+    values = to_dict(cfg.data, "data")
+    batch_size = settings.eval_batch_size or 4 * int(values.get("batch_size", 64))  # no gradients to hold
+    return BatchLoader(split, meta, batch_size, device, on_device=bool(values.get("on_device", True)), shard=_shard())
+
+
+def _shard() -> tuple[int, int]:
+    return (distributed.rank(), distributed.world_size()) if distributed.active() else (0, 1)
+
+
+def build_task(cfg: DictConfig, meta: DataMeta, examples: Split | None = None) -> Task:
+    """The model, sized from the data's metadata, inside the task that says how it learns and what it does
+    after training. `examples`: a few real samples as stored (a GAN draws its point clouds over them)."""
     values = to_dict(cfg.model, "model")
     name = values.pop("name", None)
     if name == "gan":
         from trainkit.models.gan import GAN
         from trainkit.tasks.gan import GANTask
 
-        images = meta.kind == "classification"
-        sample_shape = meta.in_shape if images else (meta.in_shape[0] + meta.num_outputs,)
-        mean = std = bounds = None
-        if images and meta.mean is not None:
-            mean = torch.tensor(meta.mean).view(-1, 1, 1)
-            std = torch.tensor(meta.std).view(-1, 1, 1)
-            bounds = ((0 - mean) / std, (1 - mean) / std)  # pixel range [0, 1] in normalized units
+        sample_shape = GANTask.sample_shape(meta)
         if values.get("arch", "auto") == "auto":  # convolutions for pictures, MLPs for points
-            values["arch"] = "conv" if images and len(sample_shape) == 3 else "mlp"
-        gan = _call_with(GAN, {**values, "sample_shape": sample_shape, "bounds": bounds}, "model", "model=gan")
-        return GANTask(gan, joint=not images, mean=mean, std=std)
+            values["arch"] = "conv" if len(sample_shape) == 3 else "mlp"
+        gan = _call_with(GAN, {**values, "sample_shape": sample_shape, "bounds": GANTask.bounds(meta)},
+                         "model", "model=gan")
+        return GANTask(gan, meta, examples)
     if name == "mlp":
         from trainkit.models.mlp import MLP as model_cls
     elif name == "cnn":
@@ -129,13 +145,11 @@ def build_task(cfg: DictConfig, meta: DataMeta) -> Task:
                          "model", f"model={name}")
     except ValueError as exc:
         raise ConfigError(f"model={name} does not fit data={meta.name}: {exc}") from None
-    if meta.kind == "classification":
-        from trainkit.tasks.classification import ClassificationTask
-
-        return ClassificationTask(net)
-    from trainkit.tasks.regression import RegressionTask
-
-    return RegressionTask(net)
+    task_cls = TASKS.get(meta.kind)
+    if task_cls is None:
+        raise ConfigError(f"data={meta.name} is a {meta.kind!r} data set, and no task learns that; the tasks are: "
+                          f"{', '.join(TASKS)}.")
+    return task_cls(net, meta)
 
 
 def build_optimization(cfg: DictConfig, task: Task, settings: TrainerSettings, device: torch.device,
@@ -213,12 +227,13 @@ class Built:
 
     settings: TrainerSettings
     device: torch.device
-    data: DataSplits
+    data: DataSplits | None  # None: built from a checkpoint alone
     task: Task
     loaders: dict[str, BatchLoader]
 
 
-def build_run(cfg: DictConfig) -> Built:
+def build_runtime(cfg: DictConfig) -> tuple[TrainerSettings, torch.device]:
+    """The trainer's settings and the device, with the process-wide switches they set."""
     settings = build_settings(cfg)
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
@@ -226,14 +241,33 @@ def build_run(cfg: DictConfig) -> Built:
         device = resolve_device(settings.device)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    data = build_data(cfg)
-    task = build_task(cfg, data.meta)
-    loaders = build_loaders(cfg, data, device, settings)
-    # The speed switches, all applied here (measured in benchmarks/README.md).
     if settings.matmul_precision:
         torch.set_float32_matmul_precision(settings.matmul_precision)
+    return settings, device
+
+
+def build_run(cfg: DictConfig) -> Built:
+    """What `trainkit train` trains: data, loaders and the task, on the device, with the speed switches."""
+    settings, device = build_runtime(cfg)
+    data = build_data(cfg)
+    task = build_task(cfg, data.meta, examples(data.val))
+    loaders = build_loaders(cfg, data, device, settings)
+    place(task, loaders.values(), settings, device)
+    return Built(settings, device, data, task, loaders)
+
+
+def examples(split: Split, rows: int = 512, max_bytes: int = 256 * 1024) -> Split:
+    """The first few samples of a split as stored, small enough to travel in every checkpoint."""
+    per_row = max(1, split.x[:1].numel() * split.x.element_size())
+    n = max(1, min(rows, max_bytes // per_row))
+    return Split(split.x[:n].clone(), None if split.y is None else split.y[:n].clone())
+
+
+def place(task: Task, loaders: Any, settings: TrainerSettings, device: torch.device) -> None:
+    """Modules and batches onto the device, in the memory format and compiled as the speed switches say
+    (each measured in benchmarks/README.md)."""
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
-    for loader in loaders.values():
+    for loader in loaders:
         loader.memory_format = memory_format  # image batches leave the loader in the weights' layout
     for module in task.modules().values():
         module.to(device, memory_format=memory_format)  # only 4-D weights (convs) change layout
@@ -242,4 +276,3 @@ def build_run(cfg: DictConfig) -> Built:
             # task may call parts of a module (a GAN's generator); inside a compiled parent they are inlined.
             for part in (module, *module.children()):
                 part.compile()
-    return Built(settings, device, data, task, loaders)

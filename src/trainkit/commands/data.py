@@ -112,7 +112,7 @@ def _print_report(console: Console, report: Report) -> None:
     norm = "no normalization" if meta.mean is None else f"normalized with mean {list(meta.mean)} std {list(meta.std)}"
     scale = f"values / {meta.scale:g}, then " if meta.scale != 1 else ""
     first = report.splits[0]
-    console.print(f"{meta.kind}, {meta.num_outputs} {'classes' if meta.kind == 'classification' else 'targets'}; "
+    console.print(f"{meta.kind}, {meta.num_outputs} {'targets' if meta.target_shape else 'classes'}; "
                   f"one sample is {'×'.join(map(str, first.shape))} {first.dtype}; batches: {scale}{norm}",
                   highlight=False)
     table = Table(title="splits (mean and std per channel, of the values / scale)")

@@ -1,11 +1,10 @@
-"""`trainkit eval ckpt=PATH`: rebuild model and data from the checkpoint's own config, evaluate a split and
-write its report: metrics.json with every number, pictures as PNG and in TensorBoard, tables on the console.
-Overrides on the command line change the stored config. `restore` is shared by predict, export and sample."""
+"""`trainkit eval ckpt=PATH`: the checkpoint's task, rebuilt from the checkpoint alone, judged on one split that
+is read from its data config: metrics.json with every number, pictures as PNG and in TensorBoard, tables on the
+console. What the report holds is the task's to say. Overrides on the command line change the stored config."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,60 +12,11 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from trainkit.build import Built, build_run, build_task
-from trainkit.engine import checkpoint
 from trainkit.engine.loop import evaluate, num_batches
-from trainkit.engine.optimization import Precision
-from trainkit.engine.rng import seed_everything
 from trainkit.errors import ConfigError
-from trainkit.reports.base import EvalInputs, Report
-
-RECIPE_KEYS = ("data", "model", "optimizer", "scheduler", "trainer", "seed")  # overridable in the stored config
-
-
-def stored_config(payload: dict[str, Any], cfg: DictConfig) -> DictConfig:
-    """The checkpoint's config with this command's `data.*`, `trainer.*`, ... overrides merged on top."""
-    stored = OmegaConf.create(payload["config"])
-    overrides = {k: OmegaConf.to_container(cfg[k]) if isinstance(cfg[k], DictConfig) else cfg[k]
-                 for k in RECIPE_KEYS if k in cfg}
-    return OmegaConf.merge(stored, overrides)  # type: ignore[return-value]
-
-
-@dataclass
-class Restored:
-    """A checkpoint brought back: its payload, its recipe (overrides applied), the run built from it."""
-
-    path: Path
-    payload: dict[str, Any]
-    recipe: DictConfig
-    built: Built
-
-    @property
-    def epoch(self) -> int:
-        return self.payload["fit"]["epoch"]
-
-    @property
-    def autocast(self) -> Any:
-        return Precision(self.built.settings.precision, self.built.device).autocast
-
-
-def restore(cfg: DictConfig) -> Restored:
-    """Model and data from `cfg.ckpt`'s own recipe, weights loaded, every module in eval mode."""
-    payload = checkpoint.load(cfg.ckpt)
-    recipe = stored_config(payload, cfg)
-    seed_everything(recipe.seed)
-    built = build_run(recipe)
-    checkpoint.load_modules(payload, built.task.modules(), cfg.ckpt)
-    for module in built.task.modules().values():
-        module.eval()  # after training: no dropout, no batch statistics
-    return Restored(Path(cfg.ckpt), payload, recipe, built)
-
-
-@dataclass
-class EvalOptions:
-    misclassified: int = 32  # classification: the most confidently misclassified images in misclassified.png
-    samples: int = 64  # GAN: generated images in samples.png
-    feature_ckpt: str | None = None  # GAN on images: a classifier checkpoint trained on the same data
+from trainkit.logging.text import number, shown
+from trainkit.reports.base import EvalInputs, EvalOptions, Report
+from trainkit.restore import eval_loader, read_split, restore
 
 
 def _options(cfg: DictConfig) -> EvalOptions:
@@ -79,29 +29,32 @@ def _options(cfg: DictConfig) -> EvalOptions:
 
 def run_eval(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
     opts = _options(cfg)
-    restored = restore(cfg)
-    built = restored.built
     split = str(cfg.split)
     if split not in ("test", "val"):
         raise ConfigError(f"split={split!r}: choose split=test or split=val.")
-    if split not in built.loaders:
+    restored = restore(cfg.ckpt, cfg)
+    task = restored.task
+    data, train = read_split(restored, split, with_train=task.report_uses_train)
+    stored = data.test if split == "test" else data.val
+    if stored is None or stored.y is None:
         raise ConfigError(
             f"the checkpoint's data config has no labeled test split to evaluate "
-            f"(data={built.data.meta.name}). Give one (e.g. data.test_csv=PATH for mnist_csv) or use split=val."
+            f"(data={restored.meta.name}). Give one (e.g. data.test_csv=PATH for mnist_csv) or use split=val."
         )
-    loader = built.loaders[split]
-    limit = num_batches(loader, built.settings.limit_eval_batches)  # a count, or a fraction of the split
-    metrics = evaluate(built.task, loader, restored.autocast, f"{split}/", limit)
+    loader = eval_loader(restored, stored)
+    limit = num_batches(loader, restored.settings.limit_eval_batches)  # a count, or a fraction of the split
+    metrics = evaluate(task, loader, restored.autocast, f"{split}/", limit)
     samples = min(loader.num_samples, limit * loader.batch_size)
-    data = built.data.test if split == "test" else built.data.val
-    inputs = EvalInputs(built.task, loader, data.x[:samples], data.y[:samples], built.data.meta, split,
-                        restored.autocast, limit)
-    report = _report(inputs, restored, opts)
+    if opts.feature_ckpt:
+        opts.feature_task = restore(opts.feature_ckpt).task
+    inputs = EvalInputs(task, loader, stored.x[:samples], stored.y[:samples], restored.meta, split,
+                        restored.autocast, limit, train)
+    report = task.report(inputs, opts)
     metrics.update(report.scalars)
     files = {name: run_dir / f"{name}.png" for name in report.images}
     for name, image in report.images.items():
         image.save(files[name])
-    if built.settings.tensorboard:
+    if restored.settings.tensorboard:
         _tensorboard(run_dir, restored.epoch, split, metrics, report)
     result = {
         "checkpoint": str(cfg.ckpt),
@@ -115,52 +68,6 @@ def run_eval(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     _print(console, cfg, result, report, run_dir)
     return result
-
-
-def _report(inputs: EvalInputs, restored: Restored, opts: EvalOptions) -> Report:
-    from trainkit.tasks.classification import ClassificationTask
-    from trainkit.tasks.gan import GANTask
-
-    task = inputs.task
-    if isinstance(task, GANTask):
-        from trainkit.reports import gan
-
-        classifier = None if task.joint or not opts.feature_ckpt else _feature_classifier(opts.feature_ckpt, restored)
-        train = restored.built.data.train
-        rep = gan.report(inputs, train.x, train.y, opts.samples, classifier)
-        if task.joint and opts.feature_ckpt:
-            rep.notes.append("eval.feature_ckpt is for GANs on images; for points the raw-value distance is reported")
-        return rep
-    if isinstance(task, ClassificationTask):
-        from trainkit.reports import classification
-
-        return classification.report(inputs, opts.misclassified)
-    from trainkit.reports import regression
-
-    return regression.report(inputs)
-
-
-def _feature_classifier(path: str, restored: Restored) -> Any:
-    """The classifier of `eval.feature_ckpt`, rebuilt for the GAN's data (its own data is not read)."""
-    from trainkit.tasks.classification import ClassificationTask
-
-    payload = checkpoint.load(path)
-    recipe = OmegaConf.create(payload["config"])
-    meta = restored.built.data.meta
-    theirs = OmegaConf.select(recipe, "data.name")
-    if theirs != meta.name:
-        raise ConfigError(
-            f"eval.feature_ckpt={path} was trained on data={theirs}, this GAN on data={meta.name}: the Fréchet "
-            f"distance needs a classifier of the same data. Train one, e.g. `trainkit train model=cnn "
-            f"data={meta.name} ...`, and give its best.ckpt."
-        )
-    task = build_task(recipe, meta)
-    if not isinstance(task, ClassificationTask):
-        raise ConfigError(f"eval.feature_ckpt={path} is a {OmegaConf.select(recipe, 'model.name')} checkpoint, "
-                          f"not a classifier: give a checkpoint of model=mlp or model=cnn on data={meta.name}.")
-    checkpoint.load_modules(payload, task.modules(), path)
-    task.net.to(restored.built.device).eval()
-    return task
 
 
 def _tensorboard(run_dir: Path, epoch: int, split: str, metrics: dict[str, float], report: Report) -> None:
@@ -177,14 +84,12 @@ def _tensorboard(run_dir: Path, epoch: int, split: str, metrics: dict[str, float
 
 
 def _print(console: Console, cfg: DictConfig, result: dict[str, Any], report: Report, run_dir: Path) -> None:
-    from trainkit.commands.train import _num, _shown
-
     split = result["split"]
     table = Table(title=f"trainkit eval: {cfg.ckpt} (epoch {result['epoch']}, {result['samples']} {split} samples)")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result["metrics"].items():
-        table.add_row(key, _num(value))
+        table.add_row(key, number(value))
     console.print(table)
     per_class = report.details.get("per_class")
     if per_class:
@@ -198,5 +103,5 @@ def _print(console: Console, cfg: DictConfig, result: dict[str, Any], report: Re
     for note in report.notes:
         console.print(note, highlight=False)
     for name, path in result["files"].items():
-        console.print(f"{name.replace('_', ' ')}: {_shown(Path(path))}", highlight=False)
-    console.print(f"metrics written to [bold]{_shown(run_dir / 'metrics.json')}[/bold]", highlight=False)
+        console.print(f"{name.replace('_', ' ')}: {shown(path)}", highlight=False)
+    console.print(f"metrics written to [bold]{shown(run_dir / 'metrics.json')}[/bold]", highlight=False)

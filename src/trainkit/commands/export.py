@@ -1,9 +1,10 @@
 """`trainkit export ckpt=PATH format=torchscript|torch_export|onnx`: one self-contained model file that loads
 without trainkit: TorchScript (`torch.jit.load`), a `.pt2` ExportedProgram (`torch.export.load`) or ONNX.
 
-The input normalization is inside the file: raw values go in (pixels 0..255, a regression's x values), class
-logits or predictions come out; a GAN exports its generator, latent noise in, samples in raw units out. The
-batch size is free. After writing, the command reloads the file and checks it against the model it came from.
+What goes into the file is the task's to say (`Task.deployable`, `Task.describe`): a classifier or regression
+takes raw values (pixels 0..255, x values) with the normalization inside; a GAN exports its generator, latent
+noise in, samples in raw units out. The batch size is free. After writing, the command reloads the file and
+checks it against the model it came from.
 """
 
 from __future__ import annotations
@@ -23,22 +24,17 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from torch import Tensor, nn
 
-from trainkit.commands.evaluate import Restored, restore
-from trainkit.errors import ConfigError, UserError
-from trainkit.reports.base import class_names
-from trainkit.reports.inference import deployable
+from trainkit.errors import ConfigError
+from trainkit.extras import require_onnx
+from trainkit.logging.text import shown
+from trainkit.restore import Restored, restore
 
 FORMATS = {"torchscript": ".pt", "torch_export": ".pt2", "onnx": ".onnx"}
-ONNX_PACKAGES = ("onnx", "onnxscript")  # torch.onnx.export (the dynamo exporter) needs both
 LOADERS = {
     "torchscript": 'torch.jit.load("{path}")',
     "torch_export": 'torch.export.load("{path}").module()',
     "onnx": 'onnxruntime.InferenceSession("{path}").run(None, {{"{name}": {name}}})[0]',
 }
-
-
-class MissingExtraError(UserError):
-    """An optional dependency that a chosen option needs."""
 
 
 def run_export(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
@@ -47,14 +43,15 @@ def run_export(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, An
         raise ConfigError(f"format={fmt!r} is not an export format; choose format= one of: {', '.join(FORMATS)}.")
     if fmt == "onnx":
         require_onnx()  # before the slow part
-    restored = restore(cfg)
-    model = deployable(restored.built.task, restored.built.data.meta).cpu()
-    example = example_input(restored, 2)
+    restored = restore(cfg.ckpt, cfg)
+    task = restored.task
+    model = task.deployable().cpu()
+    example = task.example_input(2)
     info = describe(restored, fmt)
     output = Path(str(cfg.output)).expanduser() if cfg.get("output") else run_dir / f"model{FORMATS[fmt]}"
     output.parent.mkdir(parents=True, exist_ok=True)
     {"torchscript": _torchscript, "torch_export": _torch_export, "onnx": _onnx}[fmt](model, example, output, info)
-    check = example_input(restored, 8, seed=1)
+    check = task.example_input(8, seed=1)
     with torch.inference_mode():
         expected = model(check)
     difference = (reload_and_run(fmt, output, check) - expected).abs().max().item()
@@ -63,55 +60,15 @@ def run_export(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, An
     return result
 
 
-def require_onnx() -> None:
-    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
-    if missing:
-        raise MissingExtraError(
-            f"format=onnx needs the optional ONNX packages, and {', '.join(missing)} "
-            f"{'is' if len(missing) == 1 else 'are'} not installed. Install them with "
-            f'pip install -e ".[onnx]" in a trainkit checkout (or pip install "trainkit[onnx]"), or export '
-            f"with format=torch_export, which needs nothing more."
-        )
-
-
-def example_input(restored: Restored, n: int, seed: int = 0) -> Tensor:
-    """A batch of what the exported model takes: raw pixel values 0..255, x values, or latent noise."""
-    task, meta = restored.built.task, restored.built.data.meta
-    g = torch.Generator().manual_seed(seed)
-    if "gan" in task.modules():
-        return torch.randn(n, task.gan.generator.latent_dim, generator=g)
-    if meta.scale != 1.0:
-        return torch.randint(0, int(meta.scale) + 1, (n, *meta.in_shape), generator=g).float()
-    return torch.randn(n, *meta.in_shape, generator=g)
-
-
 def describe(restored: Restored, fmt: str) -> dict[str, Any]:
     """What a user of the file needs to know; stored inside it (trainkit.json) and printed."""
-    task, meta = restored.built.task, restored.built.data.meta
     from trainkit import __version__
 
-    info: dict[str, Any] = {
+    return {
         "trainkit_version": __version__, "checkpoint": str(restored.path), "epoch": restored.epoch,
-        "data": meta.name, "model": OmegaConf.select(restored.recipe, "model.name"),
+        "data": restored.meta.name, "model": OmegaConf.select(restored.recipe, "model.name"),
+        **restored.task.describe(uint8_input=fmt == "torchscript"),  # TorchScript's graph takes uint8 as well
     }
-    if "gan" in task.modules():
-        latent, shape = task.gan.generator.latent_dim, list(task.gan.generator.sample_shape)
-        raw = "pixel values 0..255" if task.mean is not None else "(x, y) points"
-        info.update(task="gan", input={"name": "z", "shape": ["batch", latent], "dtype": "float32",
-                                       "values": "standard normal latent noise"},
-                    output={"shape": ["batch", *shape], "values": f"generated samples, {raw}"})
-        return info
-    dtype = "float32" + (" or uint8" if fmt == "torchscript" else "")
-    values = "pixel values 0..255" if meta.scale == 255.0 else "raw x values"
-    info["input"] = {"name": "x", "shape": ["batch", *meta.in_shape], "dtype": dtype,
-                     "values": f"{values}; the normalization is inside the model"}
-    info["normalization"] = {"scale": meta.scale, "mean": meta.mean, "std": meta.std}
-    if meta.kind == "classification":
-        info.update(task="classification", class_names=class_names(meta),
-                    output={"shape": ["batch", meta.num_outputs], "values": "class logits (softmax gives probabilities)"})
-    else:
-        info.update(task="regression", output={"shape": ["batch", meta.num_outputs], "values": "predicted targets"})
-    return info
 
 
 def _torchscript(model: nn.Module, example: Tensor, output: Path, info: dict[str, Any]) -> None:
@@ -177,11 +134,9 @@ def reload_and_run(fmt: str, path: Path, x: Tensor) -> Tensor:
 
 
 def _print(console: Console, result: dict[str, Any], output: Path, fmt: str) -> None:
-    from trainkit.commands.train import _shown
-
     size = output.stat().st_size / 2**20
     shape = lambda s: "×".join(map(str, s))  # noqa: E731
-    console.print(f"exported [bold]{_shown(output)}[/bold] ({fmt}, {size:.2f} MiB): {result['data']} "
+    console.print(f"exported [bold]{shown(output)}[/bold] ({fmt}, {size:.2f} MiB): {result['data']} "
                   f"{result['model']}, epoch {result['epoch']}", highlight=False)
     i, o = result["input"], result["output"]
     console.print(f"  input  {i['name']}: {i['dtype']} {shape(i['shape'])}, {i['values']}", highlight=False)
@@ -194,4 +149,4 @@ def _print(console: Console, result: dict[str, Any], output: Path, fmt: str) -> 
     else:
         verdict = "matches trainkit" if diff <= 1e-4 else "[bold red]DIFFERS from trainkit[/bold red]"
         console.print(f"  reloaded and run on 8 inputs: {verdict} (max abs difference {diff:.2g})", highlight=False)
-    console.print(f"  load it: {LOADERS[fmt].format(path=_shown(output), name=i['name'])}", highlight=False)
+    console.print(f"  load it: {LOADERS[fmt].format(path=shown(output), name=i['name'])}", highlight=False)

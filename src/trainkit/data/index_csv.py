@@ -19,7 +19,7 @@ from trainkit.data.base import DataError, Split
 from trainkit.data.cache import cached
 from trainkit.data.images import ImageError, read_images
 
-# The first column of an index CSV, by its header. `path`, `image_path` and `filepath` are there because
+# The file-name column of an index CSV, by its header (the first of these it has). `path`, `image_path` and `filepath` are there because
 # `trainkit predict` took them before it shared this parser: one list, so a file that predicts also trains.
 # No pixel CSV's header starts with any of these, so mnist_csv's layout=auto still tells the layouts apart.
 NAME_COLUMNS = ("filename", "file", "path", "image", "image_path", "filepath", "id")
@@ -51,7 +51,17 @@ FILE_LIST = Where("index_csv", "input", dir_key=None)  # read_file_list's defaul
 
 
 def is_index_header(names: list[str]) -> bool:
-    return bool(names) and names[0] in NAME_COLUMNS and len(names) <= 2
+    return 0 < len(names) <= 2 and any(name in NAME_COLUMNS for name in names)
+
+
+def _columns(header: list[str]) -> tuple[int, int | None]:
+    """(the file-name column: the first of NAME_COLUMNS, in that order, that the header has; the label column:
+    `label`, else the other one of two that is not a name column, else None)."""
+    name = next(header.index(n) for n in NAME_COLUMNS if n in header)
+    if "label" in header:
+        return name, header.index("label")
+    other = [i for i, n in enumerate(header) if i != name and n not in NAME_COLUMNS]
+    return name, (other[0] if len(other) == 1 else None)
 
 
 def names_image(cell: str) -> bool:
@@ -88,8 +98,8 @@ def read_index(
 
 def read_file_list(file: Path, *, where: Where = FILE_LIST) -> tuple[list[Path], list[str]]:
     """The image files an index CSV names, in its order, and the names as written: what `trainkit predict`
-    runs on. The training reader's rules: a header whose first column is one of NAME_COLUMNS (a label column
-    may follow; it is not read), a name without a suffix means `<name>.png`, and relative names are found
+    runs on. The training reader's rules: a header that names a file column (the first of NAME_COLUMNS it has;
+    a label column may be there, it is not read), a name without a suffix means `<name>.png`, relative names are found
     beside the CSV (., images/, Images/, ...; absolute ones where they are). One rule more: a file without a
     header whose first cell names an image (`0.png,7`) is a list too. Every file must exist; a DataError
     names the file, line and fix of the first that does not, and of every malformed row."""
@@ -114,19 +124,21 @@ def _read_rows(file: Path, where: Where, num_classes: int | None, headerless: bo
         header, first_is_row = _header(file, first, first_line, where, headerless)
         numbered = chain([(first_line, first)] if first_is_row else [],
                          ((rows.line_num, row) for row in rows if any(cell.strip() for cell in row)))
-        labeled = num_classes is not None and len(header) == 2
+        name_col, label_col = _columns(header)
+        labeled = num_classes is not None and label_col is not None
         written, lines, labels = [], [], []
         for line, row in numbered:
             if len(row) != len(header):
                 raise _bad_row(file, line, f"has {len(row)} fields, expected {len(header)} ({','.join(header)})",
                                where)
-            name = row[0].strip()
+            name = row[name_col].strip()
             if not name:
-                raise _bad_row(file, line, f"column 1 ({header[0]}) is empty, expected an image file name", where)
+                raise _bad_row(file, line, f"column {name_col + 1} ({header[name_col]}) is empty, expected an image "
+                                           f"file name", where)
             written.append(name)
             lines.append(line)
             if labeled:
-                labels.append(_label(row[1], file, line, num_classes, where))
+                labels.append(_label(row[label_col], file, line, num_classes, where, label_col))
     if not written:
         raise DataError(
             f"{where.who}: {file} has a header (line {first_line}: {','.join(header)}) but no rows naming images. "
@@ -146,18 +158,18 @@ def _header(file: Path, first: list[str], line: int, where: Where, headerless: b
     found = "is empty" if not first else f"line {line} is {','.join(first)[:60]!r}, not the header of an index CSV"
     without = "; or no header and an image file name first on every line" if headerless else ""
     raise DataError(
-        f"{where.who}: {file} {found}. An index CSV starts with a header whose first column is one of "
-        f"{', '.join(NAME_COLUMNS)}, optionally followed by a label column{without}. Add the header "
+        f"{where.who}: {file} {found}. An index CSV starts with a header that names a file column (one of "
+        f"{', '.join(NAME_COLUMNS)}) and optionally a label column{without}. Add the header "
         f"filename,label (or filename alone) as its first line, or set {where.key} to an index CSV."
     )
 
 
-def _label(cell: str, file: Path, line: int, num_classes: int, where: Where) -> int:
+def _label(cell: str, file: Path, line: int, num_classes: int, where: Where, column: int) -> int:
     text = cell.strip()
     if not (text.isascii() and text.isdigit() and int(text) < num_classes):
         found = "empty" if not text else repr(text)
-        raise _bad_row(file, line, f"column 2 (label) is {found}, expected a class label 0..{num_classes - 1}",
-                       where)
+        raise _bad_row(file, line, f"column {column + 1} (label) is {found}, expected a class label "
+                                   f"0..{num_classes - 1}", where)
     return int(text)
 
 

@@ -1,7 +1,8 @@
 """Checkpoints: crash-safe writes, safe reads, and the last/best bookkeeping of a run.
 
 A checkpoint holds only plain types and tensors, so it loads with `torch.load(weights_only=True)`
-and nothing else; what it holds (the recipe, the states) is decided by whoever calls `save`.
+and nothing else. It stands alone: besides its recipe and states it carries what eval, predict, export
+and sample need of the data (`data_section`), so a model is usable where its training files are not.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from typing import Any
 
 import torch
 
+from trainkit.data.base import DataMeta, Split
 from trainkit.errors import UserError
 
-FORMAT_VERSION = 1
+# 1: trainkit 0.1.0, no data section (restore reads the training data its config names instead).
+# 2: a "data" section: the data's metadata and a few real samples as stored.
+FORMAT_VERSION = 2
 
 
 class CheckpointError(UserError):
@@ -209,8 +213,25 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def data_section(meta: DataMeta, examples: Split) -> dict[str, Any]:
+    """What a checkpoint carries of its data: the metadata (shapes, classes, normalization, kind) and a few
+    real samples as stored."""
+    fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(meta).items()}
+    return {"meta": fields, "examples": {"x": examples.x, "y": examples.y}}
+
+
+def read_data_section(section: dict[str, Any]) -> tuple[DataMeta, Split]:
+    """The inverse of `data_section`."""
+    fields = dict(section["meta"])
+    for key in ("in_shape", "mean", "std", "target_shape"):
+        if fields.get(key) is not None:
+            fields[key] = tuple(fields[key])
+    examples = section.get("examples") or {}
+    return DataMeta(**fields), Split(examples.get("x"), examples.get("y"))
+
+
 def make_payload(config_yaml: str, modules: dict[str, Any], optimization: Any, fit_state: Any,
-                 manager: CheckpointManager, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                 manager: CheckpointManager, data: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything a checkpoint carries: its recipe (the resolved config), every state, and versions."""
     from trainkit import __version__
     from trainkit.engine.rng import rng_state
@@ -232,6 +253,7 @@ def make_payload(config_yaml: str, modules: dict[str, Any], optimization: Any, f
         "format": "trainkit",
         "format_version": FORMAT_VERSION,
         "config": config_yaml,
+        "data": data,
         "modules": states,
         "optimization": optimization.state_dict(),
         "fit": dataclasses.asdict(fit_state),

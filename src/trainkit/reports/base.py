@@ -9,7 +9,7 @@ from typing import Any, ContextManager
 from PIL import Image
 from torch import Tensor
 
-from trainkit.data.base import DataMeta
+from trainkit.data.base import DataMeta, Split
 
 
 @dataclass
@@ -24,6 +24,17 @@ class EvalInputs:
     split: str  # "test" or "val": the prefix of every metric name
     autocast: Callable[[], ContextManager[Any]]
     limit: int | None = None  # at most this many batches (trainer.limit_eval_batches)
+    train: Split | None = None  # the training split as stored, where the report wants it and it can be read
+
+
+@dataclass
+class EvalOptions:
+    """`eval.*`: what a report shows beyond its numbers."""
+
+    misclassified: int = 32  # classification: the most confidently misclassified images in misclassified.png
+    samples: int = 64  # GAN: generated images in samples.png
+    feature_ckpt: str | None = None  # GAN on images: a classifier checkpoint trained on the same data
+    feature_task: Any = None  # that checkpoint, restored (the eval command restores it; the GAN checks it)
 
 
 @dataclass
@@ -32,6 +43,14 @@ class Report:
     details: dict[str, Any] = field(default_factory=dict)  # the rest of the numbers, JSON-ready
     images: dict[str, Image.Image] = field(default_factory=dict)  # file stem → picture
     notes: list[str] = field(default_factory=list)  # lines for the console
+
+
+@dataclass
+class Drawn:
+    """What `trainkit sample` writes: a picture, and for samples that are numbers the numbers as a table."""
+
+    image: Image.Image
+    table: tuple[list[str], list[list[str]]] | None = None  # (header, rows) → a CSV beside the picture
 
 
 def class_names(meta: DataMeta) -> list[str]:

@@ -12,7 +12,7 @@ from trainkit.reports.render import confusion_image, image_grid
 
 
 def report(inputs: EvalInputs, misclassified: int = 32) -> Report:
-    logits, targets = collect(inputs.task.predict, inputs.loader, inputs.autocast, inputs.limit)
+    logits, targets = collect(inputs.task.outputs, inputs.loader, inputs.autocast, inputs.limit)
     names = class_names(inputs.meta)
     confidence, predicted = torch.softmax(logits, 1).max(1)
     matrix = confusion_matrix(targets, predicted, len(names))

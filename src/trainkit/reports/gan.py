@@ -30,16 +30,21 @@ def as_generated(x: Tensor, y: Tensor | None, inputs: EvalInputs) -> Tensor:
     return pixels01(x, inputs.meta)
 
 
-def report(inputs: EvalInputs, train_x: Tensor, train_y: Tensor, samples: int = 64,
-           classifier: Any = None) -> Report:
-    """`train_x`, `train_y`: the training split as stored, for the floor of each distance."""
+def report(inputs: EvalInputs, samples: int = 64, classifier: Any = None) -> Report:
+    """`inputs.train`, the training split as stored, gives the floor of each distance; without it (its files
+    are gone) the floors are left out and a note says so."""
     real = as_generated(inputs.raw, inputs.targets, inputs)
-    keep = subsample(torch.arange(len(train_x)), len(real), SAMPLE_SEED)  # as many as the split has
-    train = as_generated(train_x[keep], train_y[keep], inputs)
+    train = None
+    if inputs.train is not None:
+        keep = subsample(torch.arange(len(inputs.train)), len(real), SAMPLE_SEED)  # as many as the split has
+        train = as_generated(inputs.train.x[keep], inputs.train.y[keep], inputs)
     fake = inputs.task.generate(len(real), seed=SAMPLE_SEED)
+    rep = _points_report(inputs, real, fake, train) if inputs.task.joint else Report()
+    if train is None:
+        rep.notes.append("the training data could not be read, so the real-vs-real floor of each distance is "
+                         "left out (give the training files' paths to get it)")
     if inputs.task.joint:
-        return _points_report(inputs, real, fake, train)
-    rep = Report()
+        return rep
     grid = fake[:samples] if len(fake) >= samples else inputs.task.generate(samples, seed=SAMPLE_SEED)
     rep.images["samples"] = image_grid(grid, nrow=max(1, round(math.sqrt(len(grid)))))
     rep.details["samples_shown"] = len(grid)
@@ -54,32 +59,32 @@ def report(inputs: EvalInputs, train_x: Tensor, train_y: Tensor, samples: int = 
 @torch.inference_mode()
 def _features(classifier: Any, images01: Tensor, inputs: EvalInputs) -> tuple[Tensor, Tensor]:
     """(penultimate features, class probabilities) of images in [0, 1], as the classifier saw them in training."""
-    device = next(classifier.net.parameters()).device
+    device = next(p for m in classifier.modules().values() for p in m.parameters()).device
     normalize = RawInput(inputs.meta).to(device)
     feats, probs = [], []
     for batch in batches(images01, 1024):
         x = normalize(batch.to(device) * inputs.meta.scale)
         with inputs.autocast():
             feats.append(classifier.features(x).float().cpu())
-            probs.append(torch.softmax(classifier.predict(x).float(), 1).cpu())
+            probs.append(torch.softmax(classifier.outputs(x), 1).cpu())
     return torch.cat(feats), torch.cat(probs)
 
 
-def _feature_measures(inputs: EvalInputs, rep: Report, real: Tensor, fake: Tensor, train: Tensor,
+def _feature_measures(inputs: EvalInputs, rep: Report, real: Tensor, fake: Tensor, train: Tensor | None,
                       classifier: Any) -> None:
     names = class_names(inputs.meta)
     real_f, _ = _features(classifier, real, inputs)
     fake_f, fake_p = _features(classifier, fake, inputs)
-    train_f, _ = _features(classifier, train, inputs)
     s = inputs.split
     rep.scalars[f"{s}/fd"] = frechet_distance(real_f, fake_f)
-    rep.scalars[f"{s}/fd_train"] = frechet_distance(real_f, train_f)
+    if train is not None:  # real training images against the same split: the floor
+        rep.scalars[f"{s}/fd_train"] = frechet_distance(real_f, _features(classifier, train, inputs)[0])
     confidence, predicted = fake_p.max(1)
     rep.scalars[f"{s}/gen_confidence"] = confidence.mean().item()
     counts = torch.bincount(predicted, minlength=len(names)).tolist()
     rep.details.update({
         "fd": rep.scalars[f"{s}/fd"],
-        "fd_train": rep.scalars[f"{s}/fd_train"],  # real training images against the same split: the floor
+        "fd_train": rep.scalars.get(f"{s}/fd_train"),
         "feature_dim": real_f.shape[1],
         "generated": len(fake),
         "generated_class_histogram": dict(zip(names, counts)),
@@ -90,12 +95,15 @@ def _feature_measures(inputs: EvalInputs, rep: Report, real: Tensor, fake: Tenso
                        f"(mean confidence {confidence.mean().item():.0%})")
 
 
-def _points_report(inputs: EvalInputs, real: Tensor, fake: Tensor, train: Tensor) -> Report:
+def _points_report(inputs: EvalInputs, real: Tensor, fake: Tensor, train: Tensor | None) -> Report:
     s = inputs.split
     r, f = subsample(real, MAX_POINTS, 1), subsample(fake, MAX_POINTS, 2)
     energy = energy_distance(r, f)
-    floor = energy_distance(r, subsample(train, MAX_POINTS, 3))
-    title = f"{inputs.meta.name} {s}: energy distance {energy:.4g} (real train vs {s}: {floor:.4g})"
+    scalars, details = {f"{s}/energy": energy}, {"energy_distance": energy, "points": len(r)}
+    title = f"{inputs.meta.name} {s}: energy distance {energy:.4g}"
+    if train is not None:
+        floor = energy_distance(r, subsample(train, MAX_POINTS, 3))
+        scalars[f"{s}/energy_train"] = details["energy_distance_train"] = floor
+        title += f" (real train vs {s}: {floor:.4g})"
     picture = scatter_plot([Series(r, GREEN, f"real ({s})"), Series(f, RED, "generated")], title, "x", "y")
-    details = {"energy_distance": energy, "energy_distance_train": floor, "points": len(r)}
-    return Report({f"{s}/energy": energy, f"{s}/energy_train": floor}, details, {"points": picture})
+    return Report(scalars, details, {"points": picture})

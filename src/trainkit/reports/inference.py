@@ -1,7 +1,7 @@
-"""A trained network with the data's input normalization built in, so raw values go in (pixels 0..255 as
-uint8 or float, or a regression's x values); and batched inference over whole tensors or a loader.
+"""The data's input normalization as a module, so raw values go in (pixels 0..255 as uint8 or float, or a
+regression's x values), its inverse for generated samples; and batched inference over tensors or a loader.
 
-`predict` and `export` share `RawInput`: what a user feeds an exported file is what `trainkit predict` feeds
+Tasks build what they deploy from these: what a user feeds an exported file is what `trainkit predict` feeds
 the network, and both normalize exactly as the batch loader does during training.
 """
 
@@ -52,20 +52,6 @@ class RawOutput(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return (x.float() * self.std + self.mean) * self.scale
-
-
-def deployable(task: Any, meta: DataMeta) -> nn.Module:
-    """The network a user runs in production, in eval mode: raw inputs in, class logits or predictions out;
-    for a GAN the generator, latent noise in, samples in raw data units out."""
-    modules = task.modules()
-    if "gan" in modules:
-        gan = modules["gan"]
-        scale = meta.scale if getattr(task, "mean", None) is not None else 1.0
-        model = nn.Sequential(gan.generator, RawOutput(scale, task.mean, task.std))
-    else:
-        model = nn.Sequential(RawInput(meta), modules["net"])
-    device = next(p for m in modules.values() for p in m.parameters()).device
-    return model.to(device).eval()
 
 
 def batches(x: Tensor, batch_size: int) -> Iterator[Tensor]:

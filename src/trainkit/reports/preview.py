@@ -20,7 +20,7 @@ def input_grid(x: Tensor, y: Tensor, meta: DataMeta, max_images: int = 64) -> Im
     if len(meta.in_shape) != 3:
         return None
     x, y = x[:max_images].cpu(), y[:max_images].cpu()
-    names = class_names(meta) if meta.kind == "classification" else None
+    names = None if y.is_floating_point() else class_names(meta)  # class indices, or target values
     return image_grid(pixels01(x, meta), [_caption(label, names) for label in y])
 
 

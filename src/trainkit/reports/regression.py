@@ -14,7 +14,7 @@ MAX_DRAWN = 3000  # points per plot: enough to see the shape, few enough to draw
 
 
 def report(inputs: EvalInputs) -> Report:
-    predictions, targets = collect(inputs.task.predict, inputs.loader, inputs.autocast, inputs.limit)
+    predictions, targets = collect(inputs.task.outputs, inputs.loader, inputs.autocast, inputs.limit)
     p, t = predictions.reshape(len(predictions), -1), targets.float().reshape(len(targets), -1)
     err = p - t
     mse, mae, r2 = err.pow(2).mean().item(), err.abs().mean().item(), r2_score(p, t)

@@ -1,22 +1,40 @@
-"""The seam that keeps the loop generic: a task owns its modules, losses, metrics and update order."""
+"""The seam that keeps the loop and the commands generic: a task owns a model's whole life.
+
+Training: its modules, losses, metrics and update order. After training: its evaluation report, what
+`predict` writes for an input, what `export` deploys, what `sample` draws. A new objective is a new file
+here (plus its registration in build.py); no command and no loop ever learns what kind of task it runs.
+`SingleNetTask` is the plumbing that tasks with one network (classification, regression) share.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+import torch
 from torch import Tensor, nn
+
+from trainkit.data.base import DataMeta
+from trainkit.errors import ConfigError
 
 if TYPE_CHECKING:
     from trainkit.engine.optimization import Optimization
+    from trainkit.reports.base import Drawn, EvalInputs, EvalOptions, Report
 
 Batch = tuple[Tensor, Tensor]
+
+
+class CannotDo(ConfigError):
+    """A command that this kind of model has no meaning for (predict on a GAN, sample from a classifier)."""
 
 
 class Task(Protocol):
     monitor: str  # validation metric that picks the best checkpoint, e.g. "val/acc"
     monitor_mode: str  # "max" or "min"
+    meta: DataMeta  # the data it was built for: shapes, classes, normalization (stored in every checkpoint)
+    report_uses_train: bool  # eval also reads the training split, where it can, for the report's reference figures
 
+    # --- training (the loop) -------------------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
         """What to move to the device, checkpoint, and switch between train() and eval()."""
 
@@ -36,3 +54,88 @@ class Task(Protocol):
 
     def epoch_images(self) -> dict[str, Tensor]:
         """Images to keep after each epoch (name → C×H×W in [0, 1]); most tasks return {}."""
+
+    # --- after training (eval, predict, export, sample); modules are in eval mode --------------------------
+    def report(self, inputs: EvalInputs, options: EvalOptions) -> Report:
+        """`trainkit eval`: the numbers, details and pictures that judge the model on one split."""
+
+    def predict(self, x: Tensor) -> dict[str, list[Any]]:
+        """`trainkit predict` and `trainkit.load(...).predict`: a batch of raw inputs (as stored on disk) → output
+        columns of plain values, e.g. {"label": ["cat", ...], "confidence": [0.93, ...]}, one value per input;
+        the first column is the prediction. Raises CannotDo for a task that takes no input."""
+
+    def deployable(self) -> nn.Module:
+        """`trainkit export` and `trainkit.load`: the module a user runs, raw inputs in (the normalization
+        inside), in eval mode, on the task's device."""
+
+    def example_input(self, n: int, seed: int = 0) -> Tensor:
+        """A batch of `n` inputs of what `deployable()` takes, for tracing and for checking an export."""
+
+    def describe(self, uint8_input: bool = False) -> dict[str, Any]:
+        """What goes in and out of `deployable()`: {"task", "input", "output", ...}, stored in exported files."""
+
+    def sample(self, n: int, seed: int, nrow: int | None = None) -> Drawn:
+        """`trainkit sample`: `n` new samples as a picture (and a table where samples are numbers). Raises
+        CannotDo, in one line, for a task that does not generate."""
+
+
+class SingleNetTask:
+    """One network, one optimizer ("main"), one loss: the plumbing classification and regression share.
+    A subclass gives `monitor`, `train_step`, `eval_step`, `report`, `predict` and `describe`."""
+
+    monitor: str
+    monitor_mode: str
+    report_uses_train = False
+
+    def __init__(self, net: nn.Module, meta: DataMeta) -> None:
+        self.net = self.train_net = net  # train_net: the same net, or its DDP wrapper when data-parallel
+        self.meta = meta
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"net": self.net}
+
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        self.train_net = wrap(self.net)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"main": list(self.net.parameters())}
+
+    def epoch_images(self) -> dict[str, Tensor]:
+        return {}
+
+    def outputs(self, x: Tensor) -> Tensor:
+        """The network's float32 outputs (logits, predictions) for a normalized batch."""
+        return self.net(x).float()
+
+    def deployable(self) -> nn.Module:
+        from trainkit.reports.inference import RawInput
+
+        return nn.Sequential(RawInput(self.meta), self.net).to(_device(self.net)).eval()
+
+    def example_input(self, n: int, seed: int = 0) -> Tensor:
+        g = torch.Generator().manual_seed(seed)
+        if self.meta.scale != 1.0:  # stored pixels: whole numbers 0..scale
+            return torch.randint(0, int(self.meta.scale) + 1, (n, *self.meta.in_shape), generator=g).float()
+        return torch.randn(n, *self.meta.in_shape, generator=g)
+
+    def _input(self, uint8_input: bool) -> dict[str, Any]:
+        meta = self.meta
+        values = "pixel values 0..255" if meta.scale == 255.0 else "raw x values"
+        return {"name": "x", "shape": ["batch", *meta.in_shape], "dtype": "float32" + (" or uint8" * uint8_input),
+                "values": f"{values}; the normalization is inside the model"}
+
+    def _normalization(self) -> dict[str, Any]:
+        return {"scale": self.meta.scale, "mean": self.meta.mean, "std": self.meta.std}
+
+    @torch.inference_mode()
+    def _raw_outputs(self, x: Tensor) -> Tensor:
+        model = self.deployable()
+        return model(x.to(_device(self.net))).float().cpu()
+
+    def sample(self, n: int, seed: int, nrow: int | None = None) -> Drawn:
+        raise CannotDo(f"this is a {type(self).__name__.removesuffix('Task').lower()} model, not a GAN: it draws "
+                       f"no new samples. Judge it with `trainkit eval`, or run it on inputs with `trainkit predict`.")
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device

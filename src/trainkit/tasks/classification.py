@@ -1,30 +1,21 @@
-"""Classification: cross-entropy loss, accuracy; best checkpoint by validation accuracy."""
+"""Classification: cross-entropy loss, accuracy; best checkpoint by validation accuracy. After training: the
+per-class report, class names with their confidence for new inputs, logits out of the exported model."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainkit.engine.optimization import Optimization
-from trainkit.tasks.base import Batch
+from trainkit.reports.base import EvalInputs, EvalOptions, Report, class_names
+from trainkit.tasks.base import Batch, SingleNetTask
 
 
-class ClassificationTask:
+class ClassificationTask(SingleNetTask):
     monitor, monitor_mode = "val/acc", "max"
-
-    def __init__(self, net: nn.Module) -> None:
-        self.net = self.train_net = net  # train_net: the same net, or its DDP wrapper when data-parallel
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {"net": self.net}
-
-    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
-        self.train_net = wrap(self.net)
-
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"main": list(self.net.parameters())}
 
     def train_step(self, batch: Batch, opt: Optimization) -> dict[str, Tensor]:
         x, y = batch
@@ -32,8 +23,7 @@ class ClassificationTask:
             logits = self.train_net(x)
             loss = F.cross_entropy(logits, y)
         opt.step("main", loss)
-        # Per sample: a batch mean took two more small ops every step (the whole accuracy: 1-1.4% of an MNIST MLP
-        # step on the CPU); the accumulator reduces the queued values once per flush instead.
+        # Per sample: the accumulator reduces the queued values once per flush, which saves two small ops a step.
         return {"loss": loss.detach(), "acc": logits.detach().argmax(1) == y}
 
     def eval_step(self, batch: Batch) -> dict[str, Tensor]:
@@ -41,16 +31,25 @@ class ClassificationTask:
         logits = self.net(x).float()
         return {"loss": F.cross_entropy(logits, y), "acc": logits.argmax(1) == y}
 
-    def epoch_images(self) -> dict[str, Tensor]:
-        return {}
+    def report(self, inputs: EvalInputs, options: EvalOptions) -> Report:
+        from trainkit.reports import classification
 
-    # After training (eval reports, predict, the Fréchet distance of a GAN): not used by the loop.
-    def predict(self, x: Tensor) -> Tensor:
-        """Class logits (float32) of a normalized batch."""
-        return self.net(x).float()
+        return classification.report(inputs, options.misclassified)
+
+    def predict(self, x: Tensor) -> dict[str, list[Any]]:
+        confidence, label = torch.softmax(self._raw_outputs(x), 1).max(1)
+        names = class_names(self.meta)
+        return {"label": [names[k] for k in label.tolist()], "confidence": [round(c, 4) for c in confidence.tolist()]}
+
+    def describe(self, uint8_input: bool = False) -> dict[str, Any]:
+        return {"task": "classification", "input": self._input(uint8_input), "normalization": self._normalization(),
+                "class_names": class_names(self.meta),
+                "output": {"shape": ["batch", self.meta.num_outputs],
+                           "values": "class logits (softmax gives probabilities)"}}
 
     def features(self, x: Tensor) -> Tensor:
-        """The penultimate activations (what the last linear layer reads): N×F, a learned feature space."""
+        """The penultimate activations (what the last linear layer reads) of a normalized batch: N×F, a learned
+        feature space (a GAN's report measures its Fréchet distance in it)."""
         last = [m for m in self.net.modules() if isinstance(m, nn.Linear)][-1]
         seen: list[Tensor] = []
         handle = last.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))

@@ -2,20 +2,26 @@
 
 Samples are the data's images, or (x, y) points for regression data (the GAN learns their joint
 distribution). Validation measures a kernel MMD between real and generated samples (lower is better).
+After training: distances to real data in its report, the generator (noise in, raw samples out) as its
+export, grids or point plots from `sample`; it takes no input to predict from.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
+from trainkit.data.base import DataMeta, Split
 from trainkit.engine.optimization import Optimization
 from trainkit.models.gan import GAN
-from trainkit.tasks.base import Batch
+from trainkit.reports.base import Drawn, EvalInputs, EvalOptions, Report
+from trainkit.tasks.base import Batch, CannotDo
 
 _EVAL_NOISE_SEED = 1234  # fixed noise at validation: val/mmd moves only when the weights do
 
@@ -33,16 +39,40 @@ def mmd_rbf(a: Tensor, b: Tensor) -> Tensor:
 
 class GANTask:
     monitor, monitor_mode = "val/mmd", "min"
+    report_uses_train = True  # the floor of each distance: real training samples against the real split
 
-    def __init__(self, gan: GAN, joint: bool, mean: Tensor | None = None, std: Tensor | None = None,
-                 num_points: int = 512, real_label: float = 0.9) -> None:
-        self.gan, self.joint, self.real_label = gan, joint, real_label
-        self.mean, self.std = mean, std  # per-channel, C×1×1: undo the loader's normalization for pictures
+    def __init__(self, gan: GAN, meta: DataMeta, examples: Split | None = None, num_points: int = 512,
+                 real_label: float = 0.9) -> None:
+        self.gan, self.meta, self.real_label = gan, meta, real_label
+        # Images: generate pictures, normalized as the loader normalizes them. Anything else: (x, y) points.
+        self.joint = len(meta.in_shape) != 3
+        self.mean = self.std = None  # per-channel, C×1×1: undo the loader's normalization for pictures
+        if not self.joint and meta.mean is not None:
+            self.mean = torch.tensor(meta.mean).view(-1, 1, 1)
+            self.std = torch.tensor(meta.std).view(-1, 1, 1)
         z_gen = torch.Generator().manual_seed(_EVAL_NOISE_SEED)
         self.fixed_z = torch.randn(num_points, gan.generator.latent_dim, generator=z_gen)
-        self.reference: Tensor | None = None  # a few real samples, for the point-cloud picture
+        # A few real samples (as stored) for the point-cloud pictures; a checkpoint carries them.
+        self.reference = None if examples is None or not self.joint else self._joined(examples.x, examples.y)
         # What the training step runs: the two networks, or their DDP wrappers when data-parallel.
         self.g_train, self.d_train = gan.generator, gan.discriminator
+
+    @staticmethod
+    def sample_shape(meta: DataMeta) -> tuple[int, ...]:
+        """What the generator makes for this data: an image, or one (x, y) row."""
+        return tuple(meta.in_shape) if len(meta.in_shape) == 3 else (meta.in_shape[0] + meta.num_outputs,)
+
+    @staticmethod
+    def bounds(meta: DataMeta) -> tuple[Tensor, Tensor] | None:
+        """The pixel range [0, 1] in normalized units, which the generator's output is squashed into."""
+        if len(meta.in_shape) != 3 or meta.mean is None:
+            return None
+        mean, std = torch.tensor(meta.mean).view(-1, 1, 1), torch.tensor(meta.std).view(-1, 1, 1)
+        return (0 - mean) / std, (1 - mean) / std
+
+    @staticmethod
+    def _joined(x: Tensor, y: Tensor) -> Tensor:
+        return torch.cat([x.float().flatten(1), y.float().flatten(1)], 1)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"gan": self.gan}
@@ -55,15 +85,13 @@ class GANTask:
 
     def _real(self, batch: Batch) -> Tensor:
         x, y = batch
-        return torch.cat([x.flatten(1), y.flatten(1).to(x.dtype)], 1) if self.joint else x
+        return self._joined(x, y).to(x.dtype) if self.joint else x
 
     def _noise(self, n: int, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(n, self.gan.generator.latent_dim, generator=generator).to(like.device)
 
     def train_step(self, batch: Batch, opt: Optimization) -> dict[str, Tensor]:
         real = self._real(batch)
-        if self.reference is None:
-            self.reference = real[:512].detach().cpu()
         n = len(real)
         d = self.gan.discriminator
         with opt.autocast():
@@ -119,6 +147,69 @@ class GANTask:
         if self.mean is not None:
             fake = (fake * self.std + self.mean).clamp(0, 1)
         return fake
+
+
+    # --- after training -----------------------------------------------------------------------------------
+    def report(self, inputs: EvalInputs, options: EvalOptions) -> Report:
+        from trainkit.reports import gan
+
+        classifier = None
+        if options.feature_task is not None:
+            if self.joint:
+                rep = gan.report(inputs, options.samples)
+                rep.notes.append("eval.feature_ckpt is for GANs on images; for points the raw-value distance is reported")
+                return rep
+            classifier = self._feature_classifier(options.feature_ckpt, options.feature_task)
+        return gan.report(inputs, options.samples, classifier)
+
+    def _feature_classifier(self, path: str | None, task: Any) -> Any:
+        """The classifier of `eval.feature_ckpt`: trained on this GAN's data, with a feature space."""
+        theirs = task.meta
+        if theirs.name != self.meta.name or tuple(theirs.in_shape) != tuple(self.meta.in_shape):
+            raise CannotDo(
+                f"eval.feature_ckpt={path} was trained on data={theirs.name}, this GAN on data={self.meta.name}: the "
+                f"Fréchet distance needs a classifier of the same data. Train one, e.g. `trainkit train model=cnn "
+                f"data={self.meta.name} ...`, and give its best.ckpt."
+            )
+        if not callable(getattr(task, "features", None)):
+            raise CannotDo(f"eval.feature_ckpt={path} is not a classifier: give a checkpoint of model=mlp or "
+                           f"model=cnn on data={self.meta.name}.")
+        return task
+
+    def predict(self, x: Tensor) -> dict[str, list[Any]]:
+        raise CannotDo("this is a GAN: it takes no inputs to predict from. Draw new samples with "
+                       "`trainkit sample ckpt=PATH n=64`.")
+
+    def deployable(self) -> nn.Module:
+        from trainkit.reports.inference import RawOutput
+
+        scale = self.meta.scale if self.mean is not None else 1.0
+        model = nn.Sequential(self.gan.generator, RawOutput(scale, self.mean, self.std))
+        return model.to(next(self.gan.parameters()).device).eval()
+
+    def example_input(self, n: int, seed: int = 0) -> Tensor:
+        return torch.randn(n, self.gan.generator.latent_dim, generator=torch.Generator().manual_seed(seed))
+
+    def describe(self, uint8_input: bool = False) -> dict[str, Any]:
+        latent, shape = self.gan.generator.latent_dim, list(self.gan.generator.sample_shape)
+        raw = "pixel values 0..255" if self.mean is not None else "(x, y) points"
+        return {"task": "gan", "input": {"name": "z", "shape": ["batch", latent], "dtype": "float32",
+                                         "values": "standard normal latent noise"},
+                "output": {"shape": ["batch", *shape], "values": f"generated samples, {raw}"}}
+
+    def sample(self, n: int, seed: int, nrow: int | None = None) -> Drawn:
+        from trainkit.reports.render import GREEN, RED, Series, image_grid, scatter_plot
+
+        fake = self.generate(n, seed=seed)
+        if not self.joint:
+            return Drawn(image_grid(fake, nrow=nrow or max(1, round(math.sqrt(n)))))
+        series = [Series(fake, RED, "generated")]
+        title = f"{n} generated points (seed {seed})"
+        if self.reference is not None:
+            series.insert(0, Series(self.reference, GREEN, "real"))
+            title += f" over {len(self.reference)} real ones"
+        table = (["x", "y"], [[f"{v:.9g}" for v in row] for row in fake.tolist()])
+        return Drawn(scatter_plot(series, title, "x", "y"), table)
 
 
 def scatter_image(real: Tensor | None, fake: Tensor, size: int = 256) -> Tensor:

@@ -1,30 +1,20 @@
-"""Regression: mean squared error loss, mean absolute error; best checkpoint by validation loss."""
+"""Regression: mean squared error loss, mean absolute error; best checkpoint by validation loss. After training:
+the R² report with its plots, one prediction column per target, raw x values in and predictions out."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from trainkit.engine.optimization import Optimization
-from trainkit.tasks.base import Batch
+from trainkit.reports.base import EvalInputs, EvalOptions, Report
+from trainkit.tasks.base import Batch, SingleNetTask
 
 
-class RegressionTask:
+class RegressionTask(SingleNetTask):
     monitor, monitor_mode = "val/loss", "min"
-
-    def __init__(self, net: nn.Module) -> None:
-        self.net = self.train_net = net  # train_net: the same net, or its DDP wrapper when data-parallel
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {"net": self.net}
-
-    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
-        self.train_net = wrap(self.net)
-
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"main": list(self.net.parameters())}
 
     def train_step(self, batch: Batch, opt: Optimization) -> dict[str, Tensor]:
         x, y = batch
@@ -39,9 +29,19 @@ class RegressionTask:
         pred = self.net(x).float()
         return {"loss": F.mse_loss(pred, y), "mae": (pred - y).abs().mean()}
 
-    def epoch_images(self) -> dict[str, Tensor]:
-        return {}
+    def report(self, inputs: EvalInputs, options: EvalOptions) -> Report:
+        from trainkit.reports import regression
 
-    def predict(self, x: Tensor) -> Tensor:
-        """Predicted targets (float32) of a batch; used after training, not by the loop."""
-        return self.net(x).float()
+        return regression.report(inputs)
+
+    def _columns(self) -> list[str]:
+        k = self.meta.num_outputs
+        return ["prediction"] if k == 1 else [f"prediction_{i}" for i in range(k)]
+
+    def predict(self, x: Tensor) -> dict[str, list[Any]]:
+        out = self._raw_outputs(x).reshape(len(x), self.meta.num_outputs)
+        return {name: out[:, i].tolist() for i, name in enumerate(self._columns())}
+
+    def describe(self, uint8_input: bool = False) -> dict[str, Any]:
+        return {"task": "regression", "input": self._input(uint8_input), "normalization": self._normalization(),
+                "output": {"shape": ["batch", self.meta.num_outputs], "values": "predicted targets"}}

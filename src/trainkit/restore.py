@@ -1,0 +1,120 @@
+"""A checkpoint brought back to life from what it carries alone: its recipe, the description of its data and
+its weights. eval, predict, export, sample and `trainkit.load` start here; only eval reads data again (the
+split it evaluates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from trainkit.build import build_data, build_eval_loader, build_runtime, build_task, examples, place
+from trainkit.data.base import DataError, DataMeta, DataSplits, Split
+from trainkit.engine import checkpoint
+from trainkit.engine.optimization import Precision
+from trainkit.engine.rng import seed_everything
+from trainkit.engine.settings import TrainerSettings
+from trainkit.errors import ConfigError
+from trainkit.tasks.base import Task
+
+RECIPE_KEYS = ("data", "model", "optimizer", "scheduler", "trainer", "seed")  # overridable in the stored config
+
+
+@dataclass
+class Restored:
+    """A checkpoint brought back: its payload, its recipe (overrides applied), its task in eval mode."""
+
+    path: Path
+    payload: dict[str, Any]
+    recipe: DictConfig
+    settings: TrainerSettings
+    device: torch.device
+    task: Task
+
+    @property
+    def meta(self) -> DataMeta:
+        return self.task.meta
+
+    @property
+    def epoch(self) -> int:
+        return self.payload["fit"]["epoch"]
+
+    @property
+    def autocast(self) -> Any:
+        return Precision(self.settings.precision, self.device).autocast
+
+
+def stored_config(payload: dict[str, Any], overrides: DictConfig | None = None) -> DictConfig:
+    """The checkpoint's config with a command's `data.*`, `trainer.*`, ... overrides merged on top."""
+    stored = OmegaConf.create(payload["config"])
+    if overrides is None:
+        return stored
+    changes = {k: OmegaConf.to_container(overrides[k]) if isinstance(overrides[k], DictConfig) else overrides[k]
+               for k in RECIPE_KEYS if k in overrides}
+    return OmegaConf.merge(stored, changes)  # type: ignore[return-value]
+
+
+def restore(ckpt: str | Path, overrides: DictConfig | None = None) -> Restored:
+    """The task of `ckpt`, built from its own recipe and data description, weights loaded, in eval mode."""
+    path = Path(ckpt)
+    payload = checkpoint.load(path)
+    recipe = stored_config(payload, overrides)
+    seed_everything(recipe.seed)
+    settings, device = build_runtime(recipe)
+    meta, samples = _data_description(payload, recipe, path)
+    task = build_task(recipe, meta, samples)
+    place(task, [], settings, device)
+    checkpoint.load_modules(payload, task.modules(), path)
+    for module in task.modules().values():
+        module.eval()  # after training: no dropout, no batch statistics
+    return Restored(path, payload, recipe, settings, device, task)
+
+
+def _data_description(payload: dict[str, Any], recipe: DictConfig, path: Path) -> tuple[DataMeta, Split]:
+    """What the checkpoint says of its data. Format 1 (trainkit 0.1.0) did not store it: it is read from the
+    training data its config names, as that release did, or the error says what to pass."""
+    if "data" in payload:
+        return checkpoint.read_data_section(payload["data"])
+    try:
+        data = build_data(recipe)
+    except DataError as err:
+        version = payload.get("versions", {}).get("trainkit", "0.1.0")
+        raise checkpoint.CheckpointError(
+            f"{path} was written by trainkit {version} (checkpoint format {payload.get('format_version', 1)}), "
+            f"which did not store a description of its data, so it is read from the training data the checkpoint's "
+            f"config names, and that failed: {err} Pass the data it was trained on on the command line (e.g. "
+            f"data.train_csv=PATH for mnist_csv, data.root=DIR for cifar10); any checkpoint trainkit writes now "
+            f"carries that description itself."
+        ) from None
+    return data.meta, examples(data.val)
+
+
+def read_split(restored: Restored, split: str, with_train: bool = False) -> tuple[DataSplits, Split | None]:
+    """The data of one split (`test` or `val`) from the recipe's data config, checked against the checkpoint's
+    description; with `with_train`, also the training split where its files can be read (else None)."""
+    recipe = restored.recipe
+    data = None
+    if with_train:
+        try:
+            data = build_data(recipe, splits=(split, "train"))
+        except DataError:
+            data = None  # the training files are gone: the report does without them
+    if data is None:
+        data = build_data(recipe, splits=(split,))
+    ours, theirs = restored.meta, data.meta
+    if tuple(ours.in_shape) != tuple(theirs.in_shape) or ours.num_outputs != theirs.num_outputs:
+        raise ConfigError(
+            f"the data given (data={theirs.name}: samples of shape {list(theirs.in_shape)}, {theirs.num_outputs} "
+            f"outputs) does not fit the checkpoint {restored.path} (data={ours.name}: {list(ours.in_shape)}, "
+            f"{ours.num_outputs} outputs). Evaluate it on data of the kind it was trained on."
+        )
+    return data, data.train
+
+
+def eval_loader(restored: Restored, split: Split) -> Any:
+    """Batches of `split` normalized exactly as in training, on the restored task's device."""
+    return build_eval_loader(restored.recipe, split, restored.meta, restored.device, restored.settings)
