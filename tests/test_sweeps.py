@@ -183,7 +183,7 @@ def test_hparams_session_sits_beside_the_runs_curves(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import metadata
 
-    from trainkit.sweep import log_hparams
+    from trainkit.trainer import log_hparams
 
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)

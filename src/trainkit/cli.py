@@ -9,6 +9,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 
@@ -150,13 +151,18 @@ def _run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def _clean_up(run_dir: Path, exc: Exception) -> None:
+    """No run directory left half-made by an error before any result (never one the user had, like `.`)."""
+    made_here = run_dir.resolve() in CREATED
+    if made_here and not getattr(exc, "keeps_run_dir", False) and not any(run_dir.glob("checkpoints/*.ckpt")):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def _fail(console, run_dir: Path, exc: Exception) -> None:
     code = getattr(exc, "exit_code", 1)
     label = "[bold yellow]stopped:[/bold yellow]" if code != 1 else "[bold red]error:[/bold red]"
     console.print(f"{label} {exc}", highlight=False, soft_wrap=True)
-    made_here = run_dir.resolve() in CREATED  # never a directory the user had, like `.` for `data check`
-    if made_here and not getattr(exc, "keeps_run_dir", False) and not any(run_dir.glob("checkpoints/*.ckpt")):
-        shutil.rmtree(run_dir, ignore_errors=True)  # no run directory left half-made
+    _clean_up(run_dir, exc)
     raise SystemExit(code)
 
 
@@ -197,7 +203,11 @@ def _load(target: str):
     return getattr(importlib.import_module(module), name)
 
 
-def _task_function(command: Command):
+# What the last Hydra command returned or raised, for `run` (the Python API) to hand back.
+_OUTCOME: dict[str, Any] = {}
+
+
+def _task_function(command: Command, api: bool = False):
     def task(cfg):
         from rich.console import Console
 
@@ -210,9 +220,15 @@ def _task_function(command: Command):
         except Exception as exc:
             if _multirun():
                 return _job_failed(console, run_dir, exc)
+            if api:  # the caller gets the exception itself, not an exit
+                if isinstance(exc, UserError):
+                    _clean_up(run_dir, exc)
+                _OUTCOME["error"] = exc
+                return None
             if isinstance(exc, UserError):
                 _fail(console, run_dir, exc)
             raise
+        _OUTCOME["result"] = result
         # Hydra's sweepers (Optuna) optimise what the task function returns.
         return result.get("best_value") if isinstance(result, dict) else None
 
@@ -262,29 +278,77 @@ def main(argv: list[str] | None = None) -> int:
     command = COMMANDS[name]
     if command.config is None:
         return int(_load(command.target)(rest) or 0)
-    if command.recipe_overrides:
-        rest = [f"++{a}" if a.startswith(RECIPE_ROOTS) else a for a in rest]
     from trainkit.errors import UserError
-    from trainkit.sweep import require_extras
 
     try:
-        require_extras(rest, config_dir())
+        rest = _prepare(command, rest)
     except UserError as exc:
         print(f"error: {exc}")
         return 1
-    rest = _claim_output_dir(command, rest) if _world_size() == 1 else _agree_output_dir(command, rest)
+    _hydra(command, rest, sys.argv[0] if argv is None else "trainkit")
+    return 0
 
+
+def run(name: str, args: list[str]) -> Any:
+    """A Hydra command run in this process exactly as `trainkit NAME ARGS` runs it, for the Python API: returns
+    what the command returns (train: the summary dict) and raises its error instead of exiting."""
+    from trainkit.errors import ConfigError
+
+    command = COMMANDS[name]
+    if any(a in ("-m", "--multirun") for a in args):
+        raise ConfigError("sweeps (-m) run from the command line: trainkit train -m ...")
+    import logging
+
+    args = _prepare(command, list(args))
+    _OUTCOME.clear()
+    argv = sys.argv
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level  # Hydra's job logging takes over the root logger
+    try:
+        _hydra(command, args, "trainkit", api=True)
+    except SystemExit as exc:  # Hydra refused the overrides; it has printed why
+        if exc.code:
+            raise ConfigError(f"trainkit {name} {' '.join(args)}: the overrides do not compose (Hydra's message "
+                              f"is printed above).") from None
+    finally:
+        sys.argv = argv
+        for handler in [h for h in root.handlers if h not in handlers]:  # the run's train.log is closed with it
+            root.removeHandler(handler)
+            handler.close()
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
+    if "error" in _OUTCOME:
+        raise _OUTCOME.pop("error")
+    return _OUTCOME.pop("result", None)
+
+
+def _prepare(command: Command, rest: list[str]) -> list[str]:
+    """The overrides as Hydra gets them: recipe keys made `++` where they change a stored config, the extras a
+    line needs checked, and the run directory claimed."""
+    if command.recipe_overrides:
+        rest = [f"++{a}" if a.startswith(RECIPE_ROOTS) else a for a in rest]
+    from trainkit.extras import require_extras
+
+    require_extras(rest, config_dir())
+    return _claim_output_dir(command, rest) if _world_size() == 1 else _agree_output_dir(command, rest)
+
+
+def _hydra(command: Command, rest: list[str], prog: str, api: bool = False) -> None:
     import hydra
 
     _register_schemas()
-    sys.argv = [sys.argv[0] if argv is None else "trainkit", *rest]
+    sys.argv = [prog, *rest]
     try:
         app = hydra.main(config_path=str(config_dir()), config_name=command.config, version_base="1.3")
-        app(_task_function(command))()
+        app(_task_function(command, api))()
     except BaseException:
         _report_stopped_sweep(rest)
+        for made in CREATED:  # a run directory Hydra never got to use (its overrides did not compose)
+            if made.is_dir() and not any(made.iterdir()):
+                made.rmdir()
         raise
-    return 0
 
 
 def _report_stopped_sweep(args: list[str]) -> None:

@@ -159,7 +159,7 @@ class BatchLoader:
         return x if self.augment is None else self.augment(x, g)
 
     def _prepare(self, x: Tensor, g: torch.Generator) -> Tensor:
-        # Measured (benchmarks/README.md): float(), /, -, / took four passes over a batch; this takes three, into one new tensor.
+        # float(), /, -, / would take four passes over a batch; this takes three, into one new tensor.
         x = self._augmented(x, g)
         fmt = self.memory_format if x.dim() == 4 else torch.preserve_format
         if self._affine is None:
@@ -171,8 +171,8 @@ class BatchLoader:
 
 
 def _cut(t: Tensor, idx: Tensor | slice) -> Tensor:
-    """Rows `idx` of `t`. A slice is a view; for an index tensor, index_select copies whole rows, which was 7×
-    faster than t[idx] on a batch of 128 MNIST images (uint8) on the CPU."""
+    """Rows `idx` of `t`. A slice is a view; for an index tensor, index_select copies whole rows, which is much
+    faster than t[idx] for uint8 image batches on the CPU (benchmarks/README.md)."""
     return t[idx] if isinstance(idx, slice) else torch.index_select(t, 0, idx)
 
 

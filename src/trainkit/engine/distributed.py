@@ -57,7 +57,9 @@ def setup() -> None:
 
 
 def teardown() -> None:
+    """Leave the group together: every rank past its last collective before any destroys its end of it."""
     if active():
+        dist.barrier()
         dist.destroy_process_group()
 
 

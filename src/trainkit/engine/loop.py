@@ -155,6 +155,9 @@ class Hooks:
     save_epoch: Callable[[dict[str, float]], None]  # after validation, with the epoch's metrics
     save_step: Callable[[], None]  # mid-epoch: every checkpoint_every_n_steps, and on a stop request
     stop_requested: Callable[[], int | None] = lambda: None  # a pending signal number, or None
+    # event(name, *values): epoch_start (epoch), step_end (step, metrics or None), validation_start,
+    # validation_end (metrics), epoch_end (epoch, metrics); the Trainer hands them to its callbacks.
+    event: Callable[..., None] = lambda name, *values: None
 
 
 def _train_epoch(task: Task, loader: Loader, opt: Optimization, logger: Logger, settings: TrainerSettings,
@@ -168,6 +171,7 @@ def _train_epoch(task: Task, loader: Loader, opt: Optimization, logger: Logger, 
     window = MeanAccumulator()
     loader.set_epoch(epoch, state.batch)
     logger.start_epoch(epoch, num)
+    hooks.event("epoch_start", epoch)
     start = time.perf_counter()
     for x, y in islice(loader, num - state.batch):
         skipped = opt.skipped_steps
@@ -185,6 +189,7 @@ def _train_epoch(task: Task, loader: Loader, opt: Optimization, logger: Logger, 
             window = MeanAccumulator()
             _check_finite(logged, epoch_acc)
         logger.step(state.step, logged)
+        hooks.event("step_end", state.step, logged)
         every = settings.checkpoint_every_n_steps
         signum = hooks.stop_requested()
         if signum is not None or (every and state.step % every == 0 and state.batch < num):
@@ -236,14 +241,18 @@ def fit(
     settings: TrainerSettings,
     hooks: Hooks,
     state: FitState | None = None,
+    until: int | None = None,
 ) -> FitState:
-    """Train from `state` (a fresh run when None; any saved position, mid-epoch included) to
-    `settings.max_epochs`. Each epoch ends with validation, a metrics row and `hooks.save_epoch`."""
+    """Train from `state` (a fresh run when None; any saved position, mid-epoch included) to `until` completed
+    epochs (default `settings.max_epochs`). Each epoch ends with validation, a metrics row and `hooks.save_epoch`."""
     state = state or FitState()
-    while state.epoch < settings.max_epochs and not state.stopped_early:
+    end = settings.max_epochs if until is None else min(until, settings.max_epochs)
+    while state.epoch < end and not state.stopped_early:
         train_metrics, elapsed, samples = _train_epoch(task, train_loader, opt, logger, settings, state, hooks)
+        hooks.event("validation_start")
         with opt.ema.swapped() if opt.ema is not None else nullcontext():  # validate the averaged weights
             val_metrics = evaluate(task, val_loader, opt.autocast, "val/", settings.limit_eval_batches)
+        hooks.event("validation_end", val_metrics)
         metrics = {
             **train_metrics, **val_metrics, **opt.learning_rates(),
             "time/epoch_s": elapsed, "train/samples_per_s": samples / elapsed if elapsed > 0 else 0.0,
@@ -257,6 +266,7 @@ def fit(
         hooks.save_epoch(metrics)
         logger.end_epoch(state.epoch, state.step, metrics)
         logger.images(state.epoch, task.epoch_images())
+        hooks.event("epoch_end", state.epoch, state.history[-1])
         signum = hooks.stop_requested()
         if signum is not None and state.epoch < settings.max_epochs:
             raise _interrupted(signum, state)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from PIL import Image
 from rich.console import Console
 from torch import Tensor
 
@@ -53,7 +54,7 @@ class RunLogger:
 
     def images(self, epoch: int, images: dict[str, Tensor]) -> None:
         if images:
-            # Only here: importing torchvision at the top cost every run 0.4 s before its first step.
+            # Only here: importing torchvision at the top delays every run's first step, pictures or not.
             from torchvision.utils import save_image
         for name, image in images.items():
             path = self.run_dir / name / f"epoch_{epoch:03d}.png"
@@ -62,10 +63,18 @@ class RunLogger:
             if self.tb is not None:
                 self.tb.image(name, image, epoch)
 
+    def picture(self, name: str, image: Image.Image) -> None:
+        """A picture made once (the first training batch): to TensorBoard; the caller saves the file."""
+        if self.tb is not None:
+            from trainkit.reports.render import to_tensor
+
+            self.tb.image(name, to_tensor(image), 0)
+
     def close(self) -> None:
         self.progress.close()
         if self.tb is not None:
             self.tb.close()
+            self.tb = None
 
 
 class SilentLogger:
@@ -75,4 +84,5 @@ class SilentLogger:
     def step(self, step: int, metrics: dict[str, float] | None) -> None: ...
     def end_epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> None: ...
     def images(self, epoch: int, images: dict[str, Tensor]) -> None: ...
+    def picture(self, name: str, image: Image.Image) -> None: ...
     def close(self) -> None: ...
