@@ -42,7 +42,7 @@ def indexed_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Te
     """The fastest plain loop here: the normalized split in memory, batches cut from a random permutation
     (the first `max_batches` of them, if given). Returns the samples trained on."""
     model.train()
-    perm = torch.randperm(len(x), generator=generator)
+    perm = torch.randperm(len(x), generator=generator).to(x.device)  # a no-op on the CPU
     end = len(x) if max_batches is None else min(len(x), max_batches * batch_size)
     for i in range(0, end, batch_size):
         idx = perm[i:i + batch_size]

@@ -5,15 +5,21 @@
 Sections (all by default; `--only throughput,overhead` picks some; `--quick` shrinks everything to debug the
 harness):
   throughput  trainkit's training samples/s against plain hand-written loops (benchmarks/handwritten.py) on the
-              same data, model, batch size and threads, in this process, epochs interleaved (median of several)
+              same data, model, batch size and threads, in this process, epochs interleaved (median of several);
+              `--device cuda` runs this section on a GPU (benchmarks/gpu_check.sh does)
   overhead    what an epoch costs besides training (validation, checkpoint, logging, progress display) and the
-              host syncs it makes
+              host syncs it makes, by the function that made them
   ops         tensor ops per training step (torch.profiler), trainkit against the hand-written loop
   switches    trainer.compile, trainer.channels_last, trainer.matmul_precision, trainer.precision on this CPU
   startup     `trainkit --help` against `import torch`; `trainkit train` (default config) to its first step
   memory      peak resident memory (/usr/bin/time -v) of MNIST and CIFAR-10 runs
   accuracy    time to 99.0% MNIST test accuracy (experiment=mnist_cnn) and the CIFAR-10 preset, each against
               the classic tutorial recipe (SGD lr 0.001 momentum 0.9, batch 4) given the same wall time (long)
+
+Every trainkit run is trainkit's own `Trainer` (src/trainkit/trainer.py), built from the shipped configs as
+`trainkit train` builds it and trained one epoch at a time; its parts are timed by a callback on its events.
+Nothing of trainkit is replaced at run time (only torch's Tensor methods are wrapped, for one epoch, to count
+host syncs). The sections besides throughput are written for the CPU.
 
 Results are merged into benchmarks/results/perf.json (a re-run section replaces its entry) and the whole table
 is written to benchmarks/results/perf.md. Take timings on a quiet machine: the load average is recorded.
@@ -37,6 +43,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from trainkit.trainer import Callback
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
@@ -57,98 +65,82 @@ def compose(overrides: list[str]):
         return hydra_compose(config_name="train", overrides=overrides)
 
 
-class Timed:
-    """A proxy that adds the seconds spent in each method of `inner` to `seconds[name]`."""
+class EpochTimer(Callback):
+    """Where an epoch's wall time goes, from the Trainer's events: validation (validation_start to _end),
+    checkpoint saving (checkpoint_start to _end) and epoch logging (metrics.csv, TensorBoard, the console line:
+    from the checkpoint's end, or validation's without one, to epoch_end)."""
 
-    def __init__(self, inner: Any, seconds: dict[str, float]) -> None:
-        self._inner, self._seconds = inner, seconds
+    def __init__(self) -> None:
+        self.marks: dict[str, float] = {}
+        self.seconds: dict[str, float] = defaultdict(float)
 
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._inner, name)
-        if not callable(attr):
-            return attr
+    def _mark(self, name: str) -> float:
+        self.marks[name] = now = time.perf_counter()
+        return now
 
-        def call(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return attr(*args, **kwargs)
-            finally:
-                self._seconds[name] += time.perf_counter() - start
+    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
+        self.marks, self.seconds = {}, defaultdict(float)
 
-        return call
+    def on_validation_start(self, trainer: Any) -> None:
+        self._mark("validation_start")
+
+    def on_validation_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+        self.seconds["validate"] += self._mark("validation_end") - self.marks["validation_start"]
+
+    def on_checkpoint_start(self, trainer: Any) -> None:
+        self._mark("checkpoint_start")
+
+    def on_checkpoint_end(self, trainer: Any) -> None:
+        self.seconds["checkpoint"] += self._mark("checkpoint_end") - self.marks["checkpoint_start"]
+
+    def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, float]) -> None:
+        after = max(self.marks.get("checkpoint_end", 0.0), self.marks["validation_end"])
+        self.seconds["log_epoch"] += self._mark("epoch_end") - after
 
 
 class TrainkitRun:
-    """trainkit's objects for one composed config, wired as `trainkit train` wires them (real logger with a live
-    progress bar, TensorBoard, metrics.csv, checkpoints), trained one epoch at a time so that contenders can take
-    turns. Every epoch records where its wall time went."""
+    """trainkit's `Trainer` for one composed config, as `trainkit train` builds it (a live progress bar on a
+    thrown-away terminal, TensorBoard, metrics.csv, checkpoints), trained one epoch at a time (`fit(epochs=k)`)
+    so that contenders can take turns. A callback (`EpochTimer`) records where each epoch's wall time went;
+    nothing of trainkit is replaced. `max_epochs=None` keeps the config's own (a preset that ends)."""
 
-    def __init__(self, overrides: list[str], run_dir: Path, quick: bool = False) -> None:
+    def __init__(self, overrides: list[str], run_dir: Path, quick: bool = False, max_epochs: int | None = 10**6,
+                 callbacks: tuple[Callback, ...] = ()) -> None:
         from rich.console import Console
 
-        from trainkit.build import build_optimization, build_run
-        from trainkit.engine import checkpoint
-        from trainkit.engine.loop import FitState, Hooks, num_batches
-        from trainkit.engine.rng import seed_everything
-        from trainkit.logging.run_logger import RunLogger
+        from trainkit.trainer import Trainer
 
-        self.cfg = cfg = compose(overrides)
-        seed_everything(cfg.seed)
-        self.built = built = build_run(cfg)
-        self.task, self.settings, self.loaders = built.task, built.settings, built.loaders
-        if quick:
-            self.settings.limit_train_batches = self.settings.limit_train_batches or 20
-        steps = num_batches(self.loaders["train"], self.settings.limit_train_batches)
-        self.opt = opt = build_optimization(cfg, self.task, self.settings, built.device, steps)
-        manager = checkpoint.CheckpointManager(run_dir / "checkpoints", self.task.monitor, self.task.monitor_mode,
-                                               self.settings.keep_last_k)
-        self.state = state = FitState()
-        payload = lambda: checkpoint.make_payload("seed: 0\n", self.task.modules(), opt, state, manager)  # noqa: E731
-        self.seconds: dict[str, float] = defaultdict(float)
-        save = Timed(manager, self.seconds)
-        self.hooks = Hooks(save_epoch=lambda m: save.save_epoch(payload, m, state.epoch, state.step),
-                           save_step=lambda: manager.save_step(payload, state.epoch + 1, state.step))
-        # A terminal that is thrown away: the rich progress bar runs (and refreshes) as on a real one.
+        extra = [f"trainer.max_epochs={max_epochs}"] if max_epochs else []
+        if quick and not any(o.startswith("trainer.limit_train_batches=") for o in overrides):
+            extra.append("trainer.limit_train_batches=20")
+        self.cfg = compose([*overrides, *extra])
+        # A terminal that is thrown away: the rich progress bar runs (and redraws) as on a real one.
         self._devnull = open(os.devnull, "w")
         console = Console(file=self._devnull, force_terminal=True, width=120)
-        self.logger = Timed(RunLogger(run_dir, console, 10**6, progress=self.settings.progress,
-                                      tensorboard=self.settings.tensorboard,
-                                      batch_size=self.loaders["train"].batch_size), self.seconds)
+        self.timer = EpochTimer()
+        self.trainer = Trainer(self.cfg, run_dir, console, callbacks=[self.timer, *callbacks])
+        self.built, self.task, self.loaders = self.trainer.built, self.trainer.task, self.trainer.loaders
+        self.settings, self.opt = self.trainer.settings, self.trainer.opt
         self.rows: list[dict[str, float]] = []
 
+    @property
+    def state(self) -> Any:
+        return self.trainer.state
+
     def epoch(self) -> dict[str, float]:
-        """One more epoch through `fit`; its metrics and where its wall time went (seconds)."""
-        from trainkit.engine import loop
-
-        evaluate = loop.evaluate
-
-        def timed_evaluate(*args: Any, **kwargs: Any) -> dict[str, float]:
-            start = time.perf_counter()
-            try:
-                return evaluate(*args, **kwargs)
-            finally:
-                self.seconds["validate"] += time.perf_counter() - start
-
-        self.seconds.clear()
-        self.settings.max_epochs = self.state.epoch + 1
-        loop.evaluate = timed_evaluate
-        try:
-            start = time.perf_counter()
-            loop.fit(self.task, self.loaders["train"], self.loaders["val"], self.opt, self.logger, self.settings,
-                     self.hooks, self.state)
-            wall = time.perf_counter() - start
-        finally:
-            loop.evaluate = evaluate
-        m = self.state.history[-1]
+        """One more epoch through `Trainer.fit`; its metrics and where its wall time went (seconds)."""
+        start = time.perf_counter()
+        self.trainer.fit(epochs=self.trainer.state.epoch + 1)
+        wall = time.perf_counter() - start
+        m, s = self.trainer.state.history[-1], self.timer.seconds
         row = {"wall_s": wall, "train_s": m["time/epoch_s"], "samples_per_s": m["train/samples_per_s"],
-               "validate_s": self.seconds["validate"], "checkpoint_s": self.seconds["save_epoch"],
-               "log_epoch_s": self.seconds["end_epoch"] + self.seconds["images"] + self.seconds["start_epoch"],
-               "log_step_s": self.seconds["step"], "loss": m.get("train/loss"), "val_acc": m.get("val/acc")}
+               "validate_s": s["validate"], "checkpoint_s": s["checkpoint"], "log_epoch_s": s["log_epoch"],
+               "loss": m.get("train/loss"), "val_acc": m.get("val/acc")}
         self.rows.append(row)
         return row
 
     def close(self) -> None:
-        self.logger.close()
+        self.trainer.close()
         self._devnull.close()
 
 
@@ -181,46 +173,54 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases.split(",")]
     if args.quick:
         cases = cases[:1]
-    out: dict[str, Any] = {"threads": torch.get_num_threads(), "epochs": args.epochs, "warmup_epochs": 1,
-                           "cases": []}
+    device = torch.device(args.device)
+    # The queue of kernels must drain inside a timed epoch (trainkit's ends with its metrics' host copy).
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    out: dict[str, Any] = {"device": str(device), "threads": torch.get_num_threads(), "epochs": args.epochs,
+                           "warmup_epochs": 1, "cases": []}
     for model, batch in cases:
         load_before = load_avg()
         run = TrainkitRun([*mnist_overrides(args), f"model={model}", "optimizer=adam", "scheduler=none",
-                           f"data.batch_size={batch}", f"trainer.num_threads={torch.get_num_threads()}"],
+                           f"data.batch_size={batch}", f"trainer.num_threads={torch.get_num_threads()}",
+                           f"trainer.device={args.device}"],
                           tmp / f"{model}-{batch}", args.quick)
         meta, train = run.built.data.meta, run.built.data.train
         x, y = hw.normalized(train.x, meta.mean, meta.std), train.y
         if args.quick:
             x, y = x[:20 * batch], y[:20 * batch]
+        x, y = x.to(device), y.to(device)  # a hand-written GPU script keeps MNIST on the GPU too
         make = (lambda: MLP(meta.in_shape, meta.num_outputs, hidden=[500])) if model == "mlp" else \
             (lambda: CNN(meta.in_shape, meta.num_outputs))
         nets = {}
         for name in ("indexed", "indexed_fused", "dataloader"):
             torch.manual_seed(0)
-            net = make()
+            net = make().to(device)
             # torch's default Adam (what a minimal loop writes), and its fused kernel (what trainkit's configs
             # choose): the best hand-written loop, so the loop's own cost is compared with the same optimizer.
             nets[name] = (net, torch.optim.Adam(net.parameters(), lr=1e-3, fused=name == "indexed_fused" or None))
-        loader = hw.dataloader(x, y, batch)
         gen = torch.Generator().manual_seed(0)
 
         def timed(fn) -> float:
+            sync()
             start = time.perf_counter()
             n = fn()
+            sync()
             return n / (time.perf_counter() - start)
 
         contenders = {
             "trainkit": lambda: run.epoch()["samples_per_s"],
             "indexed": lambda: timed(lambda: hw.indexed_epoch(*nets["indexed"], x, y, batch, gen)),
             "indexed_fused": lambda: timed(lambda: hw.indexed_epoch(*nets["indexed_fused"], x, y, batch, gen)),
-            "dataloader": lambda: timed(lambda: hw.dataloader_epoch(*nets["dataloader"], loader)),
         }
+        if device.type == "cpu":  # the tutorials' DataLoader loop hands CPU batches to a CPU model only
+            loader = hw.dataloader(x, y, batch)
+            contenders["dataloader"] = lambda: timed(lambda: hw.dataloader_epoch(*nets["dataloader"], loader))
         speeds: dict[str, list[float]] = {k: [] for k in contenders}
         order = list(contenders)
         for epoch in range(1 + args.epochs):
             for name in order:
                 speed = contenders[name]()
-                if epoch:  # the first epoch of each warms up allocators and oneDNN kernels
+                if epoch:  # the first epoch of each warms up allocators and kernels (oneDNN, cuDNN, cuBLAS)
                     speeds[name].append(speed)
             order = order[1:] + order[:1]  # take turns at going first
         run.close()
@@ -233,9 +233,9 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 **{f"ratio_vs_{k}": m["trainkit"] / m[k] for k in others},
                 **{f"paired_ratio_vs_{k}": paired[k] for k in others},
                 "load_avg": [load_before, load_avg()], "trainkit_epochs": run.rows[1:]}
-        say(f"throughput {model} batch {batch}: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in m.items())
-              + "; " + ", ".join(f"trainkit/{k} {case[f'ratio_vs_{k}']:.3f} (paired {paired[k]:.3f})" for k in others)
-              + f" (load {load_before:.2f})")
+        say(f"throughput {model} batch {batch} on {device}: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in m.items())
+            + "; " + ", ".join(f"trainkit/{k} {case[f'ratio_vs_{k}']:.3f} (paired {paired[k]:.3f})" for k in others)
+            + f" (load {load_before:.2f})")
         out["cases"].append(case)
     return out
 
@@ -270,32 +270,32 @@ def overhead(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     load_before = load_avg()
     rows, quiet_rows, bare = [], [], []
     for epoch in range(1 + args.epochs):
-        rows.append(run.epoch())
-        quiet_rows.append(quiet.epoch())
+        for r in ((run, quiet) if epoch % 2 else (quiet, run)):  # take turns at going first
+            (rows if r is run else quiet_rows).append(r.epoch())
         bare.append(bare_eval())
     rows, quiet_rows, bare = rows[1:], quiet_rows[1:], bare[1:]
     syncs = count_syncs(run)
     run.close()
     quiet.close()
-    keys = ("wall_s", "train_s", "validate_s", "checkpoint_s", "log_epoch_s", "log_step_s")
+    keys = ("wall_s", "train_s", "validate_s", "checkpoint_s", "log_epoch_s")
     m = {k: med([r[k] for r in rows]) for k in keys}
     m["bare_validate_s"] = med(bare)
     m["train_s_without_display_and_tensorboard"] = med([r["train_s"] for r in quiet_rows])
+    # No event brackets the logger's per-step call (the bar, TensorBoard every 50 steps), so its cost is the
+    # difference of two runs' training times, epoch by epoch (paired): drift can make it negative.
+    m["log_step_s"] = med([a["train_s"] - b["train_s"] for a, b in zip(rows, quiet_rows)])
     outside = m["wall_s"] - m["train_s"]  # validation, checkpoint, epoch logging, and the rest of fit's epoch
     share = {
         "validate": m["validate_s"] / m["wall_s"],
         "checkpoint": m["checkpoint_s"] / m["wall_s"],
         "log_epoch": m["log_epoch_s"] / m["wall_s"],
-        # inside the training time: progress bar and TensorBoard every 50 steps. The difference of two runs'
-        # training times, or the logger's own timed calls when the drift makes the difference smaller.
-        "log_step": max(m["train_s"] - m["train_s_without_display_and_tensorboard"], m["log_step_s"]) / m["wall_s"],
+        "log_step": m["log_step_s"] / m["wall_s"],  # inside the training time
         "rest": (outside - m["validate_s"] - m["checkpoint_s"] - m["log_epoch_s"]) / m["wall_s"],
     }
     share["total"] = sum(share.values())
     share["validate_beyond_bare_forward"] = (m["validate_s"] - m["bare_validate_s"]) / m["wall_s"]
     # What trainkit adds to an epoch: everything but the validation forward passes a hand-written loop makes too.
     share["added_by_trainkit"] = share["total"] - min(m["validate_s"], m["bare_validate_s"]) / m["wall_s"]
-    share["log_step_timed_calls"] = m["log_step_s"] / m["wall_s"]
     say(f"overhead: {share['total']:.2%} of an epoch of {m['wall_s']:.2f} s: "
         + ", ".join(f"{k} {v:.2%}" for k, v in share.items() if k != "total") + f"; syncs {syncs}")
     return {"epochs": rows, "epochs_without_display": quiet_rows, "bare_validate_s": bare, "median_s": m,
@@ -303,10 +303,9 @@ def overhead(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 def count_syncs(run: TrainkitRun) -> dict[str, Any]:
-    """Calls that move a tensor's value to the host (a device sync on a GPU), counted over one epoch."""
+    """Calls that move a tensor's value to the host (a device sync on a GPU) in one epoch, by the function that
+    made them. torch's own Tensor methods are wrapped for that epoch, trainkit's code is not touched."""
     import torch
-
-    from trainkit.engine import loop
 
     counts: dict[str, int] = defaultdict(int)
     patched = {}
@@ -315,24 +314,18 @@ def count_syncs(run: TrainkitRun) -> dict[str, Any]:
         patched[name] = original
 
         def wrapper(self, *a, _original=original, _name=name, **k):
-            counts[_name] += 1
+            code = sys._getframe(1).f_code
+            path = Path(code.co_filename)
+            counts[f"{_name} in {path.parent.name}/{path.name}:{code.co_name}"] += 1
             return _original(self, *a, **k)
 
         setattr(torch.Tensor, name, wrapper)
-    compute = loop.MeanAccumulator.compute
-
-    def counted_compute(self, *a, **k):
-        counts["MeanAccumulator.compute"] += 1
-        return compute(self, *a, **k)
-
-    loop.MeanAccumulator.compute = counted_compute
     steps_before = run.state.step
     try:
         run.epoch()
     finally:
         for name, original in patched.items():
             setattr(torch.Tensor, name, original)
-        loop.MeanAccumulator.compute = compute
     steps = run.state.step - steps_before
     return {"steps": steps, "log_every_n_steps": run.settings.log_every_n_steps, "calls": dict(counts)}
 
@@ -356,7 +349,7 @@ def ops(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     meta, train = run.built.data.meta, run.built.data.train
     x, y = hw.normalized(train.x, meta.mean, meta.std)[:steps * 128], train.y[:steps * 128]
     net = MLP(meta.in_shape, meta.num_outputs, hidden=[500])
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)  # the best loop: the optimizer trainkit's adam uses
     gen = torch.Generator().manual_seed(0)
     hw.indexed_epoch(net, opt, x, y, 128, gen)
     with profile(activities=[ProfilerActivity.CPU]) as prof_hw:
@@ -443,18 +436,18 @@ def wall(cmd: list[str], repeats: int, cwd: Path, env: dict[str, str] | None = N
     return times
 
 
+# `trainkit train ARGS` through the Python API (what the CLI runs, in this process), with a callback that notes
+# the moment the first optimizer iteration ended and ends the process there.
 FIRST_STEP = """
 import os, sys, time
-import trainkit.engine.optimization as o
-step = o.Optimization.step
-def first(self, *a, **k):
-    step(self, *a, **k)
-    with open(os.environ["FIRST_STEP_FILE"], "w") as f:
-        f.write(repr(time.time()))
-    os._exit(0)
-o.Optimization.step = first
-from trainkit.cli import main
-sys.exit(main(sys.argv[1:]))
+import trainkit
+from trainkit.trainer import Callback
+class FirstStep(Callback):
+    def on_step_end(self, trainer, step, metrics):
+        with open(os.environ["FIRST_STEP_FILE"], "w") as f:
+            f.write(repr(time.time()))
+        os._exit(0)
+trainkit.train(sys.argv[1:], callbacks=[FirstStep()])
 """
 
 
@@ -504,7 +497,7 @@ def startup(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     plain.write_text(PLAIN_FIRST_STEP)
     first, plain_first = [], []
     for _ in range(n):  # taking turns
-        first += first_step([PY, str(runner), "train"], 1, tmp)
+        first += first_step([PY, str(runner)], 1, tmp)
         plain_first += first_step([PY, str(plain)], 1, tmp)
     out["train_to_first_step_s"] = med(first)
     out["train_to_first_step_all_s"] = first
@@ -608,14 +601,15 @@ def accuracy(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         if args.quick:
             overrides = [*overrides, "trainer.max_epochs=2", "trainer.limit_train_batches=20"]
         load_before = load_avg()
-        run = TrainkitRun([*overrides, "trainer.progress=none"], tmp / f"acc-{name}")
+        run = TrainkitRun([*overrides, "trainer.progress=none"], tmp / f"acc-{name}", max_epochs=None)
         from trainkit.engine.loop import evaluate
 
         curve, elapsed = [], 0.0
-        while run.state.epoch < run.cfg.trainer.max_epochs:
+        while run.state.epoch < run.cfg.trainer.max_epochs and not run.state.stopped_early:
             row = run.epoch()
             elapsed += row["wall_s"]  # training, validation, checkpoint, logging: the run's own wall time
-            test = evaluate(run.task, run.loaders["test"], run.opt.autocast, "test/")  # not counted
+            # The current weights (Trainer.test() would load best.ckpt's), by trainkit's evaluate; not counted.
+            test = evaluate(run.task, run.loaders["test"], run.opt.autocast, "test/")
             curve.append({"epoch": run.state.epoch, "wall_s": elapsed, "test_acc": test["test/acc"],
                           "val_acc": row["val_acc"]})
             say(f"accuracy {name}: epoch {run.state.epoch} {elapsed:.0f} s test/acc {test['test/acc']:.4f}")
@@ -652,19 +646,22 @@ def machine() -> dict[str, Any]:
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpus": os.cpu_count(), "cpu": cpu, "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+            "gpu": gpu,
             "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
 
 
 def markdown(r: dict[str, Any]) -> str:
     lines = [f"# trainkit performance results", "",
-             f"Machine: {r['machine']['cpus']} cores ({r['machine']['cpu']}), CPU only, torch {r['machine']['torch']}, "
+             f"Machine: {r['machine']['cpus']} cores ({r['machine']['cpu']}), "
+             f"{r['machine'].get('gpu') or 'CPU only'}, torch {r['machine']['torch']}, "
              f"Python {r['machine']['python']}, {r['machine']['torch_threads']} torch threads. Written by "
              f"`benchmarks/run.py`; load averages are the 1-minute ones before and after each measurement.", ""]
     if "throughput" in r:
         t = r["throughput"]
-        lines += [f"## Training throughput (MNIST, Adam, {t['threads']} torch thread(s); median of {t['epochs']} "
-                  f"epochs after 1 warm-up)", "",
+        lines += [f"## Training throughput (MNIST, Adam, on {t.get('device', 'cpu')}, {t['threads']} torch thread(s); "
+                  f"median of {t['epochs']} epochs after 1 warm-up)", "",
                   "| model | batch | trainkit samples/s | hand-written: indexed, fused Adam | indexed | DataLoader | "
                   "trainkit / indexed, fused (paired) | trainkit / indexed (paired) | trainkit / DataLoader (paired) "
                   "| load |",
@@ -675,7 +672,7 @@ def markdown(r: dict[str, Any]) -> str:
             ratios = " | ".join(f"{c[f'ratio_vs_{k}']:.3f} ({c[f'paired_ratio_vs_{k}']:.3f})" if f"ratio_vs_{k}" in c
                                 else "–" for k in ("indexed_fused", "indexed", "dataloader"))
             lines.append(f"| {name} | {c['batch_size']} | {m['trainkit']:,.0f} | {m.get('indexed_fused', float('nan')):,.0f} | "
-                         f"{m['indexed']:,.0f} | {m['dataloader']:,.0f} | {ratios} | "
+                         f"{m['indexed']:,.0f} | {m.get('dataloader', float('nan')):,.0f} | {ratios} | "
                          f"{c['load_avg'][0]:.2f}–{c['load_avg'][1]:.2f} |")
         lines.append("")
     if "overhead" in r:
@@ -689,23 +686,22 @@ def markdown(r: dict[str, Any]) -> str:
                   f"| checkpoint (last + best) | {m['checkpoint_s']:.4f} | {s['checkpoint']:.2%} |",
                   f"| epoch logging (console line, metrics.csv, TensorBoard flush) | {m['log_epoch_s']:.4f} | "
                   f"{s['log_epoch']:.2%} |",
-                  f"| per-step logging (progress bar, TensorBoard every 50 steps; inside training: the same run "
-                  f"without them took {m['train_s_without_display_and_tensorboard']:.3f} s; the logger's own calls "
-                  f"{m['log_step_s']:.4f} s; the larger of the two) | "
-                  f"{s['log_step'] * m['wall_s']:.4f} | {s['log_step']:.2%} |",
+                  f"| per-step logging (progress bar, TensorBoard every 50 steps; inside training: the paired "
+                  f"difference from the same run without them, which took "
+                  f"{m['train_s_without_display_and_tensorboard']:.3f} s; negative: drift) | {m['log_step_s']:.4f} | "
+                  f"{s['log_step']:.2%} |",
                   f"| rest of the epoch in fit | | {s['rest']:.2%} |",
                   f"| **all of these** | | **{s['total']:.2%}** |",
                   f"| **what trainkit adds** (all of these but the validation forward passes a bare `model(x)` loop "
                   f"makes too) | | **{s.get('added_by_trainkit', float('nan')):.2%}** |", "",
                   f"Validation against a bare `model(x)` loop over the same normalized split at the same batch size: "
                   f"{m['validate_s']:.4f} s against {m['bare_validate_s']:.4f} s "
-                  f"({s['validate_beyond_bare_forward']:+.2%} of the epoch). The logger's per-step calls alone "
-                  f"(timed): {m['log_step_s']:.4f} s ({s['log_step_timed_calls']:.2%}).", "",
+                  f"({s['validate_beyond_bare_forward']:+.2%} of the epoch).", "",
                   f"Host syncs in one epoch of {o['host_syncs']['steps']} steps (log every "
                   f"{o['host_syncs']['log_every_n_steps']}): {o['host_syncs']['calls']}", ""]
     if "ops" in r:
         o = r["ops"]
-        lines += ["## Tensor ops per training step (torch.profiler, MLP, batch 128)", "",
+        lines += ["## Tensor ops per training step (torch.profiler, MLP, batch 128, fused Adam)", "",
                   f"trainkit {o['trainkit_per_step']:.1f}, hand-written indexed loop {o['handwritten_per_step']:.1f}; "
                   f"trainkit's extra ops per step: "
                   + ", ".join(f"`{k}` {v:+.2f}" for k, v in o["extra_per_step"].items()), ""]
@@ -767,6 +763,8 @@ def main() -> None:
     parser.add_argument("--cases", default="mlp:128,mlp:512,mlp:2048,cnn:128,cnn:512",
                         help="throughput: model:batch_size pairs")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
+    parser.add_argument("--device", default="cpu", help="throughput: where trainkit and the hand-written loops "
+                        "train (cpu, cuda); the other sections run on trainkit's default device")
     parser.add_argument("--trainkit-overrides", nargs="*", default=[],
                         help="MNIST sections: more overrides for trainkit's runs, e.g. trainer.progress=none")
     parser.add_argument("--quick", action="store_true", help="tiny runs: check the harness, not the figures")
