@@ -8,6 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# The fuzz tests (test_fuzz.py): seeded in every run, so CI is repeatable; `--hypothesis-profile=long` explores
+# 20 times as many cases, differently each time.
+settings.register_profile("trainkit", derandomize=True, database=None, max_examples=100)
+settings.register_profile("long", derandomize=False, database=None, max_examples=2000)
+settings.load_profile("trainkit")
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINKIT = [sys.executable, "-m", "trainkit"]

@@ -171,7 +171,7 @@ def test_api_errors_are_exceptions_and_leave_no_run_directory(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="model.name='nope' is not a known model"):
         trainkit.train(["model.name=nope", *QUIET])
-    with pytest.raises(UserError, match="do not compose"):
+    with pytest.raises(UserError, match="Could not find 'model/nope'"):
         trainkit.train(["model=nope"])
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.ckpt"))
     assert [p for p in (tmp_path / "outputs").rglob("*") if p.is_dir() and len(p.parts) - len(tmp_path.parts) == 3] == []

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
+import os
 from functools import partial
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +35,9 @@ READERS = {  # data.name → module with a `load(**kwargs) -> DataSplits`
     "cifar10": "trainkit.data.cifar10",
     "synthetic_regression": "trainkit.data.synthetic",
 }
-LOADER_KEYS = {"name", "batch_size", "augment", "on_device"}  # data.* keys for the batch loader, not the reader
+# data.* keys for the batch loader and the trainer, not the reader
+LOADER_KEYS = {"name", "batch_size", "augment", "on_device", "allow_missing_classes"}
+MODELS = ("mlp", "cnn", "gan")
 TASKS = {  # the data's kind → the task that learns it with one network (model=gan brings its own task)
     "classification": ClassificationTask,
     "regression": RegressionTask,
@@ -52,14 +56,52 @@ def to_dict(node: DictConfig, key: str) -> dict[str, Any]:
 
 
 def _call_with(fn: Any, kwargs: dict[str, Any], key: str, what: str) -> Any:
-    """Call `fn(**kwargs)`, turning an unknown key into an error that lists the known ones."""
+    """Call `fn(**kwargs)`, turning an unknown key, or a value of another type than its default's, into an error
+    that names the key."""
     params = inspect.signature(fn).parameters
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
         known = ", ".join(p for p in params if p not in ("in_shape", "num_outputs", "sample_shape", "bounds", "params",
                                                          "optimizer", "T_max", "splits"))
         raise ConfigError(f"{', '.join(f'{key}.{k}' for k in unknown)} is not a setting of {what}; its settings are: {known}.")
+    for name, value in kwargs.items():
+        expected = _expected_type(params[name], value)
+        if expected:
+            raise ConfigError(f"{key}.{name}={_shown(value)} is not {expected}, as {what} needs (its default is "
+                              f"{_shown(params[name].default)}).")
     return fn(**kwargs)
+
+
+def _known(name: Any, registry: Any) -> bool:
+    """Whether a config names an entry of `registry` (a name is a string: a list or a number names nothing)."""
+    return isinstance(name, str) and name in registry
+
+
+def _expected_type(param: inspect.Parameter, value: Any) -> str | None:
+    """What `value` should be, judged by the parameter's annotation (else its default); None when it fits or
+    nothing is known. torch annotates `momentum: float = 0`: the annotation, not the default, says float."""
+    hint = "" if param.annotation is inspect.Parameter.empty else str(param.annotation)
+    default = param.default
+    if value is None:
+        return None if "None" in hint or "Optional" in hint or default is None else "given (null is not allowed)"
+    if not hint:
+        hint = type(default).__name__ if default not in (inspect.Parameter.empty, None) else ""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if "Sequence" in hint or "list" in hint or "tuple" in hint:
+        return None if isinstance(value, (list, tuple)) or (number and "float |" in hint) else "a list"
+    if "float" in hint:
+        return None if number else "a number"
+    if "int" in hint:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
+    if "bool" in hint:
+        return None if isinstance(value, bool) else "true or false"
+    if "str" in hint:
+        return None if isinstance(value, str) else "a word"
+    return None
+
+
+def _shown(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def build_settings(cfg: DictConfig) -> TrainerSettings:
@@ -74,7 +116,7 @@ def build_data(cfg: DictConfig, splits: tuple[str, ...] = ("train", "val", "test
     """The data the config names; `splits` limits what is read (eval reads only the split it evaluates)."""
     values = to_dict(cfg.data, "data")
     name = values.get("name")
-    if name not in READERS:
+    if not _known(name, READERS):
         raise ConfigError(f"data.name={name!r} is not a known dataset; choose data= one of: {', '.join(READERS)}.")
     reader = importlib.import_module(READERS[name]).load
     kwargs = {k: v for k, v in values.items() if k not in LOADER_KEYS}
@@ -89,16 +131,16 @@ def build_data(cfg: DictConfig, splits: tuple[str, ...] = ("train", "val", "test
 def build_loaders(cfg: DictConfig, data: DataSplits, device: torch.device,
                   settings: TrainerSettings) -> dict[str, BatchLoader]:
     values = to_dict(cfg.data, "data")
-    batch_size = int(values.get("batch_size", 64))
+    size = batch_size(values)
     augment = values.get("augment")
     augment = _call_with(Augment, augment, "data.augment", "data.augment") if augment else None
     train, val, shuffle = data.train, data.val, True
     if settings.overfit_batches:  # memorise the same few batches: train on them, validate on them
-        keep = slice(0, settings.overfit_batches * batch_size)
+        keep = slice(0, settings.overfit_batches * size)
         train = val = Split(data.train.x[keep], data.train.y[keep])
         shuffle, augment = False, None
     loaders = {
-        "train": BatchLoader(train, data.meta, batch_size, device, shuffle=shuffle, seed=cfg.seed, augment=augment,
+        "train": BatchLoader(train, data.meta, size, device, shuffle=shuffle, seed=cfg.seed, augment=augment,
                              on_device=bool(values.get("on_device", True)), shard=_shard()),
         "val": build_eval_loader(cfg, val, data.meta, device, settings),
     }
@@ -111,8 +153,8 @@ def build_eval_loader(cfg: DictConfig, split: Split, meta: DataMeta, device: tor
                       settings: TrainerSettings) -> BatchLoader:
     """Unshuffled batches of a split (validation, test, eval), trainer.eval_batch_size at a time."""
     values = to_dict(cfg.data, "data")
-    batch_size = settings.eval_batch_size or 4 * int(values.get("batch_size", 64))  # no gradients to hold
-    return BatchLoader(split, meta, batch_size, device, on_device=bool(values.get("on_device", True)), shard=_shard())
+    size = settings.eval_batch_size or 4 * batch_size(values)  # no gradients to hold
+    return BatchLoader(split, meta, size, device, on_device=bool(values.get("on_device", True)), shard=_shard())
 
 
 def _shard() -> tuple[int, int]:
@@ -124,6 +166,7 @@ def build_task(cfg: DictConfig, meta: DataMeta, examples: Split | None = None) -
     after training. `examples`: a few real samples as stored (a GAN draws its point clouds over them)."""
     values = to_dict(cfg.model, "model")
     name = values.pop("name", None)
+    check_model_values(values)
     if name == "gan":
         from trainkit.models.gan import GAN
         from trainkit.tasks.gan import GANTask
@@ -131,20 +174,15 @@ def build_task(cfg: DictConfig, meta: DataMeta, examples: Split | None = None) -
         sample_shape = GANTask.sample_shape(meta)
         if values.get("arch", "auto") == "auto":  # convolutions for pictures, MLPs for points
             values["arch"] = "conv" if len(sample_shape) == 3 else "mlp"
-        gan = _call_with(GAN, {**values, "sample_shape": sample_shape, "bounds": GANTask.bounds(meta)},
-                         "model", "model=gan")
+        gan = _model(GAN, {**values, "sample_shape": sample_shape, "bounds": GANTask.bounds(meta)}, "gan", meta)
         return GANTask(gan, meta, examples)
     if name == "mlp":
         from trainkit.models.mlp import MLP as model_cls
     elif name == "cnn":
         from trainkit.models.cnn import CNN as model_cls
     else:
-        raise ConfigError(f"model.name={name!r} is not a known model; choose model= one of: mlp, cnn, gan.")
-    try:
-        net = _call_with(model_cls, {**values, "in_shape": meta.in_shape, "num_outputs": meta.num_outputs},
-                         "model", f"model={name}")
-    except ValueError as exc:
-        raise ConfigError(f"model={name} does not fit data={meta.name}: {exc}") from None
+        raise ConfigError(f"model.name={name!r} is not a known model; choose model= one of: {', '.join(MODELS)}.")
+    net = _model(model_cls, {**values, "in_shape": meta.in_shape, "num_outputs": meta.num_outputs}, name, meta)
     task_cls = TASKS.get(meta.kind)
     if task_cls is None:
         raise ConfigError(f"data={meta.name} is a {meta.kind!r} data set, and no task learns that; the tasks are: "
@@ -152,16 +190,61 @@ def build_task(cfg: DictConfig, meta: DataMeta, examples: Split | None = None) -
     return task_cls(net, meta)
 
 
+def _model(model_cls: Any, kwargs: dict[str, Any], name: str, meta: DataMeta) -> Any:
+    """The model, once it is known to fit in memory; its own refusals (a value it has no use for, a shape that
+    does not fit the data) become an error naming the key."""
+    try:
+        _fits_in_memory(model_cls, kwargs, name)
+        return _call_with(model_cls, kwargs, "model", f"model={name}")
+    except ValueError as exc:
+        raise ConfigError(f"model={name} does not fit data={meta.name}: {exc}") from None
+
+
+def check_model_values(values: dict[str, Any]) -> None:
+    """Sizes (widths, channels, latent_dim) are whole numbers of at least 1, a dropout is in [0, 1): a zero-width
+    layer or a dropout of 1 builds a network with a constant output that trains to nothing."""
+    for key, value in values.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        sizes = value if isinstance(value, list) else [value] if number and "dropout" not in key else []
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes):
+            what = "whole numbers" if isinstance(value, list) else "a whole number"
+            raise ConfigError(f"model.{key}={value} must be {what} of at least 1 (a width or size of 0 builds a "
+                              f"layer with nothing in it).")
+        if "dropout" in key and not (isinstance(value, (int, float)) and 0 <= value < 1):
+            raise ConfigError(f"model.{key}={value} must be a probability in [0, 1), e.g. 0.1 (0: no dropout).")
+
+
+def _fits_in_memory(model_cls: Any, kwargs: dict[str, Any], name: str) -> None:
+    """Refuse, before allocating, a model whose weights, gradients and optimizer state cannot fit in memory."""
+    with torch.device("meta"):
+        probe = _call_with(model_cls, kwargs, "model", f"model={name}")
+    params = sum(p.numel() for p in probe.parameters())
+    needed = params * 4 * 4  # float32 weights, gradients and two moments (Adam)
+    free = available_memory()
+    if needed > free:
+        gib = 2**30
+        raise ConfigError(f"model={name} with these sizes has {params:,} parameters: about {needed / gib:.1f} GiB for "
+                          f"its weights, gradients and optimizer state, and this machine has {free / gib:.1f} GiB "
+                          f"free. Make model.* smaller (its widths and channels).")
+
+
+def available_memory() -> int:
+    """Bytes of memory free for a new allocation on this machine (its RAM: GPU runs copy through it too)."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def build_optimization(cfg: DictConfig, task: Task, settings: TrainerSettings, device: torch.device,
                        steps_per_epoch: int) -> Optimization:
     values = to_dict(cfg.optimizer, "optimizer")
     name = values.pop("name", None)
-    if name not in OPTIMIZERS:
+    if not _known(name, OPTIMIZERS):
         raise ConfigError(f"optimizer.name={name!r} is not known; choose optimizer= one of: {', '.join(OPTIMIZERS)}.")
-    optimizers = {
-        group: _call_with(OPTIMIZERS[name], {"params": params, **values}, "optimizer", f"optimizer={name}")
-        for group, params in task.param_groups().items()
-    }
+    optimizers = {group: _optimizer(name, params, values) for group, params in task.param_groups().items()}
     updates_per_epoch = max(1, steps_per_epoch // settings.accumulate_grad_batches)
     schedulers = {k: build_scheduler(cfg, o, settings, updates_per_epoch, task.monitor_mode)
                   for k, o in optimizers.items()}
@@ -181,13 +264,73 @@ def build_optimization(cfg: DictConfig, task: Task, settings: TrainerSettings, d
     )
 
 
+def _optimizer(name: str, params: Any, values: dict[str, Any]) -> torch.optim.Optimizer:
+    """torch's optimizer, its own argument checks turned into an error that names the optimizer.* key."""
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"optimizer.{key}={value} is not a finite number; give optimizer={name} a real value.")
+    try:
+        return _call_with(OPTIMIZERS[name], {"params": params, **values}, "optimizer", f"optimizer={name}")
+    except (ValueError, TypeError, RuntimeError, LookupError) as exc:  # what torch's checks raise (betas=[]: Index)
+        said = " ".join(str(exc).split())
+        keys = [f"optimizer.{k}={v}" for k, v in values.items() if k.split("_")[0] in said.lower()
+                or (str(v) in said and not isinstance(v, bool))]
+        where = f" ({', '.join(keys)})" if keys else f" (its settings: {values})"
+        raise ConfigError(f"optimizer={name} refuses its settings{where}: torch.optim.{OPTIMIZERS[name].__name__} "
+                          f"says {said!r}. Change that optimizer.* value.") from None
+
+
+def preflight(cfg: DictConfig) -> None:
+    """Every value of a training config that can be checked without data, checked before anything is written:
+    the trainer's settings, the seed, the batch size, each group's keys, and the optimizer and scheduler
+    through torch's own argument checks on a stand-in parameter."""
+    settings = build_settings(cfg)
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        shown = "null" if seed is None else repr(seed)
+        raise ConfigError(f"seed={shown} must be a whole number from 0 to 2**32 - 1, e.g. seed=0.")
+    data = to_dict(cfg.data, "data")
+    batch_size(data)
+    name = data.get("name")
+    if not _known(name, READERS):
+        raise ConfigError(f"data.name={name!r} is not a known dataset; choose data= one of: {', '.join(READERS)}.")
+    if data.get("augment"):
+        _call_with(Augment, data["augment"], "data.augment", "data.augment")
+    model = to_dict(cfg.model, "model")
+    if not _known(model.get("name"), MODELS):
+        raise ConfigError(f"model.name={model.get('name')!r} is not a known model; choose model= one of: "
+                          f"{', '.join(MODELS)}.")
+    check_model_values({k: v for k, v in model.items() if k != "name"})
+    values = to_dict(cfg.optimizer, "optimizer")
+    opt_name = values.pop("name", None)
+    if not _known(opt_name, OPTIMIZERS):
+        raise ConfigError(f"optimizer.name={opt_name!r} is not known; choose optimizer= one of: {', '.join(OPTIMIZERS)}.")
+    stand_in = _optimizer(opt_name, [torch.nn.Parameter(torch.zeros(1))], values)
+    build_scheduler(cfg, stand_in, settings, 1, "min")
+
+
+def batch_size(data: dict[str, Any]) -> int:
+    """data.batch_size: a whole number of samples, at least 1."""
+    value = data.get("batch_size", 64)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"data.batch_size={value!r} must be a whole number of samples, at least 1 "
+                          f"(e.g. data.batch_size=64).")
+    return value
+
+
 def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, settings: TrainerSettings,
                     updates_per_epoch: int, monitor_mode: str) -> Any:
     """Schedulers step after every optimizer update (plateau: after every epoch); `warmup_epochs`
     ramps the learning rate up linearly first. Durations in the config are in epochs."""
     values = to_dict(cfg.scheduler, "scheduler") if cfg.get("scheduler") else {"name": "none"}
     name = values.pop("name", "none")
-    warmup = round(float(values.pop("warmup_epochs", 0.0)) * updates_per_epoch)
+    epochs = values.pop("warmup_epochs", 0.0)
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not 0 <= epochs <= settings.max_epochs:
+        raise ConfigError(f"scheduler.warmup_epochs={_shown(epochs)} must be a number of epochs from 0 to "
+                          f"trainer.max_epochs ({settings.max_epochs}), e.g. 1 or 0.5.")
+    warmup = round(epochs * updates_per_epoch)
     total = settings.max_epochs * updates_per_epoch
     sched = torch.optim.lr_scheduler
 
@@ -202,7 +345,7 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, settings:
             optimizer, total_steps=total, max_lr=kw.pop("max_lr", None) or optimizer.param_groups[0]["lr"], **kw),
         "plateau": lambda **kw: sched.ReduceLROnPlateau(optimizer, **{**kw, "mode": kw.get("mode") or monitor_mode}),
     }
-    if name not in makers:
+    if not _known(name, makers):
         raise ConfigError(f"scheduler.name={name!r} is not known; choose scheduler= one of: {', '.join(makers)}.")
     if makers[name] is None:
         if warmup:
@@ -213,8 +356,11 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, settings:
                           f"(scheduler.pct_start); plateau acts on epochs. Remove scheduler.warmup_epochs.")
     try:
         main = makers[name](**values)
-    except TypeError as exc:
-        raise ConfigError(f"scheduler={name}: {exc}. Check the scheduler.* keys.") from None
+    except (TypeError, ValueError, ArithmeticError) as exc:  # torch's own checks of each argument
+        said = " ".join(str(exc).split())
+        settings_now = ", ".join(f"scheduler.{k}={_shown(v)}" for k, v in values.items())
+        raise ConfigError(f"scheduler={name} refuses its settings ({settings_now}): {said}. Change that "
+                          f"scheduler.* value.") from None
     if not warmup:
         return main
     ramp = sched.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup)

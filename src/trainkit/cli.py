@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         rest = _prepare(command, rest)
     except UserError as exc:
         print(f"error: {exc}")
-        return 1
+        return getattr(exc, "exit_code", 1)
     _hydra(command, rest, sys.argv[0] if argv is None else "trainkit")
     return 0
 
@@ -332,7 +332,79 @@ def _prepare(command: Command, rest: list[str]) -> list[str]:
     from trainkit.extras import require_extras
 
     require_extras(rest, config_dir())
+    _preflight(command, rest)
     return _claim_output_dir(command, rest) if _world_size() == 1 else _agree_output_dir(command, rest)
+
+
+REQUIRED_EXAMPLES = {"ckpt": "outputs/DATE/TIME/checkpoints/best.ckpt (or the run directory)", "input": "test.csv"}
+# Flags after which Hydra reads a value, and lines this check leaves to Hydra (sweeps: each job checks itself).
+VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-dir", "-cd", "--config-path", "-cp", "--config-name",
+               "-cn", "--experimental-rerun", "-sc", "--shell-completion", "--info", "-i")
+LEFT_TO_HYDRA = ("-m", "--multirun", "--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn",
+                 "--help", "-h", "--hydra-help", "-sc", "--shell-completion")
+
+
+def _preflight(command: Command, rest: list[str]) -> None:
+    """Compose the config as Hydra will and check every value before anything is written: Hydra's own errors
+    (an unknown key or option, a malformed override) and the values (build.preflight) become one paragraph
+    that names the key and the fix; no run directory is made for a line that cannot run."""
+    from trainkit.errors import UsageError
+
+    words = [a for i, a in enumerate(rest) if not (i and rest[i - 1] in VALUE_FLAGS)]
+    if any(a in LEFT_TO_HYDRA or a.startswith(("--config-dir=", "--config-path=", "--config-name=")) for a in rest):
+        return
+    overrides = [a for a in words if not a.startswith("-") and not a.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))]
+    for i, word in enumerate(overrides):
+        if "=" not in word.lstrip("+~") and not word.startswith("~"):
+            before = overrides[i - 1] if i else ""
+            hint = (f" If it belongs to the value before it ({before} {word}), that value has a space in it: quote "
+                    f"the whole override, e.g. '{before} {word}'." if "=" in before else "")
+            raise UsageError(f"{word!r} is not an override (key=value, or group=option).{hint}")
+    cfg = _compose(command, overrides)
+    from omegaconf import OmegaConf
+
+    missing = [k for k in cfg if OmegaConf.is_missing(cfg, k)]
+    if missing:
+        name = _name(command)
+        examples = " ".join(f"{k}={REQUIRED_EXAMPLES.get(k, 'VALUE')}" for k in missing)
+        raise UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required, e.g. "
+                         f"trainkit {name} {examples}")
+    if command.config == "train":
+        from trainkit.build import preflight
+
+        preflight(cfg)
+
+
+def _compose(command: Command, overrides: list[str]):
+    """The config Hydra will compose, or Hydra's complaint as one paragraph (usage errors: exit 2)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from trainkit.errors import ConfigError, UsageError
+
+    _register_schemas()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose(config_name=command.config, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        said = " ".join(line.strip() for line in str(exc).split("Config search path")[0].splitlines() if line.strip())
+        detail = str(cause).split("\n")[0].strip() if cause is not exc else ""
+        message = f"{said}{': ' + detail if detail and detail not in said else ''}".replace("..", ".")
+        if type(cause).__name__ == "ValidationError":  # a value of the wrong type for its key
+            raise ConfigError(f"{message}. Give {_key(cause)} a value of its type (trainkit {_name(command)} --cfg "
+                              f"job shows the config).") from None
+        raise UsageError(f"{message}. trainkit {_name(command)} --help lists the groups and options; "
+                         f"--cfg job prints the composed config.") from None
+
+
+def _key(exc: Exception) -> str:
+    return str(getattr(exc, "full_key", "") or "that key")
+
+
+def _name(command: Command) -> str:
+    return next(name for name, c in COMMANDS.items() if c is command)
 
 
 def _hydra(command: Command, rest: list[str], prog: str, api: bool = False) -> None:

@@ -12,3 +12,9 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """A config value that cannot work. The message names the key and the fix."""
+
+
+class UsageError(UserError):
+    """A command line that cannot be read: an unknown key or option, a malformed override. Exit code 2."""
+
+    exit_code = 2

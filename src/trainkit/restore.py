@@ -18,7 +18,7 @@ from trainkit.engine import checkpoint
 from trainkit.engine.optimization import Precision
 from trainkit.engine.rng import seed_everything
 from trainkit.engine.settings import TrainerSettings
-from trainkit.errors import ConfigError
+from trainkit.errors import ConfigError, UserError
 from trainkit.tasks.base import Task
 
 RECIPE_KEYS = ("data", "model", "optimizer", "scheduler", "trainer", "seed")  # overridable in the stored config
@@ -55,23 +55,42 @@ def stored_config(payload: dict[str, Any], overrides: DictConfig | None = None) 
         return stored
     changes = {k: OmegaConf.to_container(overrides[k]) if isinstance(overrides[k], DictConfig) else overrides[k]
                for k in RECIPE_KEYS if k in overrides}
+    data = changes.get("data")
+    if isinstance(data, dict) and data.get("name") not in (None, OmegaConf.select(stored, "data.name")):
+        stored.data = data  # another data set (+data=cifar10): its own keys, none of the stored one's
+        del changes["data"]
     return OmegaConf.merge(stored, changes)  # type: ignore[return-value]
 
 
 def restore(ckpt: str | Path, overrides: DictConfig | None = None) -> Restored:
     """The task of `ckpt`, built from its own recipe and data description, weights loaded, in eval mode."""
-    path = Path(ckpt)
+    path = checkpoint.in_run(ckpt)
     payload = checkpoint.load(path)
-    recipe = stored_config(payload, overrides)
+    try:  # what a damaged file holds fails here in many ways; a bad override fails as a ConfigError, untouched
+        recipe = stored_config(payload, overrides)
+        int(payload["fit"]["epoch"])
+        meta, samples = _data_description(payload, recipe, path)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise checkpoint.CheckpointError(
+            f"checkpoint {path} is damaged: its {_part(exc)} cannot be read ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:160]}). Use another checkpoint of the run (checkpoints/last.ckpt, "
+            f"epoch*.ckpt), or train again."
+        ) from None
     seed_everything(recipe.seed)
     settings, device = build_runtime(recipe)
-    meta, samples = _data_description(payload, recipe, path)
     task = build_task(recipe, meta, samples)
     place(task, [], settings, device)
     checkpoint.load_modules(payload, task.modules(), path)
     for module in task.modules().values():
         module.eval()  # after training: no dropout, no batch statistics
     return Restored(path, payload, recipe, settings, device, task)
+
+
+def _part(exc: Exception) -> str:
+    module = type(exc).__module__
+    return "stored config" if module.startswith(("yaml", "omegaconf")) else "contents"
 
 
 def _data_description(payload: dict[str, Any], recipe: DictConfig, path: Path) -> tuple[DataMeta, Split]:

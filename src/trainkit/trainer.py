@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trainkit import rundirs
-from trainkit.build import build_optimization, build_run, examples
+from trainkit.build import build_optimization, build_run, examples, preflight
 from trainkit.engine import checkpoint, distributed
 from trainkit.engine.device import set_deterministic
 from trainkit.engine.loop import FitState, Hooks, evaluate, fit, num_batches
@@ -91,8 +91,10 @@ class Trainer:
         self.main = distributed.is_main()  # only rank 0 writes: logs, metrics, checkpoints, summary
         self.console = console if console is not None and self.main else Console(quiet=True)
         self.events = _Events(self, callbacks)
+        preflight(cfg)  # the CLI checked already; a sweep job or a direct Trainer has not
         seed_everything(cfg.seed)
         self.built = built = build_run(cfg)
+        self.warnings = _check_data(built.data, bool(cfg.data.get("allow_missing_classes", False)), self.console)
         set_deterministic(built.settings.deterministic)
         self.task, self.settings, self.loaders = built.task, built.settings, built.loaders
         self.task.distribute(lambda module: distributed.wrap(module, built.device))
@@ -172,6 +174,8 @@ class Trainer:
             fit(self.task, self.loaders["train"], self.loaders["val"], self.opt, self.logger, self.settings,
                 self.hooks, self.state, until=epochs)
         except UserError as exc:  # interrupted, diverged, a failed save: say so where `trainkit runs` looks
+            if isinstance(exc, Interrupted):
+                exc.args = (f"{exc} Continue it with: trainkit train resume={shown(self.run_dir)}",)
             if self.main:
                 status = "interrupted" if isinstance(exc, Interrupted) else "failed"
                 _write_summary(self.run_dir, {**self.summary({}), "status": status, "error": str(exc)})
@@ -249,7 +253,23 @@ class Trainer:
             "best": dict(best_row),
             "test": test,
             "checkpoints": {"last": str(manager.last_path), "best": str(manager.best_path)},
+            "warnings": self.warnings,
         }
+
+
+def _check_data(data: Any, allow: bool, console: Console) -> list[str]:
+    """What `trainkit data check` would say that makes training meaningless is an error (data.allow_missing_classes
+    =true trains anyway); copies of test samples in train are a warning, printed and kept in summary.json."""
+    from trainkit.data.base import DataError
+    from trainkit.data.check import training_problems
+
+    fatal, warnings = training_problems(data)
+    if fatal and not allow:
+        raise DataError(f"data={data.meta.name}: {' '.join(fatal)} Fix the data, or set data.allow_missing_classes=true "
+                        f"if that is what you mean.")
+    for warning in (warnings + fatal):
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    return warnings + fatal
 
 
 def _changes(changes: list[tuple[str, Any, Any]]) -> str:

@@ -143,3 +143,33 @@ def _normalization(report: Report) -> list[str]:
     return [f"train: the configured normalization (data.mean={fmt(meta.mean)} data.std={fmt(meta.std)}) is far "
             f"from this data's own (mean {fmt(train.mean)}, std {fmt(train.std)}); for this data set "
             f"data.mean={fmt(train.mean)} data.std={fmt(train.std)}."]
+
+
+def training_problems(data: DataSplits) -> tuple[list[str], list[str]]:
+    """What `trainkit train` refuses and what it warns about before training, cheaply: (fatal, warnings).
+
+    Fatal for classification: a training split of one class, or a val/test split with classes the training
+    split has none of (the model cannot learn them; a label column read wrongly looks exactly like this).
+    Warnings: val/test samples that are exact copies of training samples (their metrics overstate)."""
+    if data.meta.kind != "classification" or data.train is None or data.train.y is None:
+        return [], []
+    names = data.meta.class_names or [str(i) for i in range(data.meta.num_outputs)]
+    train = torch.bincount(data.train.y, minlength=data.meta.num_outputs)
+    fatal = []
+    present = train.nonzero().flatten().tolist()
+    if len(present) == 1:
+        fatal.append(f"the training split has one class only: all {len(data.train)} samples are labeled "
+                     f"{names[present[0]]}, so the model can only learn to say {names[present[0]]}. Check the label "
+                     f"column (a headerless CSV has the label first, then the pixels).")
+    for name, split in (("val", data.val), ("test", data.test)):
+        if split is None or split.y is None or len(present) == 1:
+            continue
+        counts = torch.bincount(split.y, minlength=data.meta.num_outputs)
+        unseen = [c for c in counts.nonzero().flatten().tolist() if train[c] == 0]
+        if unseen:
+            fatal.append(f"the {name} split has classes the training split has no sample of: "
+                         + ", ".join(f"{names[c]} ({int(counts[c])} {name} samples)" for c in unseen)
+                         + f"; training counts per class: {train.tolist()}. The model cannot learn them.")
+    splits = {name: s for name, s in (("train", data.train), ("val", data.val), ("test", data.test)) if s is not None}
+    warnings = [w for w in _copies(splits) if not w.startswith("train:")]
+    return fatal, warnings

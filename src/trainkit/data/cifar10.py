@@ -8,7 +8,9 @@ from __future__ import annotations
 import codecs
 import functools
 import importlib
+import io
 import pickle
+import pickletools
 from pathlib import Path
 from typing import Any, Callable
 
@@ -213,8 +215,9 @@ class _Refused(DataError):
 def _unpickle(file: Path) -> Any:
     """The pickled object, with dict keys as str; only numpy array reconstruction may be called."""
     try:
-        with open(file, "rb") as f:
-            obj = _BatchUnpickler(f, encoding="bytes").load()  # py2 pickles: str → bytes, as written
+        blob = file.read_bytes()
+        _check_memo(blob)
+        obj = _BatchUnpickler(io.BytesIO(blob), encoding="bytes").load()  # py2 pickles: str → bytes, as written
     except _Refused as err:
         raise _Refused(
             f"cifar10: {file} asks to call {err}, which a CIFAR-10 batch never needs; refused before "
@@ -225,6 +228,17 @@ def _unpickle(file: Path) -> Any:
     if isinstance(obj, dict):
         obj = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
     return obj
+
+
+MEMO_LIMIT = 1_000_000  # a batch's pickle memoizes a few entries per image; the official ones about 10,000 in all
+
+
+def _check_memo(blob: bytes) -> None:
+    """Refuse a memo index no batch needs: the unpickler sizes its memo table by the largest index it is given,
+    so one garbled PUT can ask for gigabytes before anything is read (a file that would hang the machine)."""
+    for opcode, arg, _ in pickletools.genops(blob):
+        if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET") and int(arg) > MEMO_LIMIT:
+            raise ValueError(f"a memo index of {int(arg):,}, where a batch needs at most {MEMO_LIMIT:,}")
 
 
 class _BatchUnpickler(pickle.Unpickler):

@@ -132,6 +132,9 @@ def _read_rows(file: Path, where: Where, num_classes: int | None, headerless: bo
                 raise _bad_row(file, line, f"has {len(row)} fields, expected {len(header)} ({','.join(header)})",
                                where)
             name = row[name_col].strip()
+            if not name.isprintable():  # a NUL or control byte: no file system has such a name
+                raise _bad_row(file, line, f"column {name_col + 1} ({header[name_col]}) holds a control character "
+                                           f"({name[:40]!r}), not an image file name", where)
             if not name:
                 raise _bad_row(file, line, f"column {name_col + 1} ({header[name_col]}) is empty, expected an image "
                                            f"file name", where)

@@ -196,6 +196,24 @@ def _detect(file: Path, layout: str, key: str) -> _Format:
             f"MNIST CSV file; for the original IDX files (*-ubyte), `trainkit data prepare mnist-csv "
             f"--source DIR --out DIR` writes CSV files."
         )
+    image = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG"}
+    kind = next((name for magic, name in image.items() if first.startswith(magic)), None)
+    if kind:
+        raise DataError(
+            f"mnist_csv: {file} is a {kind} image, not a CSV file, whatever its name. Set {key} to an MNIST CSV "
+            f"file, or to an index CSV (filename,label) that lists such images."
+        )
+    if not _is_text(first):
+        raise DataError(
+            f"mnist_csv: {file} is not a text CSV file (line 1 holds bytes that are not text). Set {key} to an "
+            f"MNIST CSV file."
+        )
+    if b"," not in first and (b";" in first or b"\t" in first):
+        sep, char = ("semicolons", ";") if b";" in first else ("tabs", "\\t")
+        raise DataError(
+            f"mnist_csv: {file} separates its values with {sep}; trainkit reads comma-separated files. Convert "
+            f"it, e.g. tr '{char}' ',' < {file.name} > {file.stem}-comma.csv, and set {key} to the new file."
+        )
     if not first.strip():
         what = "is empty" if not head else "starts with an empty line 1"
         raise DataError(
@@ -221,6 +239,14 @@ def _detect(file: Path, layout: str, key: str) -> _Format:
             f"a file without a header."
         )
     return _header_format(file, names)
+
+
+def _is_text(line: bytes) -> bool:
+    try:
+        text = line.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\t\r\n" for c in text)
 
 
 def _header_format(file: Path, names: list[str]) -> _Format:
@@ -358,8 +384,33 @@ def _row_problem(cells: list[str], fmt: _Format) -> str | None:
             return f"column {column} ({name}) is empty, expected {what}"
         value = _as_int(cell)
         if value is None or not 0 <= value <= top:
-            return f"column {column} ({name}) is {cell.strip()!r}, expected {what}"
+            return f"column {column} ({name}) is {cell.strip()!r}, expected {what}{_why_not(cell, is_label, cells)}"
     return None
+
+
+def _why_not(cell: str, is_label: bool, cells: list[str]) -> str:
+    """What a number that is not a whole 0..255 (or 0..9) most likely is."""
+    try:
+        value = float(cell)
+    except ValueError:
+        return ""
+    if not value.is_integer():
+        pixels = [float(c) for c in cells[1:] if _is_float(c)]
+        if not is_label and pixels and all(0.0 <= v <= 1.0 for v in pixels):
+            return (": the pixel values look scaled to 0..1; trainkit reads the stored whole numbers 0..255 and "
+                    "scales them itself, so write round(value * 255)")
+        return ": it is not a whole number"
+    if "." in cell or "e" in cell.lower():
+        return f": write it as a whole number ({int(value)}), not {cell.strip()}"
+    return ""
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")  # what the fast parser takes; int() would also take "1_0"

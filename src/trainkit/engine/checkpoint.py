@@ -15,6 +15,7 @@ import re
 import shutil
 import stat
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,19 +57,40 @@ def save(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint that may come from anywhere: only tensors and plain types are ever unpickled."""
+def in_run(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory's best checkpoint (its last where none was best yet)."""
     path = Path(path)
+    if not path.is_dir():
+        return path
+    for candidate in (path / "checkpoints" / "best.ckpt", path / "checkpoints" / "last.ckpt"):
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(f"{path} is a directory without checkpoints/best.ckpt or checkpoints/last.ckpt: give a "
+                          f".ckpt file written by trainkit, or the run directory `trainkit train` printed.")
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint that may come from anywhere: only tensors and plain types are ever unpickled. A run
+    directory means its best checkpoint."""
+    path = in_run(path)
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} does not exist. Set ckpt= to a .ckpt file written by trainkit.") from None
+        raise CheckpointError(f"checkpoint {path} does not exist. Set ckpt= to a .ckpt file written by trainkit "
+                              f"(or a run directory).") from None
     if not stat.S_ISREG(mode):  # a FIFO or device would block or stream forever
         raise CheckpointError(f"checkpoint {path} is not a regular file. Set ckpt= to a .ckpt file written by trainkit.")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was never written completely.")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip archive (older: a pickle)
+        raise CheckpointError(f"{path} is not a checkpoint: it is {_what(head)}, and trainkit's checkpoints are "
+                              f"torch files. Set ckpt= to a .ckpt file written by trainkit train (or a run directory).")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a damaged file makes torch warn about odd pickle protocols: said below
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
         raise CheckpointError(
             f"checkpoint {path} cannot be read safely ({_reason(exc)}). It is truncated, corrupt, not a trainkit "
@@ -79,13 +101,25 @@ def load(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def _what(head: bytes) -> str:
+    kinds = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"\x1f\x8b": "a gzip file",
+             b"%PDF": "a PDF file"}
+    found = next((kind for magic, kind in kinds.items() if head.startswith(magic)), None)
+    if found:
+        return found
+    if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return f"a text file (it starts with {head.decode()!r})"
+    return f"not a torch file (its first bytes are {head!r})"
+
+
 def _reason(exc: Exception) -> str:
     """The useful line of torch's long weights_only message: the global it refused, if any."""
     text = str(exc)
     refused = re.search(r"(?:Unsupported global|unsupported GLOBAL):? (?:GLOBAL )?([\w.]+)", text)
     if refused:
         return f"it asks to unpickle the global {refused.group(1)}, which is not a tensor or a plain type"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # torch's message advises loading with weights_only=False: that runs any code in the file, so never pass it on.
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
     return lines[0][:200] if lines else type(exc).__name__
 
 
@@ -241,7 +275,12 @@ def make_payload(config_yaml: str, modules: dict[str, Any], optimization: Any, f
     if ema is not None:  # "modules" is what eval and export use: the averaged weights
         training, states = states, {name: ema.averages[name].module.state_dict() for name in modules}
     for name, state in states.items():
-        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        floats = {k: v for k, v in state.items() if v.is_floating_point()}
+        if not floats:
+            continue
+        # One host sync per module, not one per tensor: the per-tensor flags come back only when one is bad.
+        finite = torch.stack([torch.isfinite(v).all() for v in floats.values()])
+        bad = [] if finite.all() else [k for k, ok in zip(floats, finite.tolist()) if not ok]
         if bad:
             from trainkit.engine.loop import NonFiniteLossError
 

@@ -3,6 +3,7 @@ them as Hydra's schema for `trainer.*` and users get an error that names the key
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -73,3 +74,26 @@ class TrainerSettings:
                              f"(or null for torch's default).")
         if self.progress not in ("auto", "rich", "plain", "none"):
             raise ValueError(f"trainer.progress={self.progress!r} is not one of auto, rich, plain, none.")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"trainer.grad_clip={self.grad_clip} must be a positive norm (e.g. 1.0): 0 would freeze "
+                             f"training and a negative one reverse the gradients. trainer.grad_clip=null: no clipping.")
+        for key in ("limit_train_batches", "limit_eval_batches"):
+            value = getattr(self, key)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"trainer.{key}={value} must be above 0: a count of batches (1 or more) or a "
+                                 f"fraction of them (below 1); trainer.{key}=null for all.")
+            if value is not None and value > 1 and not float(value).is_integer():
+                raise ValueError(f"trainer.{key}={value}: above 1 it is a count of batches, a whole number.")
+        for key in ("devices", "overfit_batches", "eval_batch_size", "num_threads", "checkpoint_every_n_steps"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"trainer.{key}={value} must be at least 1 (or null where that means off).")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"trainer.ema_decay={self.ema_decay} must be between 0 and 1 (e.g. 0.999), or null.")
+        if not (math.isfinite(self.plain_every_s) and self.plain_every_s >= 0):
+            raise ValueError(f"trainer.plain_every_s={self.plain_every_s} must be 0 or more seconds.")
+        es = self.early_stopping
+        if es.patience is not None and es.patience < 1:
+            raise ValueError(f"trainer.early_stopping.patience={es.patience} must be at least 1 epoch, or null.")
+        if not (math.isfinite(es.min_delta) and es.min_delta >= 0):
+            raise ValueError(f"trainer.early_stopping.min_delta={es.min_delta} must be 0 or more.")
