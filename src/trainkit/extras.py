@@ -59,3 +59,17 @@ def _needed_plugins(arg: str, config_dir: Path) -> list[tuple[str, str]]:
         text = (config_dir / "hparams_search" / f"{value}.yaml").read_text()
         return re.findall(r"^\s*-\s*override\s+/hydra/(sweeper|launcher)\s*:\s*(\w+)", text, re.M)
     return []
+
+
+TRACKER_PACKAGES = {"mlflow": "mlflow", "wandb": "wandb"}  # logger=<name> → the client library it needs
+
+
+def require_tracker(name: str) -> None:
+    """logger=mlflow / logger=wandb: the tracker's own client library, from trainkit's extra of the same name."""
+    module = TRACKER_PACKAGES[name]
+    if importlib.util.find_spec(module) is None:
+        raise MissingExtra(
+            f"logger={name} needs the {module} package, which is not installed: it comes with trainkit's optional "
+            f"`{name}` extra. Install it with pip install \"trainkit[{name}]\" (in a source checkout: pip install "
+            f"-e \".[{name}]\"), or choose another tracker, e.g. logger=tensorboard."
+        )

@@ -120,24 +120,27 @@ class Trainer:
         if distributed.world_size() > 1:
             self.console.print(f"data-parallel: {distributed.world_size()} processes, global batch "
                                f"{distributed.world_size()} × {self.loaders['train'].batch_size}")
+        self.trackers = _trackers(cfg, self.run_dir, payload) if self.main else None  # rank 0 alone reports
         stop_requested = (lambda: distributed.any_rank(stop.requested)) if stop is not None else (lambda: None)
         saving = self.settings.enable_checkpointing and self.main  # debug runs, and ranks > 0: nothing written
         self.hooks = Hooks(save_epoch=self._save_epoch if saving else (lambda metrics: None),
                            save_step=self._save_step if saving else (lambda: None),
                            stop_requested=stop_requested, event=self.events)  # every rank stops after the same step
         self.logger = RunLogger(self.run_dir, self.console, self.settings.max_epochs, progress=self.settings.progress,
-                                plain_every_s=self.settings.plain_every_s, tensorboard=self.settings.tensorboard,
+                                plain_every_s=self.settings.plain_every_s, tensorboard=self._tensorboard,
                                 batch_size=self.loaders["train"].batch_size,
                                 resume_step=self.state.step if payload else None,
-                                history=self.state.history) if self.main else SilentLogger()
+                                history=self.state.history, trackers=self.trackers) if self.main else SilentLogger()
         self.stop = stop
         if payload is not None:
             set_rng_state(payload["rng"])  # last: building the model above drew from the generators
 
     # --- what the loop calls ------------------------------------------------------------------------------
     def _payload(self) -> dict[str, Any]:
+        tracked = getattr(self, "trackers", None)  # opened after the checkpoint's preflight
+        trackers = {"trackers": tracked.ids()} if tracked is not None else {}  # a resumed run continues them
         return checkpoint.make_payload(self._recipe, self.task.modules(), self.opt, self.state, self.manager,
-                                       self._data)
+                                       self._data, extra=trackers)
 
     def _save_epoch(self, metrics: dict[str, float]) -> None:
         self.events("checkpoint_start")
@@ -179,6 +182,8 @@ class Trainer:
             if self.main:
                 status = "interrupted" if isinstance(exc, Interrupted) else "failed"
                 _write_summary(self.run_dir, {**self.summary({}), "status": status, "error": str(exc)})
+                if self.trackers is not None:
+                    self.trackers.end(status)
                 requeued = requeue_on_slurm(self.stop.requested) if isinstance(exc, Interrupted) and self.stop else None
                 if requeued:
                     self.console.print(requeued)
@@ -226,10 +231,17 @@ class Trainer:
         summary = {**self.summary(self.test()), "wall_time_s": time.perf_counter() - self.started}
         if self.main:
             _write_summary(self.run_dir, summary)
-            if self.settings.tensorboard:  # the HPARAMS tab: this run's config beside its final metrics
+            if self.trackers is not None:
+                self.trackers.finish(summary, self.run_dir)
+            if self._tensorboard:  # the HPARAMS tab: this run's config beside its final metrics
                 log_hparams(self.run_dir, self.cfg, summary)
             _print_summary(self.console, summary)
         return summary
+
+    @property
+    def _tensorboard(self) -> bool:
+        """TensorBoard logs when `logger` chooses it (the default) and trainer.tensorboard has not switched it off."""
+        return bool(self.settings.tensorboard) and "tensorboard" in (self.cfg.get("logger") or {"tensorboard": {}})
 
     def close(self) -> None:
         """Closes the logs (TensorBoard's writer, the progress display); `fit` reopens nothing after it."""
@@ -255,6 +267,20 @@ class Trainer:
             "checkpoints": {"last": str(manager.last_path), "best": str(manager.best_path)},
             "warnings": self.warnings,
         }
+
+
+def _trackers(cfg: DictConfig, run_dir: Path, payload: dict[str, Any] | None) -> Any:
+    """The trackers `logger=` chooses (logging/trackers.py), given the flattened config as params; a resumed run
+    continues the tracker runs whose ids its checkpoint carries."""
+    from trainkit.logging import trackers
+    from trainkit.rundirs import flatten
+
+    logger = OmegaConf.to_container(cfg.get("logger") or {}, resolve=True)
+    if not trackers.names(logger):  # type: ignore[arg-type]
+        return None
+    params = {k: v for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items()  # type: ignore[arg-type]
+              if k != "resume"}
+    return trackers.open_trackers(logger, run_dir, params, (payload or {}).get("trackers"))  # type: ignore[arg-type]
 
 
 def _check_data(data: Any, allow: bool, console: Console) -> list[str]:

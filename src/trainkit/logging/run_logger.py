@@ -1,9 +1,11 @@
-"""The one logger the loop talks to: it fans out to the console, TensorBoard, metrics.csv and images."""
+"""The one logger the loop talks to: it fans out to the console, TensorBoard, metrics.csv, images and the chosen
+experiment trackers (logging/trackers.py)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from rich.console import Console
@@ -16,8 +18,10 @@ from trainkit.logging.metrics_csv import MetricsCSV
 class RunLogger:
     def __init__(self, run_dir: Path, console: Console, max_epochs: int, *, progress: str = "auto",
                  plain_every_s: float = 10.0, tensorboard: bool = True, batch_size: int = 1,
-                 resume_step: int | None = None, history: list[dict[str, float]] | None = None) -> None:
-        """`resume_step`: continuing a run from that step; `history`: the epoch rows its checkpoint holds."""
+                 resume_step: int | None = None, history: list[dict[str, float]] | None = None,
+                 trackers: Any = None) -> None:
+        """`resume_step`: continuing a run from that step; `history`: the epoch rows its checkpoint holds;
+        `trackers`: a trackers.Trackers that gets every metric TensorBoard gets."""
         self.run_dir = Path(run_dir)
         self.progress = ConsoleProgress(console, max_epochs, progress, plain_every_s)
         self.csv = MetricsCSV(self.run_dir / "metrics.csv")
@@ -28,6 +32,7 @@ class RunLogger:
 
             self.tb = TensorBoardLog(self.run_dir / "tensorboard", purge_step=resume_step)
         self.batch_size = batch_size
+        self.trackers = trackers
         self._window_start, self._window_steps = time.perf_counter(), 0
 
     def start_epoch(self, epoch: int, num_batches: int) -> None:
@@ -43,6 +48,8 @@ class RunLogger:
             self._window_start, self._window_steps = now, 0
             if self.tb is not None:
                 self.tb.scalars(step, metrics)
+            if self.trackers is not None:
+                self.trackers.metrics(step, metrics)
         self.progress.step(metrics, rate)
 
     def end_epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
@@ -50,6 +57,8 @@ class RunLogger:
         if self.tb is not None:
             self.tb.scalars(step, {**metrics, "epoch": float(epoch)})
             self.tb.writer.flush()
+        if self.trackers is not None:
+            self.trackers.metrics(step, {**metrics, "epoch": float(epoch)})
         self.progress.end_epoch(epoch, metrics)
 
     def images(self, epoch: int, images: dict[str, Tensor]) -> None:
