@@ -217,3 +217,31 @@ def test_joblib_runs_jobs_side_by_side_each_on_a_fair_share_of_threads(tmp_path)
     share = max(1, joblib.cpu_count() // 2)
     for job in ("0", "1"):
         assert f"torch threads: {share} (" in (job_dir(sweep_dir, job) / "train.log").read_text()
+
+
+def test_sweep_curves_show_every_job_and_compare_plots_two(tmp_path):
+    from PIL import Image
+
+    from trainkit import curves
+    from trainkit.commands.runs import read_run
+    from trainkit.sweep import job_dirs
+
+    proc = run_cli("train", "-m", "optimizer=sgd,adam,rmsprop", "trainer.max_epochs=3", "data.n_train=256",
+                   "trainer.tensorboard=false", "trainer.progress=none", cwd=tmp_path)
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    picture = sweep_dir / "sweep_curves.png"
+    assert f"curves: {picture.relative_to(tmp_path)}" in proc.stdout or f"curves: {picture}" in proc.stdout
+    with Image.open(picture) as image:
+        assert image.format == "PNG" and image.width >= 800
+    drawn = curves.lines([read_run(p) for p in job_dirs(sweep_dir)])
+    assert list(drawn) == ["optimizer=sgd", "optimizer=adam", "optimizer=rmsprop"]  # labelled by their overrides
+    for series in drawn.values():
+        assert list(series) == ["train/loss", "val/loss"]
+        assert [xs for xs, _ in series.values()] == [[1.0, 2.0, 3.0]] * 2
+
+    plot = tmp_path / "ab.png"
+    out = run_cli("runs", "--compare", str(job_dir(sweep_dir, 0)), str(job_dir(sweep_dir, 1)), "--plot", str(plot),
+                  cwd=tmp_path).stdout
+    assert "curves:" in out and plot.is_file()
+    proc = run_cli("runs", "--plot", str(plot), cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "--plot PATH draws the runs of --compare A B" in proc.stdout

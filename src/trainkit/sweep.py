@@ -1,7 +1,7 @@
 """Sweeps (`trainkit train -m ...`): what happens around the jobs, not in them.
 
 At the end of a multirun, `SweepSummary` (a Hydra callback named in configs/train.yaml) writes sweep_summary.csv in
-the sweep directory, one row per job, and prints it as a table sorted by the monitored metric; a sweep with a job
+the sweep directory, one row per job, and sweep_curves.png, and prints the rows as a table sorted by the monitored metric; a sweep with a job
 that did not finish exits 1. It reads what each job wrote (trainkit.commands.runs.read_run). Jobs launched side by
 side (hydra/launcher=joblib) each get a fair share of the CPU threads. Training itself knows none of this.
 """
@@ -26,6 +26,7 @@ from trainkit.rundirs import job_number
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "sweep_summary.csv"
+CURVES_FILE = "sweep_curves.png"  # each job's train/loss and monitored metric per epoch (trainkit.curves)
 
 
 
@@ -63,10 +64,18 @@ def _sort_key(run: Run) -> tuple:
 
 
 def summarize(sweep_dir: Path, console: Console) -> list[Run]:
-    """Write sweep_summary.csv and print the table, best job first; returns the jobs in that order."""
+    """Write sweep_summary.csv and sweep_curves.png and print the table, best job first; returns the jobs in
+    that order."""
     runs = sorted((read_run(p) for p in job_dirs(sweep_dir)), key=_sort_key)
     write_csv(sweep_dir / SUMMARY_FILE, runs)
     print_table(console, sweep_dir, runs)
+    if runs:
+        from trainkit import curves
+
+        by_job = sorted(runs, key=lambda r: int(job_number(r.path)) if job_number(r.path).isdigit() else 1 << 30)
+        drawn = curves.draw(by_job, sweep_dir / CURVES_FILE, title=f"sweep {sweep_dir.name}: {len(runs)} jobs")
+        if drawn is not None:
+            console.print(f"curves: {drawn}", markup=False, highlight=False)
     return runs
 
 

@@ -1,4 +1,5 @@
-"""`trainkit runs [DIR]` lists past training runs, newest first; `trainkit runs --compare A B` sets two side by side.
+"""`trainkit runs [DIR]` lists past training runs, newest first; `trainkit runs --compare A B` sets two side by side
+(`--plot PATH`: and draws their curves, trainkit.curves).
 
 It reads only what runs already write (.hydra/, summary.json, metrics.csv, the `.lock` a live run holds): no
 database, no torch. `trainkit.sweep` reads jobs through the same `read_run`.
@@ -231,7 +232,7 @@ def _metrics(run: Run) -> dict[str, float]:
     return shown
 
 
-def compare(console: Console, a_spec: str, b_spec: str, root: Path) -> int:
+def compare(console: Console, a_spec: str, b_spec: str, root: Path, plot: Path | None = None) -> int:
     a, b = read_run(_run_dir_of(a_spec, root)), read_run(_run_dir_of(b_spec, root))
     for label, run in (("A", a), ("B", b)):
         console.print(f"[bold]{label}[/bold] {shown(run.path)}  {status_cell(run)}  "
@@ -262,6 +263,12 @@ def compare(console: Console, a_spec: str, b_spec: str, root: Path) -> int:
     wa, wb = a.summary.get("wall_time_s"), b.summary.get("wall_time_s")
     table.add_row("wall time (s)", number(wa), number(wb), _delta(wa, wb))
     console.print(table)
+    if plot is not None:
+        from trainkit import curves
+
+        if curves.draw([a, b], plot, title="A: " + shown(a.path) + "\nB: " + shown(b.path)) is None:
+            raise RunsError(f"--plot {plot}: neither run has a metrics.csv row to draw yet.")
+        console.print(f"curves: {shown(plot)}", markup=False, highlight=False)
     return 0
 
 
@@ -283,12 +290,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"),
                         help="two run directories (as given, or as listed: relative to DIR): their config "
                         "differences and metrics side by side")
+    parser.add_argument("--plot", type=Path, metavar="PATH",
+                        help="with --compare: also draw both runs' train/loss and monitored metric per epoch "
+                        "to PATH (a PNG), as a sweep's sweep_curves.png")
     parser.add_argument("-n", "--limit", type=int, default=30, help="show the newest N runs (default 30; 0: all)")
     args = parser.parse_args(argv)
     console = Console(highlight=False, soft_wrap=True)  # lines stay whole in logs and pipes; tables still fit
     try:
+        if args.plot is not None and not args.compare:
+            raise RunsError("--plot PATH draws the runs of --compare A B: give both, e.g. trainkit runs --compare "
+                            "A B --plot curves.png.")
         if args.compare:
-            return compare(console, *args.compare, args.dir)
+            return compare(console, *args.compare, args.dir, args.plot)
         return list_runs(console, args.dir, args.limit)
     except UserError as err:
         console.print("[bold red]error:[/bold red] ", end="")
