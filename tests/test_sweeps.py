@@ -245,3 +245,13 @@ def test_sweep_curves_show_every_job_and_compare_plots_two(tmp_path):
     assert "curves:" in out and plot.is_file()
     proc = run_cli("runs", "--plot", str(plot), cwd=tmp_path, check=False)
     assert proc.returncode == 1 and "--plot PATH draws the runs of --compare A B" in proc.stdout
+
+
+def test_fail_fast_stops_the_sweep_at_the_first_failed_job(fake_sweep, capsys):
+    code, sweep_dir = fake_sweep("seed=3,1,4", "sweep.fail_fast=true")
+    out = capsys.readouterr().out
+    assert code == 1
+    assert [(r["job"], r["status"]) for r in read_summary(sweep_dir)] == [("0", "finished"), ("1", "failed")]
+    assert not list(sweep_dir.glob("2_*")), "no job starts after the first failure"
+    assert "job 1 failed and sweep.fail_fast=true: the sweep stops here" in out
+    assert (sweep_dir / "sweep_summary.csv").is_file()

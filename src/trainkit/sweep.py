@@ -34,6 +34,18 @@ class SweepSummary(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         share_threads(config)
 
+    def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """sweep.fail_fast=true: a job that did not finish stops the sweep (the jobs so far are summarised)."""
+        if not OmegaConf.select(config, "sweep.fail_fast", default=False):
+            return
+        run = read_run(Path(config.hydra.runtime.output_dir))
+        if run.status in ("finished", "running"):
+            return
+        Console(highlight=False, soft_wrap=True).print(
+            f"[bold red]error:[/bold red] job {config.hydra.job.num} {run.status} and sweep.fail_fast=true: the "
+            f"sweep stops here (sweep.fail_fast=false runs the other jobs on).")
+        raise SystemExit(1)  # not an Exception: Hydra's callbacks runner would only warn; the CLI summarises
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         code = report(Path(config.hydra.sweep.dir), Console(highlight=False, soft_wrap=True))
         if code:
