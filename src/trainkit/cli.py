@@ -49,6 +49,8 @@ COMMANDS: dict[str, Command] = {
                       run_dir="outputs/sample/%Y-%m-%d/%H-%M-%S"),
     "runs": Command("list past runs, newest first: trainkit runs [DIR]; two side by side: trainkit runs --compare A B",
                     "trainkit.commands.runs:main"),
+    "sweep resume": Command("finish a stopped sweep: trainkit sweep resume outputs/multirun/DATE/TIME [--retry-failed]",
+                            "trainkit.commands.sweep:main"),
 }
 RECIPE_ROOTS = ("data.", "model.", "optimizer.", "scheduler.", "trainer.", "seed=")
 SWEEP_DIR = "outputs/multirun/%Y-%m-%d/%H-%M-%S"
