@@ -168,6 +168,15 @@ def test_wandb_offline_run_read_back_from_its_files(tmp_path, monkeypatch):
     assert result["test/loss"] == pytest.approx(summary["test"]["test/loss"], rel=1e-6)
     assert not (run_dir / "tensorboard").exists()  # logger=wandb alone
 
+    run_cli("train", "logger=wandb", "logger.wandb.project=tk-test", *TINY, "trainer.max_epochs=3", f"resume={run_dir}",
+            cwd=tmp_path, env=env)
+    files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 2 and {f.name for f in files} == {file.name}  # the same W&B run id, continued
+    (later,) = [f for f in files if f != file]
+    epochs = [json.loads(i.value_json) for r in wandb_records(later) if r.WhichOneof("record_type") == "history"
+              for i in r.history.item if _key(i) == "epoch"]
+    assert epochs == [3]  # the resumed run logs on from where the checkpoint left it
+
 
 def test_a_missing_tracker_extra_is_an_error_that_names_it(monkeypatch):
     import importlib.util
