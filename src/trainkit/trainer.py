@@ -178,7 +178,7 @@ class Trainer:
                 self.hooks, self.state, until=epochs)
         except UserError as exc:  # interrupted, diverged, a failed save: say so where `trainkit runs` looks
             if isinstance(exc, Interrupted):
-                exc.args = (f"{exc} Continue it with: trainkit train resume={shown(self.run_dir)}",)
+                exc.args = (f"{exc} Continue it with: trainkit train {_resume_arg(self.run_dir)}",)
             if self.main:
                 status = "interrupted" if isinstance(exc, Interrupted) else "failed"
                 _write_summary(self.run_dir, {**self.summary({}), "status": status, "error": str(exc)})
@@ -296,6 +296,15 @@ def _check_data(data: Any, allow: bool, console: Console) -> list[str]:
     for warning in (warnings + fatal):
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     return warnings + fatal
+
+
+def _resume_arg(run_dir: Path) -> str:
+    """`resume=DIR` as a shell passes it to Hydra: a sweep job's directory (`3_model=cnn,optimizer=sgd`) holds
+    characters of Hydra's override grammar, so it is quoted for Hydra, and that for the shell."""
+    path = shown(run_dir)
+    if not any(c in path for c in "=,[]{}()'\" \\"):
+        return f"resume={path}"
+    return f"'resume=\"{path}\"'"
 
 
 def _changes(changes: list[tuple[str, Any, Any]]) -> str:
