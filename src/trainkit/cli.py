@@ -96,10 +96,22 @@ def _agree_output_dir(command: Command, args: list[str]) -> list[str]:
     from trainkit.engine import distributed
 
     distributed.setup()
-    claimed = distributed.agree(_claim_output_dir(command, args) if distributed.is_main() else None)
+    claimed = distributed.agree(_rank0_output_dir(command, args) if distributed.is_main() else None)
     if distributed.is_main():
         return claimed
     return [*claimed, "hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+
+
+def _rank0_output_dir(command: Command, args: list[str]) -> list[str]:
+    """A restarted process group (torchrun --max_restarts) goes on in the run directory that its first attempt
+    trained in, which torch elastic's agent keeps for it; a first attempt claims a new one."""
+    from trainkit.engine import distributed
+
+    earlier = distributed.recall("run_dir")
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    if earlier is None or command.run_dir is None or multirun or any(a.startswith("hydra.run.dir=") for a in args):
+        return _claim_output_dir(command, args)
+    return [*args, f"hydra.run.dir={earlier}"]
 
 
 def usage() -> str:
