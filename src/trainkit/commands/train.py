@@ -1,9 +1,14 @@
 """`trainkit train`: find the run to resume, take the run directory's lock, and run the Trainer in it; with
-trainer.devices=N, launch N processes that do the same."""
+trainer.devices=N, launch N processes that do the same.
+
+A process that runs again in the same job (a restart of torch elastic's process group, a requeued SLURM job)
+continues its run from the newest checkpoint in its run directory without being asked to.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -13,8 +18,27 @@ from rich.console import Console
 
 from trainkit import rundirs
 from trainkit.engine import checkpoint, distributed
-from trainkit.engine.signals import StopRequest
-from trainkit.trainer import ATTACHED, Trainer
+from trainkit.engine.signals import Interrupted, StopRequest
+from trainkit.errors import UserError
+from trainkit.logging.text import shown
+from trainkit.trainer import ATTACHED, Trainer, _resume_arg, _write_summary
+
+# trainer.devices=N: how often the processes are all restarted after one fails. Read as trainer.max_restarts
+# once TrainerSettings has that key; until then this default holds.
+MAX_RESTARTS = 2
+
+
+class GroupFailed(UserError):
+    """A process of a data-parallel run failed, so every other one stopped too; the checkpoints stay."""
+
+    keeps_run_dir = True
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+RESTARTING = 75  # EX_TEMPFAIL: this process ends, and torch elastic starts the group again
 
 
 def train(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
@@ -23,14 +47,35 @@ def train(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
     devices = int(cfg.trainer.get("devices", 1))
     if devices > 1 and distributed.world_size() == 1:
         return _launch(cfg, run_dir, console, devices)
+    earlier = distributed.recall("error")
+    if earlier is not None:  # a restart would only replay the steps up to it
+        if not distributed.is_main():
+            raise SystemExit(1)  # rank 0 says why
+        raise UserError(f"torch elastic restarted the processes, but a restart cannot help: {earlier}")
+    try:
+        return _train(cfg, run_dir, console)
+    except UserError as exc:
+        if not isinstance(exc, (Interrupted, GroupFailed)):  # a mistake or a diverged run, not a lost process
+            distributed.remember("error", str(exc))
+        raise
+
+
+def _train(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
     main = distributed.is_main()
-    resume = _resume(cfg, run_dir, console) if main and cfg.get("resume") else None
+    resume = _resume(cfg, run_dir, console) if main else None
     resume = distributed.agree(resume)
     if resume is not None:
         run_dir = resume.run_dir
+    if main:
+        distributed.remember("run_dir", str(run_dir))  # where a restart of the process group continues
     with rundirs.lock(run_dir) if main else nullcontext(), StopRequest() as stop:
         trainer = Trainer(cfg, run_dir, console, callbacks=ATTACHED.get(), resume=resume, stop=stop)
-        summary = trainer.run()
+        try:
+            summary = trainer.run()
+        except Exception as exc:
+            if distributed.world_size() > 1 and distributed.lost_peer(exc):
+                raise _group_failed(trainer, run_dir, exc) from None
+            raise
     # Leave the process group before the interpreter exits: a gloo group still alive at exit can abort a worker
     # ("terminate called without an active exception") after the run has finished and saved.
     distributed.teardown()
@@ -38,23 +83,73 @@ def train(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
 
 
 def _resume(cfg: DictConfig, run_dir: Path, console: Console) -> rundirs.Resume | None:
-    resume = rundirs.find_resume(str(cfg.resume), cfg, run_dir)
-    if resume is None:
-        console.print("resume=auto: no unfinished run with this config under outputs/; starting a new run.")
+    newest = run_dir / "checkpoints" / "last.ckpt"
+    again = distributed.restarted()
+    if again and newest.is_file():  # the same job once more: its own run, whatever resume= says
+        console.print(f"{again}: continuing {shown(run_dir)} from its newest checkpoint.")
+        resume = rundirs.Resume(run_dir, newest, [])
+    elif cfg.get("resume"):
+        resume = rundirs.find_resume(str(cfg.resume), cfg, run_dir)
+        if resume is None:
+            console.print("resume=auto: no unfinished run with this config under outputs/; starting a new run.")
+            return None
+    else:
         return None
     resume = rundirs.check_compatible(resume, checkpoint.load(resume.checkpoint)["config"], cfg)
     rundirs.adopt(run_dir, resume.run_dir)
     return resume
 
 
+def _group_failed(trainer: Trainer, run_dir: Path, exc: Exception) -> GroupFailed:
+    """What this process says when another one of its group is gone: the collective it was in failed."""
+    gone = f"another process of this data-parallel run is gone ({_torch_said(exc)})"
+    left = distributed.restarts_left()
+    if left:
+        return GroupFailed(f"{gone}. torch elastic restarts them all ({_restarts(left)} left), and they continue from "
+                           f"the newest checkpoint in {shown(run_dir)}.", exit_code=RESTARTING)
+    error = f"{gone}, and no restarts are left: {_continue_with(run_dir)}"
+    if trainer.main:
+        _write_summary(run_dir, {**trainer.summary({}), "status": "failed", "error": error})
+    return GroupFailed(error)
+
+
+def _torch_said(exc: Exception) -> str:
+    """The first sentence of torch's message, without gloo's source location, and without brackets: the console
+    would read `[/path/pair.cc:545]` as markup."""
+    said = re.sub(r"^\[[^\]]*\]\s*", "", " ".join(str(exc).split())).split(". ")[0]
+    return f"{type(exc).__name__}: {said}"[:200].replace("[", "(").replace("]", ")")
+
+
+def _restarts(n: int | None) -> str:
+    return f"{n} restart{'' if n == 1 else 's'}"
+
+
+def _continue_with(run_dir: Path) -> str:
+    newest = run_dir / "checkpoints" / "last.ckpt"
+    if not newest.is_file():
+        return "nothing was saved yet, so start the run again."
+    fit = checkpoint.load(newest)["fit"]
+    return (f"continue from {shown(newest)} (epoch {fit['epoch'] + 1}, batch {fit['batch']}, step {fit['step']}) "
+            f"with the same command and {_resume_arg(run_dir)}")
+
+
 def _launch(cfg: DictConfig, run_dir: Path, console: Console, devices: int) -> dict[str, Any]:
-    """`trainer.devices=N`: the same command in N processes (torch elastic launch) sharing this run directory."""
+    """`trainer.devices=N`: the same command in N processes (torch elastic launch) sharing this run directory;
+    when one fails, all are restarted (trainer.max_restarts times) and continue from the newest checkpoint."""
     from hydra.core.hydra_config import HydraConfig
 
     console.print(f"data-parallel: {devices} processes, global batch {devices} × {cfg.data.batch_size} = "
                   f"{devices * cfg.data.batch_size}")
-    code = distributed.launch(devices, [*HydraConfig.get().overrides.task, f"hydra.run.dir={run_dir}"])
+    max_restarts = int(cfg.trainer.get("max_restarts", MAX_RESTARTS))
+    code = distributed.launch(devices, [*HydraConfig.get().overrides.task, f"hydra.run.dir={run_dir}"], max_restarts)
+    summary = run_dir / "summary.json"  # rank 0 wrote it (a resumed run writes in the run it continued)
+    result = json.loads(summary.read_text()) if summary.is_file() else {}
+    if code > 128 and code not in (130, 143) and result.get("status") != "failed" and run_dir.is_dir():
+        # A process was killed (128 + its signal), and it was rank 0, which would have said so: this one does.
+        error = (f"a process of this data-parallel run was killed (exit code {code}), and no restarts are left "
+                 f"({_restarts(max_restarts)} used): {_continue_with(run_dir)}")
+        _write_summary(run_dir, {**result, "status": "failed", "run_dir": str(run_dir), "error": error})
+        raise GroupFailed(error)
     if code:
         raise SystemExit(code)  # the processes already said why (130/143: stopped and saved)
-    summary = run_dir / "summary.json"  # rank 0 wrote it (a resumed run writes in the run it continued)
-    return json.loads(summary.read_text()) if summary.is_file() else {}
+    return result
