@@ -70,6 +70,8 @@ def _train(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
         distributed.remember("run_dir", str(run_dir))  # where a restart of the process group continues
     with rundirs.lock(run_dir) if main else nullcontext(), StopRequest() as stop:
         trainer = Trainer(cfg, run_dir, console, callbacks=ATTACHED.get(), resume=resume, stop=stop)
+        if distributed.world_size() > 1:
+            _each_rank_keeps_its_partial_epoch(trainer)
         try:
             summary = trainer.run()
         except Exception as exc:
@@ -80,6 +82,26 @@ def _train(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
     # ("terminate called without an active exception") after the run has finished and saved.
     distributed.teardown()
     return summary
+
+
+def _each_rank_keeps_its_partial_epoch(trainer: Trainer) -> None:
+    """Each rank sums the metrics of its own samples, but rank 0 alone writes checkpoints: a mid-epoch checkpoint
+    carries every rank's sums so far (`partial["ranks"]`), and each rank continues its epoch with its own, so a
+    resumed epoch's train/ metrics are those of an uninterrupted one."""
+    state, save = trainer.state, trainer.hooks.save_step
+    saved = state.partial.get("ranks")
+    if saved is not None and len(saved) == distributed.world_size():
+        state.partial = saved[distributed.rank()]
+
+    def save_step() -> None:  # the loop calls it on every rank after the same step
+        own = state.partial
+        state.partial = {**own, "ranks": distributed.gather(own)}
+        try:
+            save()
+        finally:
+            state.partial = own
+
+    trainer.hooks.save_step = save_step
 
 
 def _resume(cfg: DictConfig, run_dir: Path, console: Console) -> rundirs.Resume | None:
