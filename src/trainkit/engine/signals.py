@@ -54,8 +54,8 @@ class StopRequest:
 
 def requeue_on_slurm(signum: int) -> str | None:
     """After a pre-emption signal inside a SLURM job, put the job back in the queue (`scontrol requeue`);
-    the requeued job runs the same command and `resume=auto` continues from the saved checkpoint.
-    Returns what it did, for the log; None outside SLURM or for Ctrl-C."""
+    the requeued job runs the same command in the same run directory and continues from the saved
+    checkpoint (commands/train.py). Returns what it did, for the log; None outside SLURM or for Ctrl-C."""
     import os
     import subprocess
 
@@ -70,4 +70,4 @@ def requeue_on_slurm(signum: int) -> str | None:
         return f"could not requeue SLURM job {job_id}: {exc}"
     if done.returncode:
         return f"could not requeue SLURM job {job_id}: {done.stderr.strip() or done.returncode}"
-    return f"requeued SLURM job {job_id}; it resumes from the saved checkpoint (resume=auto)"
+    return f"requeued SLURM job {job_id}; it continues from the saved checkpoint when it runs again"
