@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cluster import pytest_terminal_summary, slurm_cluster  # noqa: F401 (a real SLURM cluster)
 from hypothesis import settings
 
 # The fuzz tests (test_fuzz.py): seeded in every run, so CI is repeatable; `--hypothesis-profile=long` explores
