@@ -1,4 +1,6 @@
-"""Data-parallel training with torch.distributed (gloo on the CPU) and the SLURM requeue path."""
+"""Data-parallel training with torch.distributed (gloo on the CPU), and the SLURM requeue call.
+
+A real SLURM cluster, two hosts and elastic restarts: test_slurm.py, test_multihost.py, test_elastic.py."""
 
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from trainkit.data.base import DataMeta, Split
 from trainkit.data.loader import BatchLoader
 from trainkit.engine import checkpoint
 
-RUN = ["trainer.max_epochs=2", "trainer.progress=none", "trainer.tensorboard=false", "model.dropout=0.0"]
+# One torch thread per process: on a 2-core machine, default threads in two processes run many times slower.
+RUN = ["trainer.max_epochs=2", "trainer.progress=none", "trainer.tensorboard=false", "model.dropout=0.0",
+       "trainer.num_threads=1"]
 
 
 def test_shards_cover_each_global_batch_exactly_once():
@@ -55,14 +59,14 @@ def test_two_processes_match_one_process_with_twice_the_batch(tmp_path):
 
 
 def test_sigterm_to_the_launcher_leaves_a_resumable_checkpoint(tmp_path):
-    args = ["train", "trainer.devices=2", "data.n_train=30000", "trainer.progress=none", "trainer.max_epochs=2"]
+    args = ["train", "trainer.devices=2", "data.n_train=36000", "trainer.progress=none", "trainer.max_epochs=2",
+            "trainer.tensorboard=false", "trainer.num_threads=1", "trainer.checkpoint_every_n_steps=20"]
     proc = subprocess.Popen([*TRAINKIT, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     deadline = time.time() + 180
-    while not list(tmp_path.glob("outputs/*/*/tensorboard/events*")):  # rank 0 is training
+    while not list(tmp_path.glob("outputs/*/*/checkpoints/epoch001-step*.ckpt")):  # rank 0 is 20 steps in
         assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
-        time.sleep(0.1)
-    time.sleep(2.0)
+        time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, out
@@ -79,17 +83,39 @@ def test_slurm_launcher_preset_composes(compose):
     launcher = cfg.hydra.launcher
     assert launcher.partition == "gpu" and launcher.signal_delay_s == 120
     assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.additional_parameters.signal == "USR1@120", "SLURM's warning is trainkit's stop signal"
+    assert any(line.startswith("srun() {") and "kill -USR1" in line for line in launcher.setup)
 
 
-def test_sigusr1_in_a_slurm_job_saves_requeues_and_the_rerun_resumes(tmp_path):
+def test_the_batch_script_passes_usr1_on_to_its_srun(compose, tmp_path):
+    """`scancel --batch --signal=USR1` reaches only the batch shell: the launcher's setup lines hand it to srun, and
+    the job still ends with srun's exit code. A stand-in srun records the signal."""
+    setup = compose("hydra/launcher=slurm", return_hydra=True).hydra.launcher.setup
+    fake = tmp_path / "srun"
+    fake.write_text("#!/bin/sh\ntrap 'echo got USR1 >> $0.log; exit 7' USR1\necho started >> $0.log\n"
+                    "while :; do sleep 0.05; done\n")
+    fake.chmod(0o755)
+    shell = subprocess.Popen(["bash", "-c", "\n".join([*setup, f"PATH={tmp_path}:$PATH", "srun --unbuffered x"])])
+    log = tmp_path / "srun.log"
+    deadline = time.time() + 10
+    while not log.exists():
+        assert time.time() < deadline and shell.poll() is None
+        time.sleep(0.02)
+    shell.send_signal(signal.SIGUSR1)
+    assert shell.wait(timeout=10) == 7, "the batch script ends as srun did"
+    assert log.read_text().split("\n")[:2] == ["started", "got USR1"]
+
+
+def test_sigusr1_in_a_slurm_job_saves_and_calls_scontrol_requeue(tmp_path):
+    """The requeue call, against a stand-in scontrol; test_slurm.py runs the whole cycle on a real cluster."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     record = tmp_path / "scontrol.log"
     (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {record}\n")
     (bin_dir / "scontrol").chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242", "HYDRA_FULL_ERROR": "0"}
-    args = [*TRAINKIT, "train", "data.n_train=200000", "trainer.progress=none", "trainer.max_epochs=1",
-            "resume=auto", "hydra.run.dir=outputs/job/4242"]
+    args = [*TRAINKIT, "train", "data.n_train=1000000", "trainer.progress=none", "trainer.tensorboard=false",
+            "trainer.num_threads=1", "trainer.max_epochs=1", "resume=auto", "hydra.run.dir=outputs/job/4242"]
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while not (tmp_path / "outputs" / "job" / "4242" / "checkpoints").exists():
