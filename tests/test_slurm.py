@@ -111,20 +111,21 @@ def test_a_sweep_runs_each_job_on_the_cluster_and_summarizes_as_a_local_sweep(sl
 def test_the_time_limit_warning_saves_requeues_and_the_job_resumes_exactly(slurm_cluster, started, tmp_path):
     """hydra.launcher's signal_delay_s: SLURM sends SIGUSR1 to the job's tasks before its time limit. slurmctld checks
     time limits every 30 s and warns at the first check from 30 s before the warning is due: with a 1-minute limit
-    and 50 s of warning, at its first check after the job started. The job is submitted so that this check comes
-    while it trains; a requeued run that gets the warning again stops and resumes again. (It runs second: the
-    sweep above takes about as long as slurmctld waits for its first check after it starts, so it seldom waits.)"""
+    and 20 s of warning, at the first check from 10 s after the job started, when trainkit is ready for it. The job
+    is submitted so that this check comes 10-14 s after it started, while it trains (were it later, the job would
+    finish unwarned and the test fail saying so). A requeued run warned again stops and resumes again. (This test
+    runs second: the sweep above lasts about as long as slurmctld waits for its first check, so it seldom waits.)"""
     run = [*EXACT, "data.n_train=100000", "trainer.max_epochs=12"]
     reference = local_run(started, tmp_path / "reference", *run)
-    lead = 12.0  # from typing the command to training: the submitter (1-3 s), scheduling (<1 s), the job (2-5 s)
+    lead = 15.0  # from typing the command to the check: the submitter (1-3 s), scheduling (<1 s), then 10 s or more
     check = slurm_cluster.next_time_limit_check(after=time.time() + lead)
     time.sleep(max(0.0, check - lead - time.time()))
     sweep = submit(started, slurm_cluster, tmp_path / "slurm", *LAUNCHER, "hydra.launcher.timeout_min=1",
-                   "hydra.launcher.signal_delay_s=50", *run)
+                   "hydra.launcher.signal_delay_s=20", *run)
     out = finish(sweep, timeout=150)
     cwd = tmp_path / "slurm"
     (script,) = cwd.glob("outputs/multirun/*/*/.submitit/.submission_file_*.sh")
-    assert "#SBATCH --signal=USR1@50" in script.read_text(), "hydra.launcher asks SLURM for SIGUSR1"
+    assert "#SBATCH --signal=USR1@20" in script.read_text(), "hydra.launcher asks SLURM for SIGUSR1"
     log = job_log(cwd)
     assert "stopped by SIGUSR1" in log and "SLURM requeued this job (restart 1): continuing" in log, log + out
     (run_dir,) = job_dirs(cwd)
