@@ -175,7 +175,8 @@ def _clean_up(run_dir: Path, exc: Exception) -> None:
 def _fail(console, run_dir: Path, exc: Exception) -> None:
     code = getattr(exc, "exit_code", 1)
     label = "[bold yellow]stopped:[/bold yellow]" if code != 1 else "[bold red]error:[/bold red]"
-    console.print(f"{label} {exc}", highlight=False, soft_wrap=True)
+    console.print(label, end=" ")
+    console.print(str(exc), markup=False, highlight=False, soft_wrap=True)  # a message may hold [brackets]
     _clean_up(run_dir, exc)
     raise SystemExit(code)
 

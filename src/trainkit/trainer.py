@@ -178,10 +178,10 @@ class Trainer:
                 self.hooks, self.state, until=epochs)
         except UserError as exc:  # interrupted, diverged, a failed save: say so where `trainkit runs` looks
             if isinstance(exc, Interrupted):
-                exc.args = (f"{exc} Continue it with: trainkit train {_resume_arg(self.run_dir)}",)
+                exc.args = (f"{exc} Continue it with: trainkit train {resume_arg(self.run_dir)}",)
             if self.main:
                 status = "interrupted" if isinstance(exc, Interrupted) else "failed"
-                _write_summary(self.run_dir, {**self.summary({}), "status": status, "error": str(exc)})
+                write_summary(self.run_dir, {**self.summary({}), "status": status, "error": str(exc)})
                 if self.trackers is not None:
                     self.trackers.end(status)
                 requeued = requeue_on_slurm(self.stop.requested) if isinstance(exc, Interrupted) and self.stop else None
@@ -230,7 +230,7 @@ class Trainer:
             self.close()
         summary = {**self.summary(self.test()), "wall_time_s": time.perf_counter() - self.started}
         if self.main:
-            _write_summary(self.run_dir, summary)
+            write_summary(self.run_dir, summary)
             if self.trackers is not None:
                 self.trackers.finish(summary, self.run_dir)
             if self._tensorboard:  # the HPARAMS tab: this run's config beside its final metrics
@@ -298,7 +298,7 @@ def _check_data(data: Any, allow: bool, console: Console) -> list[str]:
     return warnings + fatal
 
 
-def _resume_arg(run_dir: Path) -> str:
+def resume_arg(run_dir: Path) -> str:
     """`resume=DIR` as a shell passes it to Hydra: a sweep job's directory (`3_model=cnn,optimizer=sgd`) holds
     characters of Hydra's override grammar, so it is quoted for Hydra, and that for the shell."""
     path = shown(run_dir)
@@ -313,7 +313,7 @@ def _changes(changes: list[tuple[str, Any, Any]]) -> str:
     return "; changed since the checkpoint: " + ", ".join(f"{k} {old!r} → {new!r}" for k, old, new in changes)
 
 
-def _write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     path = run_dir / "summary.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")

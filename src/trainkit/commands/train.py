@@ -21,12 +21,7 @@ from trainkit.engine import checkpoint, distributed
 from trainkit.engine.signals import Interrupted, StopRequest
 from trainkit.errors import UserError
 from trainkit.logging.text import shown
-from trainkit.trainer import ATTACHED, Trainer, _resume_arg, _write_summary
-
-# trainer.devices=N: how often the processes are all restarted after one fails. Read as trainer.max_restarts
-# once TrainerSettings has that key; until then this default holds.
-MAX_RESTARTS = 2
-
+from trainkit.trainer import ATTACHED, Trainer, resume_arg, write_summary
 
 class GroupFailed(UserError):
     """A process of a data-parallel run failed, so every other one stopped too; the checkpoints stay."""
@@ -131,7 +126,7 @@ def _group_failed(trainer: Trainer, run_dir: Path, exc: Exception) -> GroupFaile
                            f"the newest checkpoint in {shown(run_dir)}.", exit_code=RESTARTING)
     error = f"{gone}, and no restarts are left: {_continue_with(run_dir)}"
     if trainer.main:
-        _write_summary(run_dir, {**trainer.summary({}), "status": "failed", "error": error})
+        write_summary(run_dir, {**trainer.summary({}), "status": "failed", "error": error})
     return GroupFailed(error)
 
 
@@ -152,7 +147,7 @@ def _continue_with(run_dir: Path) -> str:
         return "nothing was saved yet, so start the run again."
     fit = checkpoint.load(newest)["fit"]
     return (f"continue from {shown(newest)} (epoch {fit['epoch'] + 1}, batch {fit['batch']}, step {fit['step']}) "
-            f"with the same command and {_resume_arg(run_dir)}")
+            f"with the same command and {resume_arg(run_dir)}")
 
 
 def _launch(cfg: DictConfig, run_dir: Path, console: Console, devices: int) -> dict[str, Any]:
@@ -162,7 +157,7 @@ def _launch(cfg: DictConfig, run_dir: Path, console: Console, devices: int) -> d
 
     console.print(f"data-parallel: {devices} processes, global batch {devices} × {cfg.data.batch_size} = "
                   f"{devices * cfg.data.batch_size}")
-    max_restarts = int(cfg.trainer.get("max_restarts", MAX_RESTARTS))
+    max_restarts = int(cfg.trainer.max_restarts)
     code = distributed.launch(devices, [*HydraConfig.get().overrides.task, f"hydra.run.dir={run_dir}"], max_restarts)
     summary = run_dir / "summary.json"  # rank 0 wrote it (a resumed run writes in the run it continued)
     result = json.loads(summary.read_text()) if summary.is_file() else {}
@@ -170,7 +165,7 @@ def _launch(cfg: DictConfig, run_dir: Path, console: Console, devices: int) -> d
         # A process was killed (128 + its signal), and it was rank 0, which would have said so: this one does.
         error = (f"a process of this data-parallel run was killed (exit code {code}), and no restarts are left "
                  f"({_restarts(max_restarts)} used): {_continue_with(run_dir)}")
-        _write_summary(run_dir, {**result, "status": "failed", "run_dir": str(run_dir), "error": error})
+        write_summary(run_dir, {**result, "status": "failed", "run_dir": str(run_dir), "error": error})
         raise GroupFailed(error)
     if code:
         raise SystemExit(code)  # the processes already said why (130/143: stopped and saved)

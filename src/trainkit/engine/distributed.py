@@ -50,6 +50,9 @@ def from_slurm() -> None:
     TorchDistributedEnvironment().export()
 
 
+_OWNED: list[bool] = []  # non-empty while this process holds a group that `setup` made
+
+
 def setup() -> None:
     """Join the process group the launcher described (env://). CUDA tensors go through nccl, everything
     else (CPU tensors, Python objects) through gloo, so one group serves both."""
@@ -59,6 +62,7 @@ def setup() -> None:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank())
     store = _agent_store()
+    _OWNED.append(True)
     if store is None:
         dist.init_process_group(backend=backend)
         return
@@ -125,10 +129,12 @@ def lost_peer(exc: BaseException) -> bool:
 
 
 def teardown() -> None:
-    """Leave the group together: every rank past its last collective before any destroys its end of it."""
-    if active():
+    """Leave the group together: every rank past its last collective before any destroys its end of it. Only a
+    group that `setup` made: one the caller made (a script around trainkit.train) stays theirs."""
+    if active() and _OWNED:
         dist.barrier()
         dist.destroy_process_group()
+        _OWNED.clear()
 
 
 def agree(value: Any) -> Any:

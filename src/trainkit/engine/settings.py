@@ -23,6 +23,7 @@ class TrainerSettings:
     max_epochs: int = 10
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     devices: int = 1  # > 1: data-parallel over this many processes on this machine (torch elastic launch)
+    max_restarts: int = 2  # devices > 1: times all processes restart (and resume) after one of them fails
     precision: str = "32"  # 32, bf16-mixed, 16-mixed
     grad_clip: Optional[float] = None  # max global L2 norm of each optimizer's gradients; null: no clipping
     log_every_n_steps: int = 50  # steps between host syncs for the progress display and TensorBoard
@@ -88,6 +89,8 @@ class TrainerSettings:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ValueError(f"trainer.{key}={value} must be at least 1 (or null where that means off).")
+        if self.max_restarts < 0:
+            raise ValueError(f"trainer.max_restarts={self.max_restarts} must be 0 or more.")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"trainer.ema_decay={self.ema_decay} must be between 0 and 1 (e.g. 0.999), or null.")
         if not (math.isfinite(self.plain_every_s) and self.plain_every_s >= 0):
