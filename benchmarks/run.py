@@ -563,8 +563,6 @@ def memory(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 def split_storage(args: argparse.Namespace) -> dict[str, Any]:
     """What the loaders hold: the readers' uint8 tensors themselves (no copy) and their bytes."""
-    import torch
-
     from trainkit.build import build_run
 
     out = {}
@@ -653,7 +651,7 @@ def machine() -> dict[str, Any]:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    lines = [f"# trainkit performance results", "",
+    lines = ["# trainkit performance results", "",
              f"Machine: {r['machine']['cpus']} cores ({r['machine']['cpu']}), "
              f"{r['machine'].get('gpu') or 'CPU only'}, torch {r['machine']['torch']}, "
              f"Python {r['machine']['python']}, {r['machine']['torch_threads']} torch threads. Written by "

@@ -8,11 +8,9 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 from conftest import TRAINKIT, job_dir, run_cli, run_dirs
 
