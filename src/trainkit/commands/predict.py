@@ -3,7 +3,8 @@
 What `input=` can be follows from the shape of the model's samples, which the checkpoint carries:
 - images: a CSV of pixel rows (Kaggle's MNIST test.csv, no label column) → a submission `ImageId,Label`, ids
   from 1 in input order; a folder of images, an index CSV of image files, or one image → `filename,` then the
-  task's columns (a classifier's `label,confidence`);
+  task's columns (a classifier's `label,confidence`); images are resized to the model's H×W when it was trained
+  on resized images (data.size, e.g. data=image_folder), else they must have that size;
 - vectors: a CSV of x values → the values, then the task's columns (a regression's `prediction`).
 
 What a prediction is belongs to the task (`Task.predict`): raw values in, normalized as in training inside.
@@ -20,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
 
 from trainkit.data.base import DataError, DataMeta
-from trainkit.data.index_csv import IMAGE_SUFFIXES
+from trainkit.data.images import SUFFIXES as IMAGE_SUFFIXES
 from trainkit.errors import ConfigError
 from trainkit.logging.text import shown
 from trainkit.reports.base import class_names
@@ -87,6 +88,7 @@ def _output_path(value: str | None, run_dir: Path, default: str) -> Path:
 
 def _inputs(path: Path, restored: Restored) -> Inputs:
     meta = restored.meta
+    resize = _resizes(restored)
     if not path.exists():
         raise DataError(f"predict: input={path} does not exist. Set input= to {_expected(meta)}.")
     if len(meta.in_shape) != 3:
@@ -96,13 +98,19 @@ def _inputs(path: Path, restored: Restored) -> Inputs:
         if not files:
             raise DataError(f"predict: the folder input={path} holds no image files ({', '.join(IMAGE_SUFFIXES)}). "
                             f"Set input= to {_expected(meta)}.")
-        return _images(files, [p.relative_to(path).as_posix() for p in files], meta)
+        return _images(files, [p.relative_to(path).as_posix() for p in files], meta, resize)
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return _images([path], [path.name], meta)
+        return _images([path], [path.name], meta, resize)
     if _pixel_row_reader(meta) is not None and _first_line_fields(path) >= math.prod(meta.in_shape):
         return _pixel_rows(path, meta)
     files, names = _index_csv(path, meta)
-    return _images(files, names, meta)
+    return _images(files, names, meta, resize)
+
+
+def _resizes(restored: Restored) -> bool:
+    """Whether input images are resized to the model's H×W: when its training images were (data.size set), the
+    same step makes new images what the model saw; otherwise a picture of another size is refused, not guessed at."""
+    return OmegaConf.select(restored.recipe, "data.size", default=None) is not None
 
 
 def _pixel_row_reader(meta: DataMeta) -> Any:
@@ -134,24 +142,25 @@ def _pixel_rows(path: Path, meta: DataMeta) -> Inputs:
     return Inputs("pixel_rows", len(x), ["ImageId"], chunks, split.y)
 
 
-def _images(files: list[Path], names: list[str], meta: DataMeta) -> Inputs:
+def _images(files: list[Path], names: list[str], meta: DataMeta, resize: bool = False) -> Inputs:
     from trainkit.data.images import ImageError, read_images
 
     def chunks() -> Iterator[tuple[Tensor, list[list[str]]]]:
         for s in range(0, len(files), DECODE_CHUNK):
             try:
-                x = read_images(files[s:s + DECODE_CHUNK], tuple(meta.in_shape))
+                x = read_images(files[s:s + DECODE_CHUNK], tuple(meta.in_shape), resize=resize)
             except ImageError as err:
-                raise DataError(f"predict: {err}. This model takes {_expected_images(meta)}; fix that file "
-                                f"or leave it out.") from None
+                raise DataError(f"predict: {err}. This model takes {_expected_images(meta, resize)}; fix that "
+                                f"file or leave it out.") from None
             yield x, [[name] for name in names[s:s + DECODE_CHUNK]]
 
     return Inputs("images", len(files), ["filename"], chunks())
 
 
-def _expected_images(meta: DataMeta) -> str:
+def _expected_images(meta: DataMeta, resize: bool = False) -> str:
     c, h, w = meta.in_shape
-    return f"{h}×{w} {'grayscale' if c == 1 else 'RGB'} images (colours are converted, sizes are not)"
+    converted = "colours and sizes are converted" if resize else "colours are converted, sizes are not"
+    return f"{h}×{w} {'grayscale' if c == 1 else 'RGB'} images ({converted})"
 
 
 def _index_csv(path: Path, meta: DataMeta) -> tuple[list[Path], list[str]]:

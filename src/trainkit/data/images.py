@@ -1,6 +1,7 @@
 """Decodes folders of image files (PNG and whatever else scikit-image reads) into one uint8 N×C×H×W tensor.
 
-Decoding runs in worker processes, in chunks; it never resizes. Caching the result is left to the caller.
+Decoding runs in worker processes, in chunks, and resizes only when asked to; `probe_images` reads just the
+headers (size, colour) to decide the shape first. Caching the result is left to the caller.
 """
 
 from __future__ import annotations
@@ -8,8 +9,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import warnings
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +21,9 @@ from trainkit.data.base import DataError
 
 CHUNK = 256  # files per worker task: large enough that a task's overhead is small next to its decoding
 SERIAL_BELOW = 2 * CHUNK  # fewer files than this decode in this process: a pool would cost more than it saves
+# What a folder of images may hold: index CSVs' suffixes and torchvision ImageFolder's (PPM, PGM) together.
+SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+GRAY_MODES = {"1", "L", "LA", "La", "I", "F"}  # PIL modes without colour; also I;16 and its kin (startswith "I")
 
 
 class ImageError(DataError):
@@ -28,9 +34,11 @@ class ImageError(DataError):
         self.index, self.path = index, path
 
 
-def read_images(paths: list[Path], in_shape: tuple[int, int, int], *, workers: int | None = None) -> torch.Tensor:
+def read_images(paths: list[Path], in_shape: tuple[int, int, int], *, workers: int | None = None,
+                resize: bool = False) -> torch.Tensor:
     """Every file in `paths`, in order, as uint8 N×C×H×W, read with scikit-image: C=1 as grayscale
-    (skimage's as_gray: luminance of RGB, RGBA composited on white), C=3 as RGB.
+    (skimage's as_gray: luminance of RGB, RGBA composited on white), C=3 as RGB. `resize`: a picture of
+    another size is resized to H×W (skimage.transform.resize, anti-aliased); else it is an error.
 
     Raises ImageError (a DataError) naming the first missing, unreadable or wrongly sized file.
     `workers`: processes to decode with (default: one per CPU; 0 or 1 decodes here).
@@ -40,25 +48,63 @@ def read_images(paths: list[Path], in_shape: tuple[int, int, int], *, workers: i
         raise ValueError(f"read_images reads 1 (grayscale) or 3 (RGB) channels, not in_shape={in_shape}")
     paths = [Path(p) for p in paths]
     out = np.empty((len(paths), channels, height, width), dtype=np.uint8)
-    starts = range(0, len(paths), CHUNK)
-    jobs = [(paths[s:s + CHUNK], in_shape) for s in starts]
+    jobs = [(chunk, in_shape, resize) for chunk in _chunks(paths)]
+    for start, images in _run(_decode_chunk, jobs, paths, workers):
+        out[start:start + len(images)] = images
+    return torch.from_numpy(out)
+
+
+def probe_images(paths: list[Path], *, workers: int | None = None) -> np.ndarray:
+    """int64 N×3: each file's height, width, and 1 if it has colour (RGB, RGBA, CMYK, a palette that is not all
+    gray), 0 if gray (L, LA, 1-bit, 16-bit, a gray palette). Reads headers only, except of palette images.
+
+    Raises ImageError naming the first file that is missing or not an image."""
+    paths = [Path(p) for p in paths]
+    out = np.empty((len(paths), 3), dtype=np.int64)
+    for start, rows in _run(_probe_chunk, list(_chunks(paths)), paths, workers):
+        out[start:start + len(rows)] = rows
+    return out
+
+
+def channel_stats(x: torch.Tensor, scale: float = 255.0, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 N×C×H×W pixels scaled to 0..1, in float64, a chunk at a time (a float
+    copy of the whole split could be gigabytes): the normalization a reader computes from its training split."""
+    channels = x.shape[1]
+    total = torch.zeros(channels, dtype=torch.float64)
+    squares = torch.zeros(channels, dtype=torch.float64)
+    for start in range(0, len(x), chunk):
+        part = x[start:start + chunk].to(torch.float64).div_(scale).transpose(0, 1).reshape(channels, -1)
+        total += part.sum(dim=1)
+        squares += (part * part).sum(dim=1)
+    count = max(1, x[:, 0].numel())
+    mean = total / count
+    std = (squares / count - mean * mean).clamp(min=0).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def _chunks(paths: list[Path]) -> Iterable[list[Path]]:
+    return (paths[s:s + CHUNK] for s in range(0, len(paths), CHUNK))
+
+
+def _run(work: Callable[[Any], tuple[Any, tuple[int, str] | None]], jobs: list[Any], paths: list[Path],
+         workers: int | None) -> Iterable[tuple[int, Any]]:
+    """(start, result) of `work` on each chunk, in order, in worker processes when there are many files; the
+    first problem a chunk reports becomes an ImageError naming its file."""
     workers = (os.cpu_count() or 1) if workers is None else workers
     if len(paths) < SERIAL_BELOW or workers <= 1:
-        results = map(_decode_chunk, jobs)
-        pool = None
+        results, pool = map(work, jobs), None
     else:
         pool = _pool(min(workers, len(jobs)))
-        results = pool.map(_decode_chunk, jobs)
+        results = pool.map(work, jobs)
     try:
-        for start, (images, problem) in zip(starts, results):
+        for start, (result, problem) in zip(range(0, len(paths), CHUNK), results):
             if problem is not None:
                 offset, message = problem
                 raise ImageError(message, start + offset, paths[start + offset])
-            out[start:start + len(images)] = images
+            yield start, result
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    return torch.from_numpy(out)
 
 
 def _pool(workers: int) -> Executor:
@@ -69,19 +115,23 @@ def _pool(workers: int) -> Executor:
     return ThreadPoolExecutor(workers)
 
 
-def _decode_chunk(job: tuple[list[Path], tuple[int, int, int]]) -> tuple[np.ndarray, tuple[int, str] | None]:
+def _unreadable(path: Path, err: Exception) -> str:
+    if isinstance(err, FileNotFoundError):
+        return f"{path} does not exist"
+    if isinstance(err, IsADirectoryError):
+        return f"{path} is a directory, not an image file"
+    return f"{path} could not be read as an image ({type(err).__name__}: {err})"
+
+
+def _decode_chunk(job: tuple[list[Path], tuple[int, int, int], bool]) -> tuple[np.ndarray, tuple[int, str] | None]:
     """(the chunk's images, None), or (the images before the first bad file, (its offset, what is wrong))."""
-    paths, (channels, height, width) = job
+    paths, (channels, height, width), resize = job
     images = np.empty((len(paths), channels, height, width), dtype=np.uint8)
     for i, path in enumerate(paths):
         try:
-            image = _decode(path, channels)
-        except FileNotFoundError:
-            return images[:i], (i, f"{path} does not exist")
-        except IsADirectoryError:
-            return images[:i], (i, f"{path} is a directory, not an image file")
+            image = _decode(path, channels, (height, width) if resize else None)
         except Exception as err:  # every decoder fails its own way on a truncated or foreign file
-            return images[:i], (i, f"{path} could not be read as an image ({type(err).__name__}: {err})")
+            return images[:i], (i, _unreadable(path, err))
         if image.shape[1:] != (height, width):
             found = "×".join(map(str, image.shape[1:]))
             return images[:i], (i, f"{path} is {found} pixels, expected {height}×{width} (images are not resized)")
@@ -89,8 +139,8 @@ def _decode_chunk(job: tuple[list[Path], tuple[int, int, int]]) -> tuple[np.ndar
     return images, None
 
 
-def _decode(path: Path, channels: int) -> np.ndarray:
-    """One file as uint8 C×H×W."""
+def _decode(path: Path, channels: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """One file as uint8 C×H×W; resized to `size` (H, W) when given and different."""
     from skimage import color, io, util  # here, not at the top: importing skimage costs half a second
 
     with warnings.catch_warnings():
@@ -111,4 +161,40 @@ def _decode(path: Path, channels: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "lossy conversion": 16-bit and float pictures become 8-bit on purpose
         image = util.img_as_ubyte(image)
+    if size is not None and image.shape[:2] != tuple(size):
+        image = _resize(image, size)
     return image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 H×W(×C) resized to `size`, anti-aliased when shrinking (as PIL's and torchvision's resize are)."""
+    from skimage import transform
+
+    resized = transform.resize(image, tuple(size), order=1, anti_aliasing=True, preserve_range=True)
+    return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+
+
+def _probe_chunk(paths: list[Path]) -> tuple[np.ndarray, tuple[int, str] | None]:
+    rows = np.empty((len(paths), 3), dtype=np.int64)
+    for i, path in enumerate(paths):
+        try:
+            rows[i] = _probe(path)
+        except Exception as err:  # Pillow names what it could not identify in several ways
+            return rows[:i], (i, _unreadable(path, err))
+    return rows, None
+
+
+def _probe(path: Path) -> tuple[int, int, int]:
+    """(height, width, has colour) from the file's header. Pillow, because scikit-image decodes the whole
+    picture to tell its size; the pixels are decoded later by scikit-image (through imageio's Pillow plugin)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        width, height = image.size
+        mode = image.mode
+        if mode in ("P", "PA"):  # a palette: colour only if a pixel's entry is not gray
+            rgb = np.asarray(image.convert("RGB"))
+            colour = bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
+        else:
+            colour = not (mode in GRAY_MODES or mode.startswith("I;"))
+    return height, width, int(colour)

@@ -1,0 +1,301 @@
+"""Reads torchvision's ImageFolder layout (one folder of images per class) into uint8 tensors, decoded once.
+
+`root/train/<class>/...` with optional `root/val/` and `root/test/` beside it, or `root/<class>/...` carved into
+train, val and test. Files are listed as torchvision lists them (classes sorted, then each class's files), decoded
+by data.images in parallel and cached; the batch loader normalizes and batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainkit.data.base import SPLITS, DataError, DataMeta, DataSplits, Split, asked_splits, carve
+from trainkit.data.cache import cached, user_cache_dir
+from trainkit.data.images import SUFFIXES, ImageError, channel_stats, probe_images, read_images
+from trainkit.data.normalization import normalization
+
+WHO = "image_folder"
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The image files of one folder of class folders, in torchvision's order, with their class indices."""
+
+    folder: Path
+    files: list[Path]
+    labels: np.ndarray  # int64, one per file
+
+    def stamp(self) -> str:
+        """Every file's name, class, size and mtime: a changed, added or removed image changes it."""
+        lines = []
+        for file, label in zip(self.files, self.labels.tolist()):
+            stat = file.stat()
+            lines.append(f"{file.relative_to(self.folder).as_posix()}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}")
+        return "\n".join(lines) + "\n"
+
+
+def load(
+    root: str,  # the folder of class folders, or the one that holds train/ (and val/, test/)
+    size: list[int] | None = None,  # [H, W]: resize every image to this; null: all images must share one size
+    val_fraction: float = 0.1,  # of the training images, held back for validation (unless root/val/ exists)
+    test_fraction: float = 0.0,  # > 0: hold back this much of the training images as test (no root/test/)
+    seed: int = 0,  # of the carves
+    normalize: bool = True,  # false: pixels are only scaled to 0..1
+    mean: list[float] | None = None,  # per channel, of pixels scaled to 0..1; null: computed from the train images
+    std: list[float] | None = None,
+    cache: bool = True,  # keep decoded images as .npy in ~/.cache/trainkit (not among the class folders)
+    *,
+    splits: tuple[str, ...] = SPLITS,  # which to return; not a config key: the command knows what it needs
+) -> DataSplits:
+    """Train from root/train/ (or root itself), val from root/val/ or carved from train, test from root/test/,
+    carved from train with data.test_fraction, or None. The normalization, unless given, is the training
+    images' own (before the validation carve), so the metadata is the same whichever splits are asked for."""
+    asked = asked_splits(splits, WHO)
+    height_width = _size(size)
+    _check_fractions(val_fraction, test_fraction)
+    folders = _layout(Path(root).expanduser(), test_fraction)
+    classes = _classes(folders)
+    listings = {name: _list_files(folder, classes) for name, folder in folders.items()}
+    in_shape = _in_shape(listings, height_width, cache)
+    read = lambda name: _decode(listings[name], in_shape, height_width is not None, cache)  # noqa: E731
+    stats = mean is None and std is None and normalize
+    train = val = test = pool = None
+    if asked & {"train", "val"} or stats or ("test" in asked and "test" not in folders):
+        pool = read("train")  # the training images, before any carve
+        if "test" not in folders and test_fraction > 0:
+            pool, test = _carve(pool, test_fraction, seed, "data.test_fraction")
+        train = pool
+        if "val" not in folders and asked & {"train", "val"}:
+            train, val = _carve(pool, val_fraction, seed, "data.val_fraction")
+    if "val" in folders and "val" in asked:
+        val = read("val")
+    if "test" in folders and "test" in asked:
+        test = read("test")
+    if not normalize:
+        mean, std = None, None
+    elif stats:
+        mean, std = channel_stats(pool.x)
+    mean, std = normalization(mean, std, in_shape[0], WHO)
+    meta = DataMeta(
+        name=WHO, kind="classification", in_shape=in_shape, num_outputs=len(classes), class_names=classes,
+        scale=255.0, mean=mean, std=std, target_shape=(),
+    )
+    return DataSplits.asked(asked, train, val, test, meta)
+
+
+def find_problems(root: str, size: list[int] | None = None, test_fraction: float = 0.0, **_: object) -> list[str]:
+    """Every problem of the folder, not only the first: each empty class folder, stray file, unreadable image,
+    and the mismatches between train/, val/ and test/, for `trainkit data check`."""
+    problems: list[str] = []
+    try:
+        folders = _layout(Path(root).expanduser(), test_fraction)
+        classes = _classes(folders)
+    except DataError as err:
+        return [str(err)]
+    for folder in folders.values():
+        try:
+            listing = _list_files(folder, classes, problems)
+        except DataError as err:
+            problems.append(str(err))
+            continue
+        problems += _unreadable(listing.files)
+    return problems
+
+
+def _size(size: list[int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    ok = isinstance(size, (list, tuple)) and len(size) == 2 and all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)
+    if not ok:
+        raise DataError(f"{WHO}: data.size={size!r} is not two whole numbers [H, W] of at least 1. Set e.g. "
+                        f"data.size=[64,64], or data.size=null to keep the images' own size.")
+    return int(size[0]), int(size[1])
+
+
+def _check_fractions(val_fraction: float, test_fraction: float) -> None:
+    if not 0 < val_fraction < 1:
+        raise DataError(f"{WHO}: data.val_fraction={val_fraction!r} is not a fraction strictly between 0 and 1. "
+                        f"Set e.g. data.val_fraction=0.1.")
+    if not 0 <= test_fraction < 1:
+        raise DataError(f"{WHO}: data.test_fraction={test_fraction!r} is not 0 (off) or a fraction below 1. Set "
+                        f"e.g. data.test_fraction=0.2.")
+
+
+def _carve(split: Split, fraction: float, seed: int, key: str) -> tuple[Split, Split]:
+    try:
+        return carve(split, fraction, seed)
+    except DataError as err:
+        raise DataError(f"{WHO}: {key}={fraction}: {err}") from None
+
+
+def _visible_dirs(folder: Path) -> list[str]:
+    """Sub-folder names, sorted as torchvision sorts classes; hidden ones (.ipynb_checkpoints, .tkcache) left out."""
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
+def _layout(root: Path, test_fraction: float) -> dict[str, Path]:
+    """{split: its folder of class folders}: train/ (val/, test/) when root holds a train/ of class folders,
+    else {"train": root}."""
+    if not root.is_dir():
+        what = "is a file" if root.exists() else "does not exist"
+        raise DataError(
+            f"{WHO}: data.root={root} {what} (resolved to {root.absolute()}). Set data.root to a folder with one "
+            f"folder of images per class (root/cat/1.png, root/dog/2.png), or one that holds train/ and test/ "
+            f"folders laid out so."
+        )
+    if (root / "train").is_dir() and _visible_dirs(root / "train"):
+        folders = {name: root / name for name in SPLITS if (root / name).is_dir()}
+        if "test" in folders and test_fraction > 0:
+            raise DataError(
+                f"{WHO}: {root} has a test/ folder and data.test_fraction={test_fraction} asks to carve test images "
+                f"from train/ as well. Set data.test_fraction=0 to test on test/, or remove test/."
+            )
+        return folders
+    if not _visible_dirs(root):
+        found = sorted(p.name for p in root.iterdir())[:5]
+        holds = f"it holds {', '.join(found)}" if found else "it is empty"
+        raise DataError(
+            f"{WHO}: data.root={root} holds no class folders ({holds}). Put each class's images in a folder named "
+            f"after the class (root/cat/1.png, root/dog/2.png), or train/ and test/ folders laid out so."
+        )
+    return {"train": root}
+
+
+def _classes(folders: dict[str, Path]) -> list[str]:
+    """The class folder names of train/, checked against val/ and test/: a class index must mean one class."""
+    classes = _visible_dirs(folders["train"])
+    for name, folder in folders.items():
+        theirs = _visible_dirs(folder)
+        if theirs != classes:
+            only_train = sorted(set(classes) - set(theirs))
+            only_theirs = sorted(set(theirs) - set(classes))
+            parts = ([f"only train/ has {', '.join(only_train)}"] if only_train else []) + (
+                [f"only {name}/ has {', '.join(only_theirs)}"] if only_theirs else [])
+            raise DataError(
+                f"{WHO}: {folders['train']} and {folder} hold different class folders ({'; '.join(parts)}). "
+                f"Each class index must mean the same class in every split: give {name}/ the same class folders "
+                f"as train/ (an empty class has no place in either)."
+            )
+    return classes
+
+
+def _list_files(folder: Path, classes: list[str], problems: list[str] | None = None) -> Listing:
+    """Each class's image files in torchvision's ImageFolder order (os.walk sorted, then file names sorted).
+    A stray file (not an image by its suffix) or an empty class is an error, or, given `problems`, listed there."""
+    files: list[Path] = []
+    labels: list[int] = []
+    for index, name in enumerate(classes):
+        found = 0
+        for top, dirs, names in sorted(os.walk(folder / name, followlinks=True)):
+            if any(part.startswith(".") for part in Path(top).relative_to(folder).parts):
+                continue  # a hidden folder inside a class
+            for file_name in sorted(names):
+                path = Path(top) / file_name
+                if file_name.startswith("."):
+                    continue  # .DS_Store and the like
+                if os.path.splitext(file_name)[1].lower() not in SUFFIXES:
+                    problem = (f"{WHO}: {path} is not an image file (by its suffix; images are "
+                               f"{', '.join(SUFFIXES)}). Move it out of the class folder {folder / name}.")
+                    if problems is None:
+                        raise DataError(problem)
+                    problems.append(problem)
+                    continue
+                files.append(path)
+                labels.append(index)
+                found += 1
+        if not found:
+            problem = (f"{WHO}: the class folder {folder / name} holds no images. Put the class's images there "
+                       f"(suffixes {', '.join(SUFFIXES)}), or remove the folder.")
+            if problems is None:
+                raise DataError(problem)
+            problems.append(problem)
+    return Listing(folder, files, np.array(labels, dtype=np.int64))
+
+
+def _in_shape(listings: dict[str, Listing], size: tuple[int, int] | None, cache: bool) -> tuple[int, int, int]:
+    """C×H×W of every split: 3 channels if any image has colour, else 1; H×W from data.size, or the one size
+    that every image shares."""
+    probes = {name: _probe(listing, cache) for name, listing in listings.items()}
+    channels = 3 if any(p[:, 2].any() for p in probes.values()) else 1
+    if size is not None:
+        return channels, *size
+    files = [f for listing in listings.values() for f in listing.files]
+    hw = np.concatenate([p[:, :2] for p in probes.values()])
+    other = np.flatnonzero((hw != hw[0]).any(axis=1))
+    if other.size:
+        k = int(other[0])
+        raise DataError(
+            f"{WHO}: the images are not all of one size: {files[0]} is {hw[0, 0]}×{hw[0, 1]} (H×W) and {files[k]} "
+            f"is {hw[k, 0]}×{hw[k, 1]}. Set data.size=[H,W] to resize every image to one size, e.g. "
+            f"data.size=[{hw[0, 0]},{hw[0, 1]}]."
+        )
+    return channels, int(hw[0, 0]), int(hw[0, 1])
+
+
+def _probe(listing: Listing, cache: bool) -> np.ndarray:
+    def build() -> dict[str, np.ndarray]:
+        try:
+            return {"probe": probe_images(listing.files)}
+        except ImageError as err:
+            raise DataError(f"{WHO}: {err}. Replace or remove that file.") from None
+
+    return np.asarray(_cached(listing, "probe", build, cache)["probe"])
+
+
+def _decode(listing: Listing, in_shape: tuple[int, int, int], resize: bool, cache: bool) -> Split:
+    def build() -> dict[str, np.ndarray]:
+        try:
+            x = read_images(listing.files, in_shape, resize=resize).numpy()
+        except ImageError as err:
+            raise DataError(f"{WHO}: {err}. Replace or remove that file.") from None
+        return {"x": x, "y": listing.labels}
+
+    tag = f"decoded-{'x'.join(map(str, in_shape))}-{'resized' if resize else 'as-is'}"
+    arrays = _cached(listing, tag, build, cache)
+    return Split(torch.from_numpy(arrays["x"]), torch.from_numpy(np.asarray(arrays["y"], dtype=np.int64)))
+
+
+def _cached(listing: Listing, tag: str, build, enabled: bool) -> dict[str, np.ndarray]:
+    """data.cache's arrays, keyed by a listing file that names every image with its size and mtime.
+
+    The listing lives in the user cache dir, not in the data folder: a .tkcache folder among the class folders
+    would be one more class to torchvision's ImageFolder. It is rewritten only when an image changed, so its
+    own fingerprint (size, mtime) says whether the cached arrays still describe the folder."""
+    if not enabled:
+        return build()
+    stamp = listing.stamp()
+    folder = listing.folder.absolute()
+    where = hashlib.blake2b(str(folder).encode(), digest_size=8).hexdigest()
+    source = user_cache_dir() / WHO / where / f"{folder.name}.listing"
+    try:
+        if not source.is_file() or source.read_text() != stamp:
+            source.parent.mkdir(parents=True, exist_ok=True)
+            temp = source.with_name(f".{source.name}.{os.getpid()}")
+            temp.write_text(stamp)
+            os.replace(temp, source)
+    except OSError:  # no writable cache dir: decode every time
+        return build()
+    digest = hashlib.blake2b(stamp.encode(), digest_size=16).hexdigest()
+    return cached(source, tag, build, extra={"folder": str(folder), "listing": digest})
+
+
+def _unreadable(files: list[Path]) -> list[str]:
+    """One line per file that is not an image, for find_problems."""
+    problems = []
+    for start in range(0, len(files), 256):
+        chunk = files[start:start + 256]
+        while chunk:
+            try:
+                probe_images(chunk, workers=1)
+                break
+            except ImageError as err:
+                problems.append(f"{WHO}: {err}. Replace or remove that file.")
+                chunk = chunk[chunk.index(err.path) + 1:]
+    return problems
