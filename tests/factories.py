@@ -205,3 +205,81 @@ def write_mnist_idx(folder: str | Path, n_train: int = 30, n_test: int = 10, gz:
         else:
             (folder / name).write_bytes(raw)
     return arrays
+
+
+def folder_images(n: int, size: tuple[int, int] = (12, 10), colour: bool = False, seed: int = 0,
+                  classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """(x uint8 n×H×W, or n×H×W×3 with `colour`; y int64 n, every class present when n >= classes): a bright
+    block whose row depends on the class, on dark noise, so a small model learns it in an epoch."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    y = rng.permutation(np.arange(n) % classes).astype(np.int64)
+    x = rng.integers(0, 50, (n, height, width, 3) if colour else (n, height, width), dtype=np.uint8)
+    band = max(1, height // classes)
+    for i, label in enumerate(y):
+        x[i, label * band:(label + 1) * band] = 200 + 15 * (label % 4)
+        if colour:
+            x[i, label * band:(label + 1) * band, :, label % 3] = 40  # a class colour, not gray
+    return x, y
+
+
+def write_image_folder(
+    root: str | Path, classes: tuple[str, ...] = ("cat", "dog", "frog"), per_class: dict[str, int] | None = None,
+    size: tuple[int, int] = (12, 10), colour: bool = False, suffix: str = ".png", seed: int = 0,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """torchvision's ImageFolder layout: root/<split>/<class>/<nnn><suffix> for each split in `per_class`
+    (default train 12 and test 6 images; a split "" writes the class folders straight into root). Returns
+    {split: (x, y)} in ImageFolder's order: classes sorted by name, then files by name."""
+    per_class = {"train": 12, "test": 6} if per_class is None else per_class
+    written = {}
+    for k, (split, n) in enumerate(per_class.items()):
+        x, y = folder_images(n, size, colour, seed * 100 + k, len(classes))
+        folder = Path(root) / split if split else Path(root)
+        order = []
+        for label, name in sorted(enumerate(classes), key=lambda item: item[1]):
+            index = np.flatnonzero(y == label)
+            write_pngs(folder / name, x[index], [f"{i:03d}{suffix}" for i in index])
+            order += index.tolist()
+        written[split] = (x[order], np.array([sorted(classes).index(classes[c]) for c in y[order]], np.int64))
+    return written
+
+
+def write_idx(file: str | Path, array: np.ndarray) -> None:
+    """One IDX file (the MNIST family's raw format): magic 0,0,type,ndim, big-endian sizes, big-endian data.
+    uint8 (type 8) as MNIST's files, int32 (type 12) as QMNIST's labels-idx2-int."""
+    types = {np.dtype(np.uint8): 8, np.dtype(np.int32): 12}
+    header = bytes([0, 0, types[array.dtype], array.ndim]) + b"".join(struct.pack(">I", s) for s in array.shape)
+    Path(file).parent.mkdir(parents=True, exist_ok=True)
+    Path(file).write_bytes(header + array.astype(array.dtype.newbyteorder(">")).tobytes())
+
+
+def write_cifar100(root: str | Path, n_train: int = 40, n_test: int = 20, seed: int = 0) -> Path:
+    """root/cifar-100-python/{train,test,meta} as the official archive has them: py2 pickles with fine and coarse
+    labels (fine label = the CIFAR-10-style class index here, coarse = half of it)."""
+    folder = Path(root) / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, (name, n) in enumerate((("train", n_train), ("test", n_test))):
+        data, labels = cifar_images(n, seed * 10 + k)
+        batch = {b"filenames": [f"img_{i}.png".encode() for i in range(n)], b"batch_label": f"{name}ing".encode(),
+                 b"fine_labels": [int(c) for c in labels], b"coarse_labels": [int(c) // 2 for c in labels],
+                 b"data": data}
+        (folder / name).write_bytes(py2_pickle(batch))
+    meta = {b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
+            b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)]}
+    (folder / "meta").write_bytes(py2_pickle(meta))
+    return folder
+
+
+def write_svhn(root: str | Path, n_train: int = 30, n_test: int = 10, seed: int = 0) -> dict[str, tuple]:
+    """root/train_32x32.mat and test_32x32.mat as SVHN distributes them (MATLAB files: X uint8 32×32×3×N, y uint8
+    N×1 with digit 0 stored as 10). Returns {split: (x uint8 N×3×32×32, digits int64 N)}."""
+    from scipy.io import savemat
+
+    written = {}
+    for k, (split, n) in enumerate((("train", n_train), ("test", n_test))):
+        data, digits = cifar_images(n, seed * 10 + k)
+        x = data.reshape(n, 3, 32, 32)
+        stored = np.where(digits == 0, 10, digits).astype(np.uint8)[:, None]
+        savemat(Path(root) / f"{split}_32x32.mat", {"X": x.transpose(2, 3, 1, 0), "y": stored})
+        written[split] = (x, digits)
+    return written
