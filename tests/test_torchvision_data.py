@@ -162,3 +162,15 @@ def test_train_and_check_through_the_cli(tmp_path, monkeypatch, capsys):
     assert "Trouser" in capsys.readouterr().out and result["in_shape"] == [1, 28, 28]
     summary = run("train", [*data, "model=mlp", "trainer.max_epochs=2", "trainer.progress=plain"])
     assert summary["test"]["test/acc"] > 0.5, summary  # ten classes: chance is 0.1
+
+
+def test_a_copy_without_test_batch_holds_back_a_test_split(tmp_path):
+    """CIFAR-10 re-packed without test_batch (as ../shared/data has it): data.test_fraction carves test from train."""
+    write_cifar10(tmp_path, n_per_batch=10, batches=TRAIN_BATCHES, with_test=False)
+    with pytest.raises(DataError, match=r"no CIFAR10 files under data\.root=.*cifar-10-batches-py/"):
+        torchvision_sets.load("CIFAR10", str(tmp_path))  # test_batch is missing: the test split cannot be read
+    data = torchvision_sets.load("CIFAR10", str(tmp_path), test_fraction=0.2, seed=3)
+    rest, test = carved(50, 0.2, 3)
+    full = torchvision_sets.load("CIFAR10", str(tmp_path), test_fraction=0.2, seed=3, splits=("test",))
+    assert len(data.test) == len(test) == 10 and torch.equal(full.test.x, data.test.x)
+    assert len(data.train) + len(data.val) == len(rest) and full.meta == data.meta

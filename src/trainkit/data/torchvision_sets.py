@@ -53,39 +53,38 @@ def load(
     root: str = "data",  # torchvision's root: the folder that holds MNIST/, cifar-10-batches-py/, ...
     download: bool = False,  # true: fetch the files with torchvision's own (checksummed) download when missing
     split: str | None = None,  # EMNIST: byclass, bymerge, balanced, letters, digits or mnist; QMNIST: its test set
-    val_fraction: float = 0.1,  # of torchvision's train split, held back for validation
-    seed: int = 0,  # of the carve
+    val_fraction: float = 0.1,  # of torchvision's train split (after any test hold-back), for validation
+    test_fraction: float = 0.0,  # > 0: hold back this much of the train split as test; the set's test split unread
+    seed: int = 0,  # of the carves
     normalize: bool = True,  # false: pixels are only scaled to 0..1
     mean: list[float] | None = None,  # per channel, of pixels scaled to 0..1; null: computed from the train split
     std: list[float] | None = None,
     *,
     splits: tuple[str, ...] = SPLITS,  # which to return; not a config key: the command knows what it needs
 ) -> DataSplits:
-    """Train and val from torchvision's train split, test from its test split. Normalization, unless given, is
-    the whole train split's own (before the carve), so the metadata is the same whichever splits are asked for."""
+    """Train and val from torchvision's train split, test from its test split (or held back from train).
+    Normalization, unless given, is the training images' own (the train split less any test hold-back, before
+    the validation carve), so the metadata is the same whichever splits are asked for."""
     asked = asked_splits(splits, WHO)
     name, spec = _find(dataset)
     split = _split(name, spec, split)
-    if not 0 < val_fraction < 1:
-        raise DataError(f"{WHO}: data.val_fraction={val_fraction!r} is not a fraction strictly between 0 and 1. "
-                        f"Set e.g. data.val_fraction=0.1.")
+    _check_fractions(val_fraction, test_fraction)
     folder = Path(root).expanduser().absolute()
     stats = normalize and mean is None and std is None
     train = val = test = None
     classes: list[str] = []
-    if asked & {"train", "val"} or stats:
+    if asked & {"train", "val"} or stats or (test_fraction > 0 and "test" in asked):
         train, classes = _read(name, spec, folder, True, split, download)
-    if "test" in asked:
+        if test_fraction > 0:  # also when test is not asked for: train must be what a full load leaves
+            train, test = _carve(train, test_fraction, seed, name, "data.test_fraction")
+    if test_fraction == 0 and "test" in asked:
         test, classes = _read(name, spec, folder, False, split, download)
     if not normalize:
         mean, std = None, None
     elif stats:
         mean, std = channel_stats(train.x)
     if asked & {"train", "val"}:
-        try:
-            train, val = carve(train, val_fraction, seed)
-        except DataError as err:
-            raise DataError(f"{WHO}: {name} with data.val_fraction={val_fraction}: {err}") from None
+        train, val = _carve(train, val_fraction, seed, name, "data.val_fraction")
     shape = tuple((train if train is not None else test).x.shape[1:])
     mean, std = normalization(mean, std, shape[0], f"{WHO} {name}")
     meta = DataMeta(
@@ -93,6 +92,22 @@ def load(
         class_names=classes, scale=255.0, mean=mean, std=std, target_shape=(),
     )
     return DataSplits.asked(asked, train, val, test, meta)
+
+
+def _check_fractions(val_fraction: float, test_fraction: float) -> None:
+    if not 0 < val_fraction < 1:
+        raise DataError(f"{WHO}: data.val_fraction={val_fraction!r} is not a fraction strictly between 0 and 1. "
+                        f"Set e.g. data.val_fraction=0.1.")
+    if not 0 <= test_fraction < 1:
+        raise DataError(f"{WHO}: data.test_fraction={test_fraction!r} is not 0 (test on the set's test split) or a "
+                        f"fraction below 1. Set e.g. data.test_fraction=0.2.")
+
+
+def _carve(split: Split, fraction: float, seed: int, name: str, key: str) -> tuple[Split, Split]:
+    try:
+        return carve(split, fraction, seed)
+    except DataError as err:
+        raise DataError(f"{WHO}: {name} with {key}={fraction}: {err}") from None
 
 
 def _find(dataset: str) -> tuple[str, _Set]:
@@ -128,7 +143,7 @@ def _read(name: str, spec: _Set, root: Path, train: bool, split: str | None,
     except DataError:
         raise
     except Exception as err:
-        raise _failure(name, spec, root, split, download, err) from None
+        raise _failure(name, spec, root, train, split, download, err) from None
     return _arrays(name, dataset), _class_names(dataset)
 
 
@@ -167,15 +182,16 @@ def _class_names(dataset: Any) -> list[str]:
     return [str(c) for c in classes] if classes else [str(i) for i in range(10)]
 
 
-def _failure(name: str, spec: _Set, root: Path, split: str | None, download: bool, err: Exception) -> DataError:
+def _failure(name: str, spec: _Set, root: Path, train: bool, split: str | None, download: bool,
+             err: Exception) -> DataError:
     files = spec.files.format(name=name, split=split)
     cause = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
-    if download and not _present(name, root, split):
+    if download and not _present(name, root, train, split):
         return DataError(
             f"{WHO}: could not download {name} into data.root={root} ({cause}). Without internet, put the files "
             f"there yourself ({files}) and set data.download=false."
         )
-    if not _present(name, root, split):
+    if not _present(name, root, train, split):
         return DataError(
             f"{WHO}: no {name} files under data.root={root}: torchvision looks for {files}. Set data.download=true "
             f"to fetch them (torchvision's own download, checksummed), or set data.root to the folder that holds "
@@ -187,13 +203,14 @@ def _failure(name: str, spec: _Set, root: Path, split: str | None, download: boo
     )
 
 
-def _present(name: str, root: Path, split: str | None) -> bool:
-    """Whether the files torchvision checks for before reading are there (as it checks, without checksums)."""
+def _present(name: str, root: Path, train: bool, split: str | None) -> bool:
+    """Whether the files torchvision checks for before reading a split are there (as it checks, without
+    checksums; for CIFAR and SVHN, those of the split)."""
     cls = _classes()[name]
     if name == "SVHN":
-        return all((root / cls.split_list[s][1]).is_file() for s in ("train", "test"))
+        return (root / cls.split_list["train" if train else "test"][1]).is_file()
     if name in ("CIFAR10", "CIFAR100"):
-        return all((root / cls.base_folder / f).is_file() for f, _ in cls.train_list + cls.test_list)
+        return all((root / cls.base_folder / f).is_file() for f, _ in (cls.train_list if train else cls.test_list))
     raw = root / name / "raw"
     if name == "EMNIST":
         return all((raw / f"emnist-{split}-{s}-{w}-idx{d}-ubyte").is_file()
@@ -231,17 +248,19 @@ def _classes() -> dict[str, Any]:
 
     torchvision checks the md5 of every CIFAR batch and SVHN .mat file each time it loads them; trainkit checks
     the archive's md5 when it downloads it (torchvision's own download, with the same checksums) and, at load
-    time, only that each file is there, as torchvision does for the MNIST family. So files re-packed or written
-    in the exact format by a test load, and a damaged file is refused by the reader (see _refuse_unsafe_pickles)
-    instead of by a checksum."""
+    time, only that the split's files are there, as torchvision does for the MNIST family. So files re-packed (a
+    copy decoded from JPEGs, one without test_batch that data.test_fraction holds a test split back from) or
+    written in the exact format by a test load, and a damaged file is refused by the reader (see
+    _refuse_unsafe_pickles) instead of by a checksum."""
     from torchvision import datasets
 
     class CIFAR10(datasets.CIFAR10):
         meta = {**datasets.CIFAR10.meta, "md5": None}
 
-        def _check_integrity(self) -> bool:
+        def _check_integrity(self) -> bool:  # the split's files only: a copy without test_batch trains
             folder = os.path.join(self.root, self.base_folder)
-            return all(os.path.isfile(os.path.join(folder, f)) for f, _ in self.train_list + self.test_list)
+            return all(os.path.isfile(os.path.join(folder, f)) for f, _ in (
+                self.train_list if self.train else self.test_list))
 
     class CIFAR100(datasets.CIFAR100):
         meta = {**datasets.CIFAR100.meta, "md5": None}
