@@ -157,7 +157,11 @@ def test_hydra_flags_pass_through(tmp_path):
     proc = run_cli("train", "model=cnn", "--cfg", "job", cwd=tmp_path)
     assert "name: cnn" in proc.stdout and not (tmp_path / "outputs").exists()
     proc = run_cli("train", "--help", cwd=tmp_path)
-    assert "optimizer: adam, adamw, rmsprop, sgd" in proc.stdout
+    groups = dict(line.strip().split(": ", 1) for line in proc.stdout.split("== Config ==")[0].splitlines()
+                  if line.startswith(("optimizer:", "scheduler:", "model:")))
+    assert {"adam", "adagrad", "nadam", "sgd"} <= set(groups["optimizer"].split(", "))
+    assert {"cosine", "ExponentialLR", "CyclicLR"} <= set(groups["scheduler"].split(", "))  # torch's, by class name
+    assert {"mlp", "cnn", "gan"} <= set(groups["model"].split(", "))
 
 
 def test_user_config_dir_adds_an_option(tmp_path):

@@ -83,12 +83,16 @@ class Model:
         return self.task.sample(n, seed)
 
 
-def load(checkpoint: str | Path, device: str | None = None) -> Model:
+def load(checkpoint: str | Path, device: str | None = None, plugins: Iterable[str] = ()) -> Model:
     """The model in `checkpoint` (a .ckpt trainkit wrote), without its training data. `device`: cpu, cuda, ...;
-    default: the checkpoint's own trainer.device (auto: a GPU where there is one)."""
+    default: the checkpoint's own trainer.device (auto: a GPU where there is one). `plugins`: modules to import
+    first, which register the run's own model or task (importing them yourself does the same)."""
     from omegaconf import OmegaConf
 
+    from trainkit import registry
     from trainkit.restore import restore
+
+    registry.load_plugins(list(plugins))
 
     overrides = OmegaConf.create({"trainer": {"device": device}}) if device else None
     return Model(restore(checkpoint, overrides))

@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from trainkit import registry
 from trainkit.data.base import DataMeta, DataSplits, Split
 from trainkit.data.loader import Augment, BatchLoader
 from trainkit.engine import distributed
@@ -26,24 +27,12 @@ from trainkit.engine.optimization import Optimization, Precision
 from trainkit.engine.settings import TrainerSettings
 from trainkit.errors import ConfigError
 from trainkit.tasks.base import Task
-from trainkit.tasks.classification import ClassificationTask
-from trainkit.tasks.regression import RegressionTask
 
-
-READERS = {  # data.name → module with a `load(**kwargs) -> DataSplits`
-    "mnist_csv": "trainkit.data.mnist_csv",
-    "cifar10": "trainkit.data.cifar10",
-    "synthetic_regression": "trainkit.data.synthetic",
-}
 # data.* keys for the batch loader and the trainer, not the reader
 LOADER_KEYS = {"name", "batch_size", "augment", "on_device", "allow_missing_classes"}
-MODELS = ("mlp", "cnn", "gan")
-TASKS = {  # the data's kind → the task that learns it with one network (model=gan brings its own task)
-    "classification": ClassificationTask,
-    "regression": RegressionTask,
-}
-OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-              "rmsprop": torch.optim.RMSprop}
+# What build passes itself, never a config: left out of the settings an error lists.
+GIVEN = ("in_shape", "num_outputs", "meta", "sample_shape", "bounds", "params", "optimizer", "T_max", "splits",
+         "total_steps", "steps_per_epoch", "examples")
 
 
 def to_dict(node: DictConfig, key: str) -> dict[str, Any]:
@@ -61,20 +50,15 @@ def _call_with(fn: Any, kwargs: dict[str, Any], key: str, what: str) -> Any:
     params = inspect.signature(fn).parameters
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
-        known = ", ".join(p for p in params if p not in ("in_shape", "num_outputs", "sample_shape", "bounds", "params",
-                                                         "optimizer", "T_max", "splits"))
-        raise ConfigError(f"{', '.join(f'{key}.{k}' for k in unknown)} is not a setting of {what}; its settings are: {known}.")
+        known = ", ".join(p for p in params if p not in GIVEN)
+        raise ConfigError(f"{', '.join(f'{key}.{k}' for k in unknown)} is not a setting of {what}; its settings are: "
+                          f"{known or 'none'}.")
     for name, value in kwargs.items():
         expected = _expected_type(params[name], value)
         if expected:
             raise ConfigError(f"{key}.{name}={_shown(value)} is not {expected}, as {what} needs (its default is "
                               f"{_shown(params[name].default)}).")
     return fn(**kwargs)
-
-
-def _known(name: Any, registry: Any) -> bool:
-    """Whether a config names an entry of `registry` (a name is a string: a list or a number names nothing)."""
-    return isinstance(name, str) and name in registry
 
 
 def _expected_type(param: inspect.Parameter, value: Any) -> str | None:
@@ -115,17 +99,42 @@ def build_settings(cfg: DictConfig) -> TrainerSettings:
 def build_data(cfg: DictConfig, splits: tuple[str, ...] = ("train", "val", "test")) -> DataSplits:
     """The data the config names; `splits` limits what is read (eval reads only the split it evaluates)."""
     values = to_dict(cfg.data, "data")
-    name = values.get("name")
-    if not _known(name, READERS):
-        raise ConfigError(f"data.name={name!r} is not a known dataset; choose data= one of: {', '.join(READERS)}.")
-    reader = importlib.import_module(READERS[name]).load
+    entry = registry.DATASETS.get(values.get("name"))
+    reader = entry.load()
     kwargs = {k: v for k, v in values.items() if k not in LOADER_KEYS}
     if "seed" in inspect.signature(reader).parameters:
         kwargs.setdefault("seed", cfg.seed)
     if "splits" in kwargs:  # the reader's own argument, chosen by the command, never by a config
         raise ConfigError("data.splits is not a setting of a dataset: remove it (trainkit reads the splits a command "
                           "needs).")
-    return _call_with(partial(reader, splits=splits), kwargs, "data", f"data={name}")
+    data = _call_with(partial(reader, splits=splits), kwargs, "data", f"data={entry.name}")
+    return _plugin_data(data, entry) if entry.plugin else data
+
+
+def _plugin_data(data: Any, entry: registry.Entry) -> DataSplits:
+    """What a plugin's dataset returned, as the loader needs it: tensors (numpy arrays are taken as they are), each
+    split's samples of the shape its DataMeta says."""
+    said = f"data={entry.name} (registered by {entry.origin} at {entry.where})"
+    if not isinstance(data, DataSplits) or not isinstance(data.meta, DataMeta):
+        raise ConfigError(f"{said} returned {type(data).__name__}; a dataset returns trainkit.data.base.DataSplits"
+                          f"(train, val, test, meta) with a DataMeta as its meta.")
+    meta = data.meta
+    for name in ("train", "val", "test"):
+        split = getattr(data, name)
+        if split is None:
+            continue
+        x, y = torch.as_tensor(split.x), None if split.y is None else torch.as_tensor(split.y)
+        if x.is_floating_point():
+            x = x.float()
+        if y is not None:
+            y = y.long() if meta.kind == "classification" else y.float()
+        if tuple(x.shape[1:]) != tuple(meta.in_shape) or (y is not None and len(y) != len(x)):
+            raise ConfigError(f"{said}: its {name} split holds samples of shape {list(x.shape[1:])} and "
+                              f"{len(x) if y is None else len(y)} labels for {len(x)} samples, but its DataMeta says "
+                              f"in_shape={list(meta.in_shape)}. Make the two agree (x: N×{'×'.join(map(str, meta.in_shape))}"
+                              f", one label per sample).")
+        setattr(data, name, Split(x, y))
+    return data
 
 
 def build_loaders(cfg: DictConfig, data: DataSplits, device: torch.device,
@@ -161,43 +170,42 @@ def _shard() -> tuple[int, int]:
     return (distributed.rank(), distributed.world_size()) if distributed.active() else (0, 1)
 
 
-def build_task(cfg: DictConfig, meta: DataMeta, examples: Split | None = None) -> Task:
+def build_task(cfg: DictConfig, meta: DataMeta, examples: Split | None = None, restoring: bool = False) -> Task:
     """The model, sized from the data's metadata, inside the task that says how it learns and what it does
-    after training. `examples`: a few real samples as stored (a GAN draws its point clouds over them)."""
+    after training. `examples`: a few real samples as stored (a GAN draws its point clouds over them).
+    `restoring`: the weights come from a checkpoint (a model's pretrained weights are not fetched)."""
     values = to_dict(cfg.model, "model")
-    name = values.pop("name", None)
-    check_model_values(values)
-    if name == "gan":
-        from trainkit.models.gan import GAN
-        from trainkit.tasks.gan import GANTask
-
-        sample_shape = GANTask.sample_shape(meta)
-        if values.get("arch", "auto") == "auto":  # convolutions for pictures, MLPs for points
-            values["arch"] = "conv" if len(sample_shape) == 3 else "mlp"
-        gan = _model(GAN, {**values, "sample_shape": sample_shape, "bounds": GANTask.bounds(meta)}, "gan", meta)
-        return GANTask(gan, meta, examples)
-    if name == "mlp":
-        from trainkit.models.mlp import MLP as model_cls
-    elif name == "cnn":
-        from trainkit.models.cnn import CNN as model_cls
-    else:
-        raise ConfigError(f"model.name={name!r} is not a known model; choose model= one of: {', '.join(MODELS)}.")
-    net = _model(model_cls, {**values, "in_shape": meta.in_shape, "num_outputs": meta.num_outputs}, name, meta)
-    task_cls = TASKS.get(meta.kind)
-    if task_cls is None:
-        raise ConfigError(f"data={meta.name} is a {meta.kind!r} data set, and no task learns that; the tasks are: "
-                          f"{', '.join(TASKS)}.")
-    return task_cls(net, meta)
+    entry = registry.MODELS.get(values.pop("name", None))
+    if not entry.plugin:
+        check_model_values(values)
+    if restoring:
+        values.update(entry.options.get("from_checkpoint", {}))
+    task_values = to_dict(cfg.task, "task") if cfg.get("task") is not None else {}
+    task_name = task_values.pop("name", "auto")
+    if task_name == "auto":  # the model's own task (a GAN), else the one that learns the data's kind
+        task_name = entry.options.get("task") or meta.kind
+        if task_name not in registry.TASKS:
+            raise ConfigError(f"data={meta.name} is a {meta.kind!r} data set, and no task learns that: choose one with "
+                              f"task=NAME. {registry.TASKS.choices()}")
+    task_entry = registry.TASKS.get(task_name)
+    task_cls = task_entry.load()
+    net = _model(entry, values, meta, task_cls)
+    settings = {"examples": examples} if "examples" in inspect.signature(task_cls).parameters else {}
+    return _call_with(partial(task_cls, net, meta), {**task_values, **settings}, "task", f"task={task_name}")
 
 
-def _model(model_cls: Any, kwargs: dict[str, Any], name: str, meta: DataMeta) -> Any:
-    """The model, once it is known to fit in memory; its own refusals (a value it has no use for, a shape that
-    does not fit the data) become an error naming the key."""
+def _model(entry: registry.Entry, values: dict[str, Any], meta: DataMeta, task_cls: Any) -> Any:
+    """The model, once it is known to fit in memory and to take the data's samples; its own refusals (a value it has
+    no use for, a shape that does not fit the data) become an error naming the key."""
+    factory = entry.load()
+    params = inspect.signature(factory).parameters
+    given = {"in_shape": tuple(meta.in_shape), "num_outputs": meta.num_outputs, "meta": meta}
+    kwargs = {**values, **{k: v for k, v in given.items() if k in params}}
     try:
-        _fits_in_memory(model_cls, kwargs, name)
-        return _call_with(model_cls, kwargs, "model", f"model={name}")
+        _fits_in_memory(factory, kwargs, entry.name, getattr(task_cls, "io_shapes", None), meta)
+        return _call_with(factory, kwargs, "model", f"model={entry.name}")
     except ValueError as exc:
-        raise ConfigError(f"model={name} does not fit data={meta.name}: {exc}") from None
+        raise ConfigError(f"model={entry.name} does not fit data={meta.name}: {exc}") from None
 
 
 def check_model_values(values: dict[str, Any]) -> None:
@@ -214,10 +222,15 @@ def check_model_values(values: dict[str, Any]) -> None:
             raise ConfigError(f"model.{key}={value} must be a probability in [0, 1), e.g. 0.1 (0: no dropout).")
 
 
-def _fits_in_memory(model_cls: Any, kwargs: dict[str, Any], name: str) -> None:
-    """Refuse, before allocating, a model whose weights, gradients and optimizer state cannot fit in memory."""
+def _fits_in_memory(factory: Any, kwargs: dict[str, Any], name: str, io_shapes: Any, meta: DataMeta) -> None:
+    """Refuse, before allocating, a model whose weights, gradients and optimizer state cannot fit in memory, or that
+    does not take the data's samples to the task's outputs (one forward pass on the meta device: no memory, no
+    time)."""
     with torch.device("meta"):
-        probe = _call_with(model_cls, kwargs, "model", f"model={name}")
+        probe = _call_with(factory, kwargs, "model", f"model={name}")
+        shapes = io_shapes(meta) if io_shapes is not None and isinstance(probe, torch.nn.Module) else None
+        if shapes is not None:
+            _check_shapes(probe, name, meta, *shapes)
     params = sum(p.numel() for p in probe.parameters())
     needed = params * 4 * 4  # float32 weights, gradients and two moments (Adam)
     free = available_memory()
@@ -226,6 +239,27 @@ def _fits_in_memory(model_cls: Any, kwargs: dict[str, Any], name: str) -> None:
         raise ConfigError(f"model={name} with these sizes has {params:,} parameters: about {needed / gib:.1f} GiB for "
                           f"its weights, gradients and optimizer state, and this machine has {free / gib:.1f} GiB "
                           f"free. Make model.* smaller (its widths and channels).")
+
+
+def _check_shapes(probe: torch.nn.Module, name: str, meta: DataMeta, in_shape: tuple[int, ...],
+                  out_shape: tuple[int, ...]) -> None:
+    """A batch of two samples of the data's shape through the model on the meta device: its output must be what
+    the task reads (e.g. one logit per class)."""
+    try:
+        out = probe(torch.empty(2, *in_shape))
+    except (RuntimeError, ValueError, IndexError) as exc:  # a layer that does not take what the one before gives
+        said = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"model={name} does not take data={meta.name}'s samples (shape {list(in_shape)}): a forward "
+                          f"pass of a batch of that shape fails with {type(exc).__name__}: {said}. Size the model "
+                          f"from in_shape (model.* keys), or give the data another shape.") from None
+    except NotImplementedError:  # an operation the meta device does not know: it is checked in training
+        return
+    got = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
+    if got != tuple(out_shape):
+        raise ConfigError(f"model={name} gives outputs of shape {['batch', *got] if got is not None else type(out).__name__}"
+                          f" for data={meta.name}'s samples (shape {list(in_shape)}), and the task needs "
+                          f"{['batch', *out_shape]} ({meta.num_outputs} {'classes' if meta.kind == 'classification' else 'outputs'}). "
+                          f"Size its last layer from num_outputs.")
 
 
 def available_memory() -> int:
@@ -241,9 +275,7 @@ def available_memory() -> int:
 def build_optimization(cfg: DictConfig, task: Task, settings: TrainerSettings, device: torch.device,
                        steps_per_epoch: int) -> Optimization:
     values = to_dict(cfg.optimizer, "optimizer")
-    name = values.pop("name", None)
-    if not _known(name, OPTIMIZERS):
-        raise ConfigError(f"optimizer.name={name!r} is not known; choose optimizer= one of: {', '.join(OPTIMIZERS)}.")
+    name = registry.OPTIMIZERS.get(values.pop("name", None)).name
     optimizers = {group: _optimizer(name, params, values) for group, params in task.param_groups().items()}
     updates_per_epoch = max(1, steps_per_epoch // settings.accumulate_grad_batches)
     schedulers = {k: build_scheduler(cfg, o, settings, updates_per_epoch, task.monitor_mode)
@@ -269,14 +301,15 @@ def _optimizer(name: str, params: Any, values: dict[str, Any]) -> torch.optim.Op
     for key, value in values.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"optimizer.{key}={value} is not a finite number; give optimizer={name} a real value.")
+    maker = registry.OPTIMIZERS.get(name).load()
     try:
-        return _call_with(OPTIMIZERS[name], {"params": params, **values}, "optimizer", f"optimizer={name}")
+        return _call_with(maker, {"params": params, **values}, "optimizer", f"optimizer={name}")
     except (ValueError, TypeError, RuntimeError, LookupError) as exc:  # what torch's checks raise (betas=[]: Index)
         said = " ".join(str(exc).split())
         keys = [f"optimizer.{k}={v}" for k, v in values.items() if k.split("_")[0] in said.lower()
                 or (str(v) in said and not isinstance(v, bool))]
         where = f" ({', '.join(keys)})" if keys else f" (its settings: {values})"
-        raise ConfigError(f"optimizer={name} refuses its settings{where}: torch.optim.{OPTIMIZERS[name].__name__} "
+        raise ConfigError(f"optimizer={name} refuses its settings{where}: {getattr(maker, '__qualname__', name)} "
                           f"says {said!r}. Change that optimizer.* value.") from None
 
 
@@ -291,22 +324,32 @@ def preflight(cfg: DictConfig) -> None:
         raise ConfigError(f"seed={shown} must be a whole number from 0 to 2**32 - 1, e.g. seed=0.")
     data = to_dict(cfg.data, "data")
     batch_size(data)
-    name = data.get("name")
-    if not _known(name, READERS):
-        raise ConfigError(f"data.name={name!r} is not a known dataset; choose data= one of: {', '.join(READERS)}.")
+    registry.DATASETS.get(data.get("name"))
     if data.get("augment"):
         _call_with(Augment, data["augment"], "data.augment", "data.augment")
     model = to_dict(cfg.model, "model")
-    if not _known(model.get("name"), MODELS):
-        raise ConfigError(f"model.name={model.get('name')!r} is not a known model; choose model= one of: "
-                          f"{', '.join(MODELS)}.")
-    check_model_values({k: v for k, v in model.items() if k != "name"})
+    if not registry.MODELS.get(model.pop("name", None)).plugin:
+        check_model_values(model)
+    task = to_dict(cfg.task, "task").get("name", "auto") if cfg.get("task") is not None else "auto"
+    if task != "auto":
+        registry.TASKS.get(task)
     values = to_dict(cfg.optimizer, "optimizer")
-    opt_name = values.pop("name", None)
-    if not _known(opt_name, OPTIMIZERS):
-        raise ConfigError(f"optimizer.name={opt_name!r} is not known; choose optimizer= one of: {', '.join(OPTIMIZERS)}.")
+    opt_name = registry.OPTIMIZERS.get(values.pop("name", None)).name
     stand_in = _optimizer(opt_name, [torch.nn.Parameter(torch.zeros(1))], values)
     build_scheduler(cfg, stand_in, settings, 1, "min")
+
+
+def component_names(cfg: DictConfig) -> dict[str, Any]:
+    """{kind: name} of the components a config chooses (registry kinds)."""
+    group = lambda key: OmegaConf.select(cfg, f"{key}.name", default=None)  # noqa: E731
+    return {"model": group("model"), "dataset": group("data"), "task": group("task"),
+            "optimizer": group("optimizer"), "scheduler": group("scheduler")}
+
+
+def plugin_origins(cfg: DictConfig) -> dict[str, str]:
+    """{kind: plugin module} for the components of `cfg` that plugins registered: a checkpoint keeps it, to say what to
+    load when a later command lacks it."""
+    return registry.origins(component_names(cfg))
 
 
 def batch_size(data: dict[str, Any]) -> int:
@@ -322,10 +365,12 @@ def batch_size(data: dict[str, Any]) -> int:
 
 def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, settings: TrainerSettings,
                     updates_per_epoch: int, monitor_mode: str) -> Any:
-    """Schedulers step after every optimizer update (plateau: after every epoch); `warmup_epochs`
-    ramps the learning rate up linearly first. Durations in the config are in epochs."""
+    """Schedulers step after every optimizer update (ReduceLROnPlateau: after every epoch); `warmup_epochs`
+    ramps the learning rate up linearly first. trainkit's own schedulers count in epochs; torch's classes, named by
+    their class name (scheduler.name=ExponentialLR), and plugins' count in optimizer updates, as torch does."""
     values = to_dict(cfg.scheduler, "scheduler") if cfg.get("scheduler") else {"name": "none"}
-    name = values.pop("name", "none")
+    entry = registry.SCHEDULERS.get(values.pop("name", "none"))
+    name = entry.name
     epochs = values.pop("warmup_epochs", 0.0)
     if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not 0 <= epochs <= settings.max_epochs:
         raise ConfigError(f"scheduler.warmup_epochs={_shown(epochs)} must be a number of epochs from 0 to "
@@ -333,29 +378,21 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, settings:
     warmup = round(epochs * updates_per_epoch)
     total = settings.max_epochs * updates_per_epoch
     sched = torch.optim.lr_scheduler
-
-    def epochs_to_updates(kw: dict[str, Any], *keys: str) -> dict[str, Any]:
-        return {k: (round(v * updates_per_epoch) if k in keys else v) for k, v in kw.items()}
-
-    makers = {
-        "none": None,
-        "step": lambda **kw: sched.StepLR(optimizer, **epochs_to_updates(kw, "step_size")),
-        "cosine": lambda **kw: sched.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup), **kw),
-        "onecycle": lambda **kw: sched.OneCycleLR(
-            optimizer, total_steps=total, max_lr=kw.pop("max_lr", None) or optimizer.param_groups[0]["lr"], **kw),
-        "plateau": lambda **kw: sched.ReduceLROnPlateau(optimizer, **{**kw, "mode": kw.get("mode") or monitor_mode}),
-    }
-    if not _known(name, makers):
-        raise ConfigError(f"scheduler.name={name!r} is not known; choose scheduler= one of: {', '.join(makers)}.")
-    if makers[name] is None:
-        if warmup:
-            return sched.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup)
-        return None
-    if warmup and name in ("onecycle", "plateau"):
+    if name == "none":
+        return sched.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup) if warmup else None
+    if warmup and name in ("onecycle", "plateau", "OneCycleLR", "ReduceLROnPlateau"):
         raise ConfigError(f"scheduler={name} has no scheduler.warmup_epochs: onecycle warms up by itself "
                           f"(scheduler.pct_start); plateau acts on epochs. Remove scheduler.warmup_epochs.")
+    if entry.options.get("epochs"):
+        maker = _epoch_scheduler(name, optimizer, updates_per_epoch, total - warmup, monitor_mode)
+    else:
+        target = entry.load()
+        given = {"total_steps": total, "steps_per_epoch": updates_per_epoch}
+        wanted = {k: v for k, v in given.items() if k in inspect.signature(target).parameters and k not in values}
+        maker = lambda **kw: _call_with(target, {"optimizer": optimizer, **wanted, **kw}, "scheduler",  # noqa: E731
+                                        f"scheduler={name}")
     try:
-        main = makers[name](**values)
+        main = maker(**values)
     except (TypeError, ValueError, ArithmeticError) as exc:  # torch's own checks of each argument
         said = " ".join(str(exc).split())
         settings_now = ", ".join(f"scheduler.{k}={_shown(v)}" for k, v in values.items())
@@ -365,6 +402,20 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, settings:
         return main
     ramp = sched.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup)
     return sched.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
+
+
+def _epoch_scheduler(name: str, optimizer: torch.optim.Optimizer, updates_per_epoch: int, after_warmup: int,
+                     monitor_mode: str) -> Any:
+    """trainkit's schedulers (configs/scheduler/): durations in epochs, the run's length known."""
+    sched = torch.optim.lr_scheduler
+    makers = {
+        "step": lambda step_size=10, **kw: sched.StepLR(optimizer, round(step_size * updates_per_epoch), **kw),
+        "cosine": lambda **kw: sched.CosineAnnealingLR(optimizer, T_max=max(1, after_warmup), **kw),
+        "onecycle": lambda max_lr=None, **kw: sched.OneCycleLR(
+            optimizer, total_steps=after_warmup, max_lr=max_lr or optimizer.param_groups[0]["lr"], **kw),
+        "plateau": lambda mode=None, **kw: sched.ReduceLROnPlateau(optimizer, mode=mode or monitor_mode, **kw),
+    }
+    return makers[name]
 
 
 @dataclass

@@ -49,6 +49,8 @@ COMMANDS: dict[str, Command] = {
                       run_dir="outputs/sample/%Y-%m-%d/%H-%M-%S"),
     "runs": Command("list past runs, newest first: trainkit runs [DIR]; two side by side: trainkit runs --compare A B",
                     "trainkit.commands.runs:main"),
+    "list": Command("every model, dataset, task, optimizer and scheduler by name, and where each comes from: "
+                    "trainkit list [plugins=[my_project.nets]]", "trainkit.commands.listing:main"),
     "sweep resume": Command("finish a stopped sweep: trainkit sweep resume outputs/multirun/DATE/TIME [--retry-failed]",
                             "trainkit.commands.sweep:main"),
 }
@@ -149,7 +151,9 @@ def _register_schemas() -> None:
 
     from trainkit.engine.settings import TrainerSettings
 
-    ConfigStore.instance().store(group="trainer", name="schema", node=TrainerSettings)
+    store = ConfigStore.instance()
+    store.store(group="trainer", name="schema", node=TrainerSettings)
+    _store_registered_options(store)
     # hydra.sweep.subdir names each job after its overrides (readable TensorBoard run names). Hydra hands
     # registered resolvers to its joblib and submitit workers with the rest of its state.
     from omegaconf import OmegaConf
@@ -157,6 +161,21 @@ def _register_schemas() -> None:
     from trainkit.rundirs import job_dir_name
 
     OmegaConf.register_new_resolver("trainkit_job_dir", job_dir_name, replace=True)
+
+
+def _store_registered_options(store) -> None:
+    """Every registered component without a YAML file of its own (a plugin's, torch's schedulers) gets a generated
+    option in its config group, its keys from its signature: `model=my_net`, `scheduler=ExponentialLR`."""
+    from trainkit import registry
+    from trainkit.build import GIVEN
+
+    given = {*GIVEN, "seed"}
+    for group in registry.REGISTRIES.values():
+        folder = config_dir() / group.group
+        for entry in group.entries.values():
+            if not (folder / f"{entry.name}.yaml").is_file():
+                store.store(group=group.group, name=entry.name, node=registry.option_node(entry, given),
+                            provider="trainkit" if not entry.plugin else entry.origin)
 
 
 def _run_dir() -> Path:
@@ -291,10 +310,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name, rest = found
     command = COMMANDS[name]
-    if command.config is None:
-        return int(_load(command.target)(rest) or 0)
     from trainkit.errors import UserError
 
+    try:
+        rest = load_plugins(name, rest)
+    except UserError as exc:
+        print(f"error: {exc}")
+        return getattr(exc, "exit_code", 1)
+    if command.config is None:
+        return int(_load(command.target)(rest) or 0)
     try:
         rest = _prepare(command, rest)
     except UserError as exc:
@@ -314,7 +338,7 @@ def run(name: str, args: list[str]) -> Any:
         raise ConfigError("sweeps (-m) run from the command line: trainkit train -m ...")
     import logging
 
-    args = _prepare(command, list(args))
+    args = _prepare(command, load_plugins(name, list(args)))
     _OUTCOME.clear()
     argv = sys.argv
     root = logging.getLogger()
@@ -337,6 +361,19 @@ def run(name: str, args: list[str]) -> Any:
     if "error" in _OUTCOME:
         raise _OUTCOME.pop("error")
     return _OUTCOME.pop("result", None)
+
+
+def load_plugins(name: str, args: list[str]) -> list[str]:
+    """Import the modules `plugins=[...]` names (and installed entry points), before anything composes a config, so
+    their names are known; the line back with `plugins=a` written as the list Hydra's config holds."""
+    from trainkit import registry
+
+    registry.COMMAND_LINE = ["trainkit", *name.split(), *args]
+    modules = registry.plugins_arg(args)
+    registry.load_plugins(modules)
+    listed = f"[{','.join(modules)}]"
+    return [f"{a.split('=', 1)[0]}={listed}" if a.lstrip("+~").split("=", 1)[0] == "plugins" and "=" in a else a
+            for a in args]
 
 
 def _prepare(command: Command, rest: list[str]) -> list[str]:
@@ -426,7 +463,7 @@ def _hydra(command: Command, rest: list[str], prog: str, api: bool = False) -> N
     import hydra
 
     _register_schemas()
-    sys.argv = [prog, *rest]
+    sys.argv = [prog, *_flags_first(rest)]
     try:
         app = hydra.main(config_path=str(config_dir()), config_name=command.config, version_base="1.3")
         app(_task_function(command, api))()
@@ -436,6 +473,24 @@ def _hydra(command: Command, rest: list[str], prog: str, api: bool = False) -> N
             if made.is_dir() and not any(made.iterdir()):
                 made.rmdir()
         raise
+
+
+def _flags_first(args: list[str]) -> list[str]:
+    """Hydra's flags (with their values) before the overrides: its argparse takes no override after a flag, so
+    `trainkit train plugins=[m] --config-dir my model=x` works as typed."""
+    flags: list[str] = []
+    overrides: list[str] = []
+    take_value = False
+    for arg in args:
+        if take_value:
+            flags.append(arg)
+            take_value = False
+        elif arg.startswith("-"):
+            flags.append(arg)
+            take_value = arg in VALUE_FLAGS
+        else:
+            overrides.append(arg)
+    return [*flags, *overrides]
 
 
 def _report_stopped_sweep(args: list[str]) -> None:

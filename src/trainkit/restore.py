@@ -12,7 +12,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from trainkit.build import build_data, build_eval_loader, build_runtime, build_task, examples, place
+from trainkit import registry
+from trainkit.build import (build_data, build_eval_loader, build_runtime, build_task, component_names, examples,
+                            place)
 from trainkit.data.base import DataError, DataMeta, DataSplits, Split
 from trainkit.engine import checkpoint
 from trainkit.engine.optimization import Precision
@@ -78,14 +80,40 @@ def restore(ckpt: str | Path, overrides: DictConfig | None = None) -> Restored:
             f"{' '.join(str(exc).split())[:160]}). Use another checkpoint of the run (checkpoints/last.ckpt, "
             f"epoch*.ckpt), or train again."
         ) from None
+    require_plugins(payload, recipe, path, ("model", "task"))
     seed_everything(recipe.seed)
     settings, device = build_runtime(recipe)
-    task = build_task(recipe, meta, samples)
+    task = build_task(recipe, meta, samples, restoring=True)
     place(task, [], settings, device)
     checkpoint.load_modules(payload, task.modules(), path)
     for module in task.modules().values():
         module.eval()  # after training: no dropout, no batch statistics
     return Restored(path, payload, recipe, settings, device, task)
+
+
+def require_plugins(payload: dict[str, Any], recipe: DictConfig, path: Path, kinds: tuple[str, ...]) -> None:
+    """Every component of `kinds` that the checkpoint's recipe names must be registered now. A checkpoint never loads
+    code itself: a plugin's component is there only when the user loaded its module, and this says which one."""
+    names = component_names(recipe)
+    stored = payload.get("plugins", {})
+    for kind in kinds:
+        name = names.get(kind)
+        if name is None or (kind == "task" and name == "auto") or name in registry.REGISTRIES[kind]:
+            continue
+        module = stored.get(kind) or next(iter(recipe.get("plugins") or []), None)
+        typed = registry.COMMAND_LINE or ["trainkit", "eval", f"ckpt={path}"]
+        if module is None:
+            raise ConfigError(f"{path} was trained with the {kind} {name!r}, which nothing loaded has registered "
+                              f"(a checkpoint never loads code by itself). {registry.REGISTRIES[kind].choices()}")
+        plugins = sorted({module, *stored.values(), *(recipe.get("plugins") or [])})
+        command = " ".join([*(a for a in typed if not a.lstrip("+").startswith("plugins=")),
+                            f"plugins=[{','.join(plugins)}]"])
+        raise ConfigError(
+            f"{path} was trained with the {kind} {name!r} of the plugin module {module}, which is not loaded (a "
+            f"checkpoint never loads code by itself). Load it: {command} (where {module} is importable: its folder is "
+            f"the working directory or on PYTHONPATH, or its package is installed); from Python, "
+            f"trainkit.load(..., plugins=[{','.join(plugins)}])."
+        )
 
 
 def _part(exc: Exception) -> str:
@@ -116,6 +144,7 @@ def read_split(restored: Restored, split: str, with_train: bool = False) -> tupl
     """The data of one split (`test` or `val`) from the recipe's data config, checked against the checkpoint's
     description; with `with_train`, also the training split where its files can be read (else None)."""
     recipe = restored.recipe
+    require_plugins(restored.payload, recipe, restored.path, ("dataset",))
     data = None
     if with_train:
         try:

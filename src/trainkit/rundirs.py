@@ -21,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from trainkit.errors import UserError
 
 # Keys whose change makes a checkpoint's state meaningless: resuming with them changed is refused.
-FIXED_ON_RESUME = ("data", "model", "optimizer.name", "scheduler.name")
-NOT_COMPARED = ("resume",)
+FIXED_ON_RESUME = ("data", "model", "task", "optimizer.name", "scheduler.name")
+NOT_COMPARED = ("resume", "plugins")
 
 
 class RunDirError(UserError):
@@ -172,6 +172,7 @@ def _stored_config(run_dir: Path) -> dict[str, Any] | None:
 def check_compatible(resume: Resume, stored_yaml: str, cfg: DictConfig) -> Resume:
     """Refuse a resume whose model/data config changed (with the diff); keep the other changes to report."""
     stored = OmegaConf.to_container(OmegaConf.create(stored_yaml), resolve=True)
+    stored.setdefault("task", {"name": "auto"})  # type: ignore[union-attr]  # runs from before tasks had a key
     diff = config_diff(stored, OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
     refused = [d for d in diff if _fixed(d[0])]
     if refused:

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trainkit import rundirs
-from trainkit.build import build_optimization, build_run, examples, preflight
+from trainkit.build import build_optimization, build_run, examples, plugin_origins, preflight
 from trainkit.engine import checkpoint, distributed
 from trainkit.engine.device import set_deterministic
 from trainkit.engine.loop import FitState, Hooks, evaluate, fit, num_batches
@@ -104,6 +104,7 @@ class Trainer:
                                                     self.task.monitor_mode, self.settings.keep_last_k)
         self.state = FitState()
         self._recipe = OmegaConf.to_yaml(cfg, resolve=True)  # what a checkpoint needs to rebuild its run
+        self._plugins = plugin_origins(cfg)  # which plugin modules a restore will need loaded (never loads them)
         self._data = checkpoint.data_section(built.data.meta, examples(built.data.val))
         payload = checkpoint.load(resume.checkpoint) if resume is not None else None
         if payload is not None:
@@ -140,7 +141,7 @@ class Trainer:
         tracked = getattr(self, "trackers", None)  # opened after the checkpoint's preflight
         trackers = {"trackers": tracked.ids()} if tracked is not None else {}  # a resumed run continues them
         return checkpoint.make_payload(self._recipe, self.task.modules(), self.opt, self.state, self.manager,
-                                       self._data, extra=trackers)
+                                       self._data, extra={**trackers, "plugins": self._plugins})
 
     def _save_epoch(self, metrics: dict[str, float]) -> None:
         self.events("checkpoint_start")

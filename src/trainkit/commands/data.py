@@ -12,7 +12,8 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from trainkit.build import LOADER_KEYS, READERS, build_data, build_loaders, to_dict
+from trainkit import registry
+from trainkit.build import LOADER_KEYS, build_data, build_loaders, to_dict
 from trainkit.data.base import DataError, DataSplits
 from trainkit.data.check import Report, summarize
 from trainkit.errors import UserError
@@ -95,8 +96,8 @@ def _preview(cfg: DictConfig, data: DataSplits, path: Path, console: Console) ->
 def _every_problem(cfg: DictConfig) -> list[str]:
     """The reader's own full scan (`find_problems`), where it has one: every bad row, not only the first."""
     values = to_dict(cfg.data, "data")
-    module = importlib.import_module(READERS[values["name"]])
-    finder = getattr(module, "find_problems", None)
+    reader = registry.DATASETS.get(values["name"]).load()
+    finder = getattr(importlib.import_module(reader.__module__), "find_problems", None)
     return [] if finder is None else finder(**{k: v for k, v in values.items() if k not in LOADER_KEYS})
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig
 from rich.console import Console
 
-from trainkit import rundirs
+from trainkit import registry, rundirs
 from trainkit.engine import checkpoint, distributed
 from trainkit.engine.signals import Interrupted, StopRequest
 from trainkit.errors import UserError
@@ -37,6 +37,7 @@ RESTARTING = 75  # EX_TEMPFAIL: this process ends, and torch elastic starts the 
 
 
 def train(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
+    registry.load_plugins(cfg.get("plugins") or [])  # a launcher's worker process (joblib, SLURM) starts without them
     distributed.from_slurm()
     distributed.setup()  # a no-op for one process, and when the CLI already joined torchrun's group
     devices = int(cfg.trainer.get("devices", 1))

@@ -1,5 +1,5 @@
 """The classification report: overall and per-class accuracy, the confusion matrix, and the test images
-the model got wrong with the most confidence."""
+the model got wrong with the most confidence (a picture of them where samples are images)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def report(inputs: EvalInputs, misclassified: int = 32) -> Report:
               "confidence": confidence[i].item()} for i in worst]
     title = f"{inputs.meta.name} {inputs.split}: accuracy {accuracy:.2%} on {n} samples"
     images = {"confusion_matrix": confusion_image(matrix, names, title)}
-    if shown:
+    if shown and inputs.raw.dim() == 4:  # pictures of the mistakes, where samples are images (vectors: the table)
         captions = [f"true {m['true']}\nsaid {m['predicted']} ({m['confidence']:.0%})" for m in shown]
         images["misclassified"] = image_grid(pixels01(inputs.raw[worst], inputs.meta), captions, nrow=8)
     details = {

@@ -2,7 +2,7 @@
 
 Training: its modules, losses, metrics and update order. After training: its evaluation report, what
 `predict` writes for an input, what `export` deploys, what `sample` draws. A new objective is a new file
-here (plus its registration in build.py); no command and no loop ever learns what kind of task it runs.
+here (plus its registration in trainkit/registry.py); no command and no loop ever learns what kind of task it runs.
 `SingleNetTask` is the plumbing that tasks with one network (classification, regression) share.
 """
 
@@ -90,6 +90,11 @@ class SingleNetTask:
     def __init__(self, net: nn.Module, meta: DataMeta) -> None:
         self.net = self.train_net = net  # train_net: the same net, or its DDP wrapper when data-parallel
         self.meta = meta
+
+    @staticmethod
+    def io_shapes(meta: DataMeta) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """One sample in, one sample's outputs out: what build checks the network against before training."""
+        return tuple(meta.in_shape), (meta.num_outputs,)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"net": self.net}

@@ -9,7 +9,7 @@ export, grids or point plots from `sample`; it takes no input to predict from.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -35,6 +35,18 @@ def mmd_rbf(a: Tensor, b: Tensor) -> Tensor:
     k = torch.exp(-d2 / bandwidth)
     n = len(a)
     return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
+
+
+def build_gan(meta: DataMeta, arch: str = "auto", latent_dim: int = 64, g_hidden: Sequence[int] = (256, 512),
+              d_hidden: Sequence[int] = (512, 256), g_channels: Sequence[int] = (64, 32),
+              d_channels: Sequence[int] = (32, 64), dropout: float = 0.3) -> GAN:
+    """`model=gan`, sized from the data: images (convolutions by default) or (x, y) points (MLPs), its output squashed
+    into the data's pixel range."""
+    sample_shape = GANTask.sample_shape(meta)
+    if arch == "auto":  # convolutions for pictures, MLPs for points
+        arch = "conv" if len(sample_shape) == 3 else "mlp"
+    return GAN(sample_shape, arch, latent_dim, g_hidden, d_hidden, g_channels, d_channels, dropout,
+               GANTask.bounds(meta))
 
 
 class GANTask:

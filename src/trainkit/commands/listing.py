@@ -1,0 +1,29 @@
+"""`trainkit list [plugins=[...]]`: every name a config can choose, by kind, with where it comes from (trainkit
+itself or the plugin module that registered it). The CLI has loaded the plugins the line names before this runs."""
+
+from __future__ import annotations
+
+from trainkit import registry
+
+KIND_TITLES = {"model": "models", "dataset": "datasets", "task": "tasks", "optimizer": "optimizers",
+               "scheduler": "schedulers"}
+
+
+def main(argv: list[str]) -> int:
+    extra = [a for a in argv if a.lstrip("+").split("=", 1)[0] != "plugins"]
+    if extra:
+        print(f"error: trainkit list takes only plugins=[module,...], not {' '.join(extra)}.")
+        return 2
+    rows = registry.listing()
+    for kind, title in KIND_TITLES.items():
+        found = [(name, origin if origin == registry.BUILTIN else f"plugin {origin}", code)
+                 for row_kind, name, origin, code in rows if row_kind == kind]
+        group = registry.REGISTRIES[kind]
+        print(f"{title} ({group.key}; choose with {group.group}=NAME):")
+        widths = [max(len(row[i]) for row in found) for i in range(2)]
+        for name, origin, code in found:
+            print(f"  {name:<{widths[0]}}  {origin:<{widths[1]}}  {code}")
+        print()
+    loaded = ", ".join(f"{m} ({how.rstrip('= :')})" for m, how in registry.LOADED.items()) or "none"
+    print(f"plugins loaded: {loaded}")
+    return 0

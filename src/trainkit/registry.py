@@ -1,0 +1,330 @@
+"""Names → code, for every component a config chooses: models, datasets, tasks, optimizers and schedulers.
+
+A config only ever names an entry; code fills the registries: trainkit's own built-ins (below) and the plugins a
+user loads, by `plugins=[module,...]` on the command line or an installed package's `trainkit.plugins` entry point.
+A config, above all one stored in a checkpoint, never makes trainkit import anything: Hydra's `_target_` would be
+arbitrary code execution the day a config comes from someone else.
+
+    import trainkit
+    from torch import nn
+
+    @trainkit.register_model("my_net")
+    class MyNet(nn.Module):
+        def __init__(self, in_shape, num_outputs, width: int = 64): ...
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainkit.errors import ConfigError
+
+BUILTIN = "trainkit"
+ENTRY_POINT_GROUP = "trainkit.plugins"
+
+
+class PluginError(ConfigError):
+    """A plugin module that cannot be loaded, or that registers a name twice."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered component: what it is called, the code it names, and who registered it where."""
+
+    kind: str
+    name: str
+    target: Any  # the object; trainkit's own built-ins: "module:attribute", imported when first used
+    origin: str  # "trainkit", or the module that registered it (a plugin)
+    where: str  # file:line of the registration
+    options: dict[str, Any] = field(default_factory=dict)  # e.g. a model's own task
+
+    def load(self) -> Any:
+        if isinstance(self.target, str) and self.origin == BUILTIN:
+            module, _, attribute = self.target.partition(":")
+            return getattr(importlib.import_module(module), attribute)
+        return self.target
+
+    @property
+    def plugin(self) -> bool:
+        return self.origin != BUILTIN
+
+
+class Registry:
+    """The entries of one kind of component; `key` is the config key that names one (e.g. `model.name`)."""
+
+    def __init__(self, kind: str, key: str, group: str) -> None:
+        self.kind, self.key, self.group = kind, key, group
+        self.entries: dict[str, Entry] = {}
+
+    def add(self, name: str, target: Any, origin: str, where: str, **options: Any) -> None:
+        if not isinstance(name, str) or not name or any(c in name for c in " ,=[]/"):
+            raise PluginError(f"{where}: {name!r} cannot name a {self.kind}: use a word such as 'my_net'.")
+        earlier = self.entries.get(name)
+        if earlier is not None and earlier.where != where:  # the same line run twice (a reload) is no conflict
+            raise PluginError(
+                f"the {self.kind} name {name!r} is registered twice: by {earlier.origin} at {earlier.where}, and by "
+                f"{origin} at {where}. Rename one of them (a name chooses exactly one {self.kind})."
+            )
+        self.entries[name] = Entry(self.kind, name, target, origin, where, options)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self.entries
+
+    def names(self) -> list[str]:
+        return list(self.entries)
+
+    def get(self, name: Any) -> Entry:
+        """The entry called `name`, or an error that lists the built-ins and the plugins' names."""
+        if name in self:
+            return self.entries[name]
+        raise ConfigError(f"{self.key}={name!r} is not a known {self.kind}. {self.choices()}")
+
+    def choices(self) -> str:
+        builtins = [n for n, e in self.entries.items() if not e.plugin]
+        plugins = [f"{n} (from {e.origin})" for n, e in self.entries.items() if e.plugin]
+        said = f"Choose {self.group}= one of the built-ins: {', '.join(builtins)}"
+        if plugins:
+            return f"{said}; or of the loaded plugins': {', '.join(plugins)}."
+        return (f"{said}. No plugin {self.kind} is loaded: a {self.kind} of your own is registered by a module you "
+                f"load with plugins=[your_module] (`trainkit list` shows every name).")
+
+
+MODELS = Registry("model", "model.name", "model")
+DATASETS = Registry("dataset", "data.name", "data")
+TASKS = Registry("task", "task.name", "task")
+OPTIMIZERS = Registry("optimizer", "optimizer.name", "optimizer")
+SCHEDULERS = Registry("scheduler", "scheduler.name", "scheduler")
+REGISTRIES = {r.kind: r for r in (MODELS, DATASETS, TASKS, OPTIMIZERS, SCHEDULERS)}
+
+
+def _caller(depth: int = 2) -> tuple[str, str]:
+    """(module, file:line) of the code that called the registering function."""
+    frame = sys._getframe(depth)
+    return frame.f_globals.get("__name__", "?"), f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def _register(registry: Registry, name: str, target: Any, options: dict[str, Any]) -> Any:
+    module, where = _caller(3)
+    origin = BUILTIN if module == BUILTIN or module.startswith(BUILTIN + ".") else module
+    if target is not None:
+        registry.add(name, target, origin, where, **options)
+        return target
+
+    def decorate(obj: Any) -> Any:
+        registry.add(name, obj, origin, where, **options)
+        return obj
+
+    return decorate
+
+
+def register_model(name: str, target: Any = None, *, task: str | None = None) -> Any:
+    """Register a model: a class or function returning an `nn.Module`, called with the `model.*` keys and, where its
+    signature has them, `in_shape` (one sample's shape), `num_outputs` (classes or targets) and `meta` (the data's
+    DataMeta). `task`: the task that trains it when `task=auto` (default: the one for the data's kind).
+    As a decorator: `@register_model("my_net")`; or `register_model("my_net", MyNet)`."""
+    return _register(MODELS, name, target, {"task": task} if task else {})
+
+
+def register_dataset(name: str, target: Any = None) -> Any:
+    """Register a dataset: a function `load(splits, **data_keys) -> DataSplits` (and `seed` where it takes one), called
+    with the `data.*` keys other than name/batch_size/augment/on_device. `splits` says which of train, val and test
+    the command needs. Splits may hold numpy arrays or tensors: uint8 N×C×H×W images or float N×D vectors."""
+    return _register(DATASETS, name, target, {})
+
+
+def register_task(name: str, target: Any = None) -> Any:
+    """Register a task: a class implementing trainkit.tasks.base.Task, constructed as `cls(model, meta, **task_keys)`
+    (and `examples=` a few stored samples, where its signature takes it)."""
+    return _register(TASKS, name, target, {})
+
+
+def register_optimizer(name: str, target: Any = None) -> Any:
+    """Register an optimizer: a `torch.optim.Optimizer` class, or a function `(params, **optimizer_keys)` returning
+    one."""
+    return _register(OPTIMIZERS, name, target, {})
+
+
+def register_scheduler(name: str, target: Any = None) -> Any:
+    """Register a learning-rate scheduler: a class or function `(optimizer, **scheduler_keys)` (and, where its
+    signature has them, `total_steps` and `steps_per_epoch`, in optimizer updates). It is stepped after every
+    optimizer update."""
+    return _register(SCHEDULERS, name, target, {})
+
+
+# --- plugins -----------------------------------------------------------------------------------------------------
+COMMAND_LINE: list[str] | None = None  # the trainkit command being run, for messages that say what to type
+LOADED: dict[str, str] = {}  # plugin module → how it was loaded ("plugins=" or "entry point DIST")
+_ENTRY_POINTS_READ = False
+
+
+def load_plugins(modules: Iterable[str], how: str = "plugins=") -> None:
+    """Import each module the user named (the working directory is importable), so that it registers its
+    components. Only a person's command line or an installed entry point ever gets here, never a config."""
+    load_entry_points()
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    for module in modules:
+        if not isinstance(module, str) or not module.replace(".", "").replace("_", "").isalnum():
+            raise PluginError(f"plugins: {module!r} is not a Python module name; give dotted names, e.g. "
+                              f"plugins=[my_project.nets].")
+        if module not in LOADED:
+            _import(module, how)
+
+
+def _import(module: str, how: str) -> Any:
+    try:
+        loaded = importlib.import_module(module)
+    except PluginError:
+        raise
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):  # the plugin itself, not something it imports
+            raise PluginError(f"{how}{module}: no module {exc.name!r} in the working directory ({os.getcwd()}) or the "
+                              f"installed packages. Run trainkit where {module.replace('.', '/')}.py is, or install "
+                              f"the package that has it.") from None
+        raise PluginError(_import_failure(module, how, exc)) from None
+    except Exception as exc:
+        raise PluginError(_import_failure(module, how, exc)) from None
+    LOADED[module] = how
+    return loaded
+
+
+def _import_failure(module: str, how: str, exc: BaseException) -> str:
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f"{exc.filename}:{exc.lineno}"
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        own = [f for f in frames if "importlib" not in f.filename] or frames
+        where = f"{own[-1].filename}:{own[-1].lineno}" if own else "?"
+    said = " ".join(str(exc).split()) or type(exc).__name__
+    return (f"the plugin module {module} ({how.rstrip('=')}) failed to import: {where}: {type(exc).__name__}: {said}. "
+            f"Fix that line (python -c 'import {module}' shows the whole traceback).")
+
+
+def load_entry_points() -> None:
+    """Installed packages that declare an entry point in the `trainkit.plugins` group, loaded once per process: the
+    entry point names a module (imported) or a function (imported and called)."""
+    global _ENTRY_POINTS_READ
+    if _ENTRY_POINTS_READ:
+        return
+    _ENTRY_POINTS_READ = True
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        how = f"entry point {point.name} of {point.dist.name if point.dist else 'an installed package'}: "
+        try:
+            loaded = point.load()
+        except Exception as exc:
+            raise PluginError(_import_failure(point.value, how, exc)) from None
+        LOADED[point.module] = how
+        if callable(loaded) and not inspect.isclass(loaded) and not inspect.ismodule(loaded):
+            loaded()
+
+
+def plugins_arg(args: list[str]) -> list[str]:
+    """The modules a command line's `plugins=[a,b]` (or `plugins=a`, `+plugins=...`) names."""
+    modules: list[str] = []
+    for arg in args:
+        key, eq, value = arg.lstrip("+~").partition("=")
+        if key == "plugins" and eq:
+            modules += [m.strip().strip("'\"") for m in value.strip("[]").split(",") if m.strip()]
+    return modules
+
+
+def origins(names: dict[str, Any]) -> dict[str, str]:
+    """{kind: plugin module} for the components a run chose that plugins registered (stored in its checkpoints)."""
+    found = {}
+    for kind, name in names.items():
+        entry = REGISTRIES[kind].entries.get(name) if isinstance(name, str) else None
+        if entry is not None and entry.plugin:
+            found[kind] = entry.origin
+    return found
+
+
+def listing() -> list[tuple[str, str, str, str]]:
+    """(kind, name, origin, where) for every registered component, built-ins first, for `trainkit list`."""
+    rows = []
+    for registry in REGISTRIES.values():
+        for entry in registry.entries.values():
+            where = entry.target if isinstance(entry.target, str) else (
+                f"{_defined_at(entry.target, entry.where)} ({os.path.relpath(entry.where)})")
+            rows.append((registry.kind, entry.name, entry.origin, where))
+    return rows
+
+
+# Keyword arguments that say how torch runs, not what is learned: left out of a generated option's keys.
+MECHANICS = {"foreach", "differentiable", "capturable", "fused", "maximize", "last_epoch", "verbose"}
+
+
+def option_node(entry: Entry, given: Iterable[str]) -> dict[str, Any]:
+    """The config group option of a component that has no YAML file: `name` and its keyword arguments with their
+    defaults (`???`, required, where it has none), so `model=my_net model.width=32` works without writing one."""
+    node: dict[str, Any] = {"name": entry.name}
+    params = list(inspect.signature(entry.load()).parameters.values())
+    for param in params[2:] if entry.kind == "task" else params:  # a task's first two: its model and the DataMeta
+        if param.name in given or param.name in MECHANICS or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        default = param.default
+        if default is param.empty:
+            node[param.name] = "???"
+        elif default is None or isinstance(default, (bool, int, float, str)):
+            node[param.name] = default
+        elif isinstance(default, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in default):
+            node[param.name] = list(default)
+    return node
+
+
+def _defined_at(obj: Any, fallback: str) -> str:
+    name = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
+    return name if name != "?.?" else fallback
+
+
+# --- trainkit's own components ------------------------------------------------------------------------------------
+def _builtin(registry: Registry, name: str, target: str, **options: Any) -> None:
+    registry.add(name, target, BUILTIN, f"trainkit.registry ({target})", **options)
+
+
+for _name, _target, _options in [
+    ("mlp", "trainkit.models.mlp:MLP", {}),
+    ("cnn", "trainkit.models.cnn:CNN", {}),
+    ("gan", "trainkit.tasks.gan:build_gan", {"task": "gan"}),
+    # From a checkpoint, its state dict replaces any pretrained weights: nothing is downloaded.
+    ("torchvision", "trainkit.models.torchvision:TorchvisionNet", {"from_checkpoint": {"weights": None}}),
+]:
+    _builtin(MODELS, _name, _target, **_options)
+for _name, _target in [
+    ("mnist_csv", "trainkit.data.mnist_csv:load"),
+    ("cifar10", "trainkit.data.cifar10:load"),
+    ("synthetic_regression", "trainkit.data.synthetic:load"),
+    ("image_folder", "trainkit.data.image_folder:load"),
+    ("torchvision", "trainkit.data.torchvision_sets:load"),
+]:
+    _builtin(DATASETS, _name, _target)
+for _name, _target in [
+    ("classification", "trainkit.tasks.classification:ClassificationTask"),
+    ("regression", "trainkit.tasks.regression:RegressionTask"),
+    ("gan", "trainkit.tasks.gan:GANTask"),
+]:
+    _builtin(TASKS, _name, _target)
+# Every torch optimizer that steps without a closure, by its class name in lower case (LBFGS needs a closure,
+# SparseAdam sparse gradients); configs/optimizer/ holds one file per name with torch's defaults.
+for _name in ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "Adadelta", "ASGD", "NAdam", "RAdam", "Rprop",
+              "Adafactor", "Muon"):
+    _builtin(OPTIMIZERS, _name.lower(), f"torch.optim:{_name}")
+# trainkit's schedulers count in epochs and know the run's length (configs/scheduler/); any other class of
+# torch.optim.lr_scheduler by its own name, counting in optimizer updates, as torch does.
+for _name in ("none", "step", "cosine", "onecycle", "plateau"):
+    _builtin(SCHEDULERS, _name, "trainkit.build:build_scheduler", epochs=True)
+for _name in ("StepLR", "MultiStepLR", "ConstantLR", "LinearLR", "ExponentialLR", "PolynomialLR", "CosineAnnealingLR",
+              "CosineAnnealingWarmRestarts", "CyclicLR", "OneCycleLR", "ReduceLROnPlateau"):
+    _builtin(SCHEDULERS, _name, f"torch.optim.lr_scheduler:{_name}")
+del _name, _target, _options
+
