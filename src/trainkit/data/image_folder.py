@@ -257,7 +257,7 @@ def _decode(listing: Listing, in_shape: tuple[int, int, int], resize: bool, cach
             raise DataError(f"{WHO}: {err}. Replace or remove that file.") from None
         return {"x": x, "y": listing.labels}
 
-    tag = f"decoded-{'x'.join(map(str, in_shape))}-{'resized' if resize else 'as-is'}"
+    tag = f"decoded-{'x'.join(map(str, in_shape))}-{'bilinear' if resize else 'as-is'}"  # what data.images did
     arrays = _cached(listing, tag, build, cache)
     return Split(torch.from_numpy(arrays["x"]), torch.from_numpy(np.asarray(arrays["y"], dtype=np.int64)))
 
