@@ -165,8 +165,8 @@ def _arrays(name: str, dataset: Any) -> Split:
     x = torch.as_tensor(np.asarray(data)) if not isinstance(data, torch.Tensor) else data
     if x.dim() == 3:
         x = x.unsqueeze(1)
-        if name == "EMNIST":  # NIST stores each picture transposed; torchvision leaves that to a transform
-            x = x.transpose(2, 3)
+        if name == "EMNIST":  # its files hold each picture transposed, which torchvision leaves to the user
+            x = x.transpose(2, 3)  # (pytorch/vision#8783): upright, predict sees new scans as training saw these
     elif x.shape[-1] == 3:
         x = x.permute(0, 3, 1, 2)
     labels = torch.as_tensor(np.asarray(dataset.targets if hasattr(dataset, "targets") else dataset.labels))
