@@ -66,9 +66,9 @@ def load(
     read = lambda name: _decode(listings[name], in_shape, height_width is not None, cache)  # noqa: E731
     stats = mean is None and std is None and normalize
     train = val = test = pool = None
-    if asked & {"train", "val"} or stats or ("test" in asked and "test" not in folders):
-        pool = read("train")  # the training images, before any carve
-        if "test" not in folders and test_fraction > 0:
+    if asked & {"train", "val"} or stats or ("test" in asked and test_fraction > 0):
+        pool = read("train")  # then less any test hold-back: what train and val are carved from, and stats read
+        if test_fraction > 0:  # also when test is not asked for: train must be what a full load leaves
             pool, test = _carve(pool, test_fraction, seed, "data.test_fraction")
         train = pool
         if "val" not in folders and asked & {"train", "val"}:
