@@ -38,7 +38,10 @@ class SweepSummary(Callback):
         """sweep.fail_fast=true: a job that did not finish stops the sweep (the jobs so far are summarised)."""
         if not OmegaConf.select(config, "sweep.fail_fast", default=False):
             return
-        run = read_run(Path(config.hydra.runtime.output_dir))
+        job_dir = Path(config.hydra.runtime.output_dir)
+        if not job_dir.is_dir():  # a resumed search trial: `train` moved on into its own job directory
+            return
+        run = read_run(job_dir)
         if run.status in ("finished", "running"):
             return
         Console(highlight=False, soft_wrap=True).print(
@@ -61,6 +64,9 @@ def report(sweep_dir: Path, console: Console) -> int:
     jobs = ", ".join(job_number(r.path) for r in unfinished)
     console.print(f"[bold red]error:[/bold red] {len(unfinished)} of {len(runs)} jobs did not finish (job {jobs}): "
                   f"why is said above.", highlight=False)
+    if any(r.status in ("interrupted", "crashed") for r in unfinished):  # a job's own hint resumes it alone
+        console.print(f"finish the whole sweep (stopped jobs resume from their checkpoints): trainkit sweep resume "
+                      f"{sweep_dir}", markup=False, highlight=False)
     return 1
 
 

@@ -6,6 +6,8 @@ alone and keep their rows; an interrupted (or killed) job with a checkpoint resu
 `trainkit train ... resume=JOBDIR`; a job that never started runs in the directory the sweep would have given it;
 a failed job runs again, from scratch, only with --retry-failed. Every job runs as its own `trainkit train` process,
 and sweep_summary.csv, sweep_curves.png and the table then cover every job (trainkit.sweep.report).
+An Optuna search (hparams_search=...) is continued by its own command line, run again in DIR: its sweeper
+(trainkit.search) loads the study kept there and goes on until n_trials trials have finished.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from rich.console import Console
 from trainkit.errors import UserError
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+SEARCH_SWEEPER = "hydra_plugins.trainkit_optuna.OptunaSweeper"  # trainkit.search
 
 
 class SweepResumeError(UserError):
@@ -57,11 +60,6 @@ def plan(sweep_dir: Path) -> list[Job]:
     from trainkit.sweep import job_dirs
 
     hydra = _multirun(sweep_dir).get("hydra") or {}
-    sweeper = str((hydra.get("sweeper") or {}).get("_target_", BASIC_SWEEPER))
-    if sweeper != BASIC_SWEEPER:
-        raise SweepResumeError(f"{sweep_dir} was run by {sweeper.rsplit('.', 1)[-1]} (an hparams_search=... search): "
-                               f"`trainkit sweep resume` finishes grid sweeps (-m key=a,b,...) only. Start the "
-                               f"search again with the same command.")
     task = [str(o) for o in (hydra.get("overrides") or {}).get("task") or []]
     parser = OverridesParser.create()
     (batch,) = BasicSweeper.split_arguments(parser.parse_overrides(task), None)
@@ -88,21 +86,49 @@ def _command(job: Job, sweep_dir: Path, retry_failed: bool) -> list[str] | None:
     if job.status in ("interrupted", "crashed") and last.is_file():
         # A resume runs in a directory of its own that `train` folds back into the job's (rundirs.adopt).
         scratch = sweep_dir / ".resume" / str(job.num)
-        return [*base, f"resume={_quoted(job.dir)}", f"hydra.run.dir={_quoted(scratch)}"]
+        return [*base, f"resume={quoted(job.dir)}", f"hydra.run.dir={quoted(scratch)}"]
     if job.dir.exists():  # failed (retried), or stopped before its first checkpoint: from scratch, same place
         shutil.rmtree(job.dir)
-    return [*base, f"hydra.run.dir={_quoted(job.dir)}"]
+    return [*base, f"hydra.run.dir={quoted(job.dir)}"]
 
 
-def _quoted(path: Path) -> str:
+def quoted(path: Path) -> str:
     """A path as one Hydra override value: job directories have `=` and `,` in their names."""
     return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _sweeper(sweep_dir: Path) -> str:
+    hydra = _multirun(sweep_dir).get("hydra") or {}
+    sweeper = str((hydra.get("sweeper") or {}).get("_target_", BASIC_SWEEPER))
+    if sweeper not in (BASIC_SWEEPER, SEARCH_SWEEPER):
+        raise SweepResumeError(f"{sweep_dir} was run by {sweeper.rsplit('.', 1)[-1]}: `trainkit sweep resume` "
+                               f"finishes grid sweeps (-m key=a,b,...) and trainkit's Optuna searches "
+                               f"(hparams_search=...) only. Start that sweep again with the same command.")
+    return sweeper
+
+
+def resume_search(sweep_dir: Path, retry_failed: bool, console: Console) -> int:
+    """Run the search's own command line again in its directory: the sweeper (trainkit.search) loads the study from
+    there, finishes the trials that were stopped, and runs new ones until n_trials have finished."""
+    hydra = _multirun(sweep_dir).get("hydra") or {}
+    if retry_failed:
+        raise SweepResumeError(f"{sweep_dir} is an Optuna search: its failed trials are results that the sampler "
+                               f"learns from and that count toward n_trials, so they are not run again. Resume it "
+                               f"without --retry-failed.")
+    overrides = hydra.get("overrides") or {}
+    kept = [str(o) for o in overrides.get("hydra") or [] if not str(o).startswith(("hydra.sweep.dir=", "hydra.mode="))]
+    line = [*[str(o) for o in overrides.get("task") or []], *kept]
+    console.print(f"search {sweep_dir}: continuing its study: trainkit train -m {' '.join(line)}", markup=False)
+    return subprocess.call([sys.executable, "-m", "trainkit", "train", "-m", *line,
+                            f"hydra.sweep.dir={quoted(sweep_dir)}"])
 
 
 def resume(sweep_dir: Path, retry_failed: bool, console: Console) -> int:
     from trainkit.sweep import report
 
     sweep_dir = Path(sweep_dir)
+    if _sweeper(sweep_dir) == SEARCH_SWEEPER:
+        return resume_search(sweep_dir, retry_failed, console)
     jobs = plan(sweep_dir)
     counts = {s: sum(j.status == s for j in jobs) for s in dict.fromkeys(j.status for j in jobs)}
     console.print(f"sweep {sweep_dir}: {len(jobs)} jobs (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")",

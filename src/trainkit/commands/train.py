@@ -155,11 +155,16 @@ def _launch(cfg: DictConfig, run_dir: Path, console: Console, devices: int) -> d
     """`trainer.devices=N`: the same command in N processes (torch elastic launch) sharing this run directory;
     when one fails, all are restarted (trainer.max_restarts times) and continue from the newest checkpoint."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from trainkit.commands.sweep import quoted
 
     console.print(f"data-parallel: {devices} processes, global batch {devices} × {cfg.data.batch_size} = "
                   f"{devices * cfg.data.batch_size}")
     max_restarts = int(cfg.trainer.max_restarts)
-    code = distributed.launch(devices, [*HydraConfig.get().overrides.task, f"hydra.run.dir={run_dir}"], max_restarts)
+    # A sweep job's directory (`3_data.batch_size=64,...`) holds `=` and `,`: quoted, it is one override value.
+    code = distributed.launch(devices, [*HydraConfig.get().overrides.task, f"hydra.run.dir={quoted(run_dir)}"],
+                              max_restarts)
     summary = run_dir / "summary.json"  # rank 0 wrote it (a resumed run writes in the run it continued)
     result = json.loads(summary.read_text()) if summary.is_file() else {}
     if code > 128 and code not in (130, 143) and result.get("status") != "failed" and run_dir.is_dir():
@@ -168,6 +173,9 @@ def _launch(cfg: DictConfig, run_dir: Path, console: Console, devices: int) -> d
                  f"({_restarts(max_restarts)} used): {_continue_with(run_dir)}")
         write_summary(run_dir, {**result, "status": "failed", "run_dir": str(run_dir), "error": error})
         raise GroupFailed(error)
-    if code:
-        raise SystemExit(code)  # the processes already said why (130/143: stopped and saved)
+    if code in (130, 143) or (code and HydraConfig.get().mode != RunMode.MULTIRUN):
+        raise SystemExit(code)  # the processes already said why (130/143: stopped and saved; a sweep stops too)
+    if code:  # a sweep's job: a failed row of its summary (trainkit.cli._job_failed), and the other jobs run on
+        raise GroupFailed(result.get("error") or f"its {devices} data-parallel processes failed (exit code {code}) "
+                          f"before they wrote a summary: what they said is printed above.")
     return result

@@ -1,0 +1,224 @@
+"""Optuna searches (`trainkit train -m hparams_search=...`): each trial is a sweep job, and the study lives in the
+sweep directory (Optuna's own SQLite storage, optuna.db), so `trainkit sweep resume DIR` continues the same study.
+
+The search space is written in Hydra's sweep grammar (choice, range, interval, tag(log, interval(...))) and read by
+Hydra's override parser; Optuna samples it, Hydra's launcher runs the jobs, and each job's return value (what
+`trainkit train` returns: the monitored metric's best) is its trial's value. Job N is trial N. Finished and failed
+trials count toward n_trials; a trial that was running when the search stopped is finished first on resume: its job
+continues from its checkpoint (exactly, as in a resumed grid sweep), or runs again if it saved none.
+The Hydra plugin class that Hydra instantiates is hydra_plugins.trainkit_optuna.OptunaSweeper.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trainkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
+    from hydra.plugins.launcher import Launcher
+    from omegaconf import DictConfig
+    from optuna import Study
+    from optuna.distributions import BaseDistribution
+
+log = logging.getLogger(__name__)
+STUDY_FILE = "optuna.db"
+RESULTS_FILE = "optimization_results.yaml"
+RESUME_DIR = ".resume"  # where a resumed trial's Hydra files land before `train` folds them into its job (rundirs.adopt)
+SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "qmc": "QMCSampler",
+            "gp": "GPSampler", "nsgaii": "NSGAIISampler", "bruteforce": "BruteForceSampler"}
+
+
+@dataclass
+class SearchSettings:
+    """hydra.sweeper.* of configs/hydra/sweeper/optuna.yaml."""
+
+    direction: str = "minimize"  # or maximize: the way the monitored metric improves
+    study_name: str = "search"
+    storage: str | None = None  # an Optuna storage URL; None: sqlite:///<sweep dir>/optuna.db
+    n_trials: int = 20  # trials in all, counting those that a resumed search had already finished
+    n_jobs: int = 1  # trials asked for at once: hydra/launcher=joblib runs them side by side
+    sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe"})  # name, then the sampler's arguments
+    params: dict[str, str] = field(default_factory=dict)  # key: a Hydra sweep, e.g. tag(log, interval(1e-4, 0.1))
+
+
+def storage_url(settings: SearchSettings, sweep_dir: Path) -> str:
+    return settings.storage or f"sqlite:///{(Path(sweep_dir) / STUDY_FILE).resolve()}"
+
+
+def distribution(override: Override) -> BaseDistribution:
+    """An Optuna distribution with the values Hydra's sweep `override` stands for."""
+    from hydra.core.override_parser.types import Transformer
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    sweep = override.value()
+    if override.is_choice_sweep() or (override.is_range_sweep() and sweep.shuffle):
+        return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
+    if override.is_range_sweep():  # Hydra's range, stop excluded: its first and last values, ordered
+        values = list(override.sweep_iterator())
+        low, high, step = min(values), max(values), abs(sweep.step)
+        if all(isinstance(v, int) for v in values):
+            return IntDistribution(low, high, step=step)
+        return FloatDistribution(low, high, step=step)
+    if override.is_interval_sweep():
+        return FloatDistribution(sweep.start, sweep.end, log="log" in sweep.tags)
+    raise ConfigError(f"hydra.sweeper.params: {override.input_line} is not a search space that Optuna can sample: "
+                      f"use choice(a, b, ...), range(start, stop, step), interval(low, high) or "
+                      f"tag(log, interval(low, high)).")
+
+
+def space(settings: SearchSettings, arguments: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
+    """The searched keys and their distributions, and the fixed overrides of every trial (by key). The command
+    line comes after the preset's params, so `optimizer=sgd` there fixes a key that the preset searches."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    lines = [f"{k}={v}" for k, v in settings.params.items()] + list(arguments)
+    searched: dict[str, BaseDistribution] = {}
+    fixed: dict[str, str] = {}
+    for override in OverridesParser.create().parse_overrides(lines):
+        key = override.get_key_element().lstrip("+~")
+        searched.pop(key, None)
+        fixed.pop(key, None)
+        if override.is_sweep_override():
+            searched[key] = distribution(override)
+        else:
+            fixed[key] = override.input_line
+    return searched, fixed
+
+
+def trial_overrides(params: dict[str, Any], searched: dict[str, BaseDistribution], fixed: dict[str, str]) -> list[str]:
+    """A trial's job overrides: the fixed ones as typed, the searched keys with the trial's values."""
+    return [*fixed.values(), *(f"{key}={params[key]}" for key in searched)]
+
+
+def make_sampler(spec: dict[str, Any], trials_so_far: int = 0):
+    """The sampler named by hydra.sweeper.sampler. Optuna keeps no sampler state in the study, so a resumed search
+    seeds its sampler with seed + the trials so far: a fresh RNG with the first seed would draw the same
+    parameters as the search's first trials again."""
+    import optuna
+
+    args = dict(spec)
+    name = str(args.pop("name", "tpe"))
+    if args.get("seed") is not None:
+        args["seed"] = int(args["seed"]) + trials_so_far
+    if name not in SAMPLERS:
+        raise ConfigError(f"hydra.sweeper.sampler.name={name} is not a sampler trainkit knows: choose one of "
+                          f"{', '.join(SAMPLERS)} (Optuna's {', '.join(SAMPLERS.values())}).")
+    try:
+        return getattr(optuna.samplers, SAMPLERS[name])(**args)
+    except TypeError as exc:
+        raise ConfigError(f"hydra.sweeper.sampler: {exc} (the keys besides `name` are {SAMPLERS[name]}'s own "
+                          f"arguments).") from None
+
+
+class Search:
+    """One run of a search: finish the trials a stopped run left running, then ask for new ones until the study
+    has n_trials finished trials."""
+
+    def __init__(self, settings: SearchSettings, launcher: Launcher, config: DictConfig) -> None:
+        self.settings, self.launcher, self.config = settings, launcher, config
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+
+    def run(self, arguments: list[str]) -> None:
+        import optuna
+        from omegaconf import OmegaConf
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # trainkit says what happens, once
+        searched, fixed = space(self.settings, arguments)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        # As Hydra's basic sweeper does: the sweep's command line, which `trainkit sweep resume` runs again.
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        study = optuna.create_study(storage=storage_url(self.settings, self.sweep_dir), load_if_exists=True,
+                                    study_name=self.settings.study_name, direction=self.settings.direction)
+        study.sampler = make_sampler(self.settings.sampler, len(study.trials))
+        done = len(_ended(study))
+        log.info("search: study %s in %s, %s, %d of %d trials done", study.study_name,
+                 storage_url(self.settings, self.sweep_dir), self.settings.direction, done, self.settings.n_trials)
+        self._finish_stopped_trials(study, searched, fixed)
+        while (left := self.settings.n_trials - len(_ended(study))) > 0:
+            trials = [study.ask(searched) for _ in range(min(self.settings.n_jobs, left))]
+            batch = [(t.number, trial_overrides(t.params, searched, fixed)) for t in trials]
+            numbers = [n for n, _ in batch]
+            consecutive = numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+            for part in [batch] if consecutive else [[b] for b in batch]:  # job N is trial N
+                self._launch(study, part)
+        write_results(study, self.sweep_dir / RESULTS_FILE)
+
+    def _launch(self, study: Study, batch: list[tuple[int, list[str]]]) -> None:
+        returns = self.launcher.launch([overrides for _, overrides in batch], initial_job_idx=batch[0][0])
+        for (number, _), ret in zip(batch, returns):
+            try:
+                value = ret.return_value  # raises what the job raised
+            except Exception as exc:
+                log.warning("trial %d failed: %s", number, exc)
+                value = None
+            tell(study, number, value)
+
+    def _finish_stopped_trials(self, study: Study, searched: dict, fixed: dict) -> None:
+        """Trials still RUNNING in the study were stopped with the search (one process runs a search)."""
+        from optuna.trial import TrialState
+
+        from trainkit.commands.runs import read_run
+        from trainkit.commands.sweep import quoted
+        from trainkit.rundirs import is_locked, job_number
+        from trainkit.sweep import job_dirs
+
+        found = {job_number(p): p for p in job_dirs(self.sweep_dir)}
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            overrides = trial_overrides(trial.params, searched, fixed)
+            job = found.get(str(trial.number))
+            if job is not None and is_locked(job):
+                raise ConfigError(f"trial {trial.number}'s job {job} is running in another process: a search runs "
+                                  f"in one process at a time. Wait for it to end, then resume again.")
+            run = read_run(job) if job is not None else None
+            if run is not None and run.status in ("finished", "failed"):  # it ended, but the study was not told
+                tell(study, trial.number, run.best_value if run.status == "finished" else None)
+                continue
+            if job is not None and (job / "checkpoints" / "last.ckpt").is_file():
+                log.info("trial %d: resuming job %s from its checkpoint", trial.number, job.name)
+                scratch = f"hydra.sweep.subdir={RESUME_DIR}/{trial.number}"
+                self._launch(study, [(trial.number, [*overrides, f"resume={quoted(job)}", scratch])])
+                continue
+            if job is not None:  # stopped before its first checkpoint: from scratch, under the same number
+                shutil.rmtree(job)
+            log.info("trial %d: running it again (it saved no checkpoint)", trial.number)
+            self._launch(study, [(trial.number, overrides)])
+        shutil.rmtree(self.sweep_dir / RESUME_DIR, ignore_errors=True)
+
+
+def _ended(study: Study) -> list:
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED))
+
+
+def tell(study: Study, number: int, value: Any) -> None:
+    """A job's return value is its trial's value; a failed job (None: trainkit.cli._job_failed) fails its trial."""
+    from optuna.trial import TrialState
+
+    number_value = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    if math.isfinite(number_value):
+        study.tell(number, number_value)
+        log.info("trial %d (job %d): %s", number, number, number_value)
+    else:
+        study.tell(number, state=TrialState.FAIL)
+        log.info("trial %d (job %d): failed", number, number)
+
+
+def write_results(study: Study, path: Path) -> None:
+    """optimization_results.yaml: the best trial so far (as Hydra's Optuna sweeper wrote it), if any finished."""
+    from omegaconf import OmegaConf
+    from optuna.trial import TrialState
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return
+    best = study.best_trial
+    OmegaConf.save(OmegaConf.create({"name": "optuna", "study": study.study_name, "best_trial": best.number,
+                                     "best_params": best.params, "best_value": best.value}), path)
+    log.info("best: trial %d, %s, value %s", best.number, best.params, best.value)
