@@ -176,19 +176,23 @@ def test_decoded_once_then_read_from_the_cache_until_an_image_changes(tmp_path, 
     assert image_folder.load(str(tmp_path / "d"), cache=False).test.x[0].max() == 0
 
 
-def test_train_check_and_predict_a_folder_through_the_cli(tmp_path):
-    """A tiny colour folder at 12×10, trained at 16×16 (data.size); predict resizes a folder of new images of
-    other sizes to the model's 16×16 and names the classes by their folders."""
+def test_train_then_predict_a_folder_through_the_cli(tmp_path, monkeypatch, capsys):
+    """A tiny colour folder at 12×10, trained at 16×16 (data.size) by `trainkit train`; `trainkit predict` (in this
+    process, by the CLI's own path: one torch start less) resizes a folder of new images of another size to the
+    model's 16×16 and names the classes by their folders."""
+    from trainkit.cli import run
+
     write_image_folder(tmp_path / "pets", colour=True, per_class={"train": 60, "test": 15})
-    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     run_cli("train", "data=image_folder", f"data.root={tmp_path / 'pets'}", "data.size=[16,16]", "model=cnn",
-            "trainer.max_epochs=2", "data.batch_size=16", *FAST, cwd=tmp_path, env=env)
-    (run,) = run_dirs(tmp_path)
+            "trainer.max_epochs=2", "data.batch_size=16", *FAST, cwd=tmp_path)
+    (run_dir,) = run_dirs(tmp_path)
     x, y = folder_images(6, (20, 14), colour=True, seed=7)
     write_pngs(tmp_path / "new", x, [f"{i}.png" for i in range(6)])
-    out = run_cli("predict", f"ckpt={run / 'checkpoints' / 'best.ckpt'}", f"input={tmp_path / 'new'}",
-                  f"output={tmp_path / 'p.csv'}", cwd=tmp_path, env=env)
-    assert "wrote 6 predictions" in out.stdout
+    monkeypatch.chdir(tmp_path)
+    run("predict", [f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}", f"input={tmp_path / 'new'}",
+                    f"output={tmp_path / 'p.csv'}"])
+    assert "wrote 6 predictions" in capsys.readouterr().out
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
     assert [r["filename"] for r in rows] == [f"{i}.png" for i in range(6)]
     names = ["cat", "dog", "frog"]
