@@ -13,6 +13,7 @@ import difflib
 import socket
 import warnings
 from collections.abc import Iterator
+from urllib.error import URLError
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,10 @@ def architectures() -> list[str]:
 
 
 class TorchvisionNet(nn.Module):
+    """`arch` by name, `weights` null or a name of torchvision's (DEFAULT, IMAGENET1K_V1, ...), `resize` [H, W].
+    A wrong key value is a ConfigError naming it; data the network cannot take is a ValueError (build names the
+    data)."""
+
     def __init__(self, in_shape: tuple[int, ...], num_outputs: int, arch: str = "resnet18", weights: str | None = None,
                  resize: list[int] | None = None) -> None:
         super().__init__()
@@ -51,7 +56,7 @@ class TorchvisionNet(nn.Module):
             size = _size(resize)
             parts.append(nn.Upsample(size=size, mode="bilinear", align_corners=False))
         self.adapt = nn.Sequential(*parts) if parts else nn.Identity()
-        self.net = _network(self.arch, num_outputs, chosen)
+        self.net = _network(self.arch, num_outputs, chosen, weights)
         _check_input(self, tuple(in_shape), size, resize is not None)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -78,15 +83,15 @@ def _known_arch(arch: str) -> str:
         return arch
     for kind in OTHER_KINDS:
         if arch in models.list_models(module=getattr(models, kind)):
-            raise ValueError(f"model.arch={arch} is a {kind} model (torchvision.models.{kind}); model=torchvision "
-                             f"takes image classification architectures only, e.g. resnet18, efficientnet_b0, "
-                             f"vit_b_16.")
+            raise ConfigError(f"model.arch={arch} is a {kind} model (torchvision.models.{kind}); model=torchvision "
+                              f"takes image classification architectures only, e.g. resnet18, efficientnet_b0, "
+                              f"vit_b_16.")
     close = difflib.get_close_matches(str(arch), names, n=3)
     hint = f"Did you mean {' or '.join(close)}? " if close else ""
-    raise ValueError(f"model.arch={arch} is not one of torchvision {torchvision.__version__}'s {len(names)} "
-                     f"classification architectures. {hint}They include resnet18, resnet50, mobilenet_v3_small, "
-                     f"efficientnet_b0, convnext_tiny, vit_b_16 and swin_t; `trainkit list` or "
-                     f"torchvision.models.list_models(module=torchvision.models) names them all.")
+    raise ConfigError(f"model.arch={arch} is not one of torchvision {torchvision.__version__}'s {len(names)} "
+                      f"classification architectures. {hint}They include resnet18, resnet50, mobilenet_v3_small, "
+                      f"efficientnet_b0, convnext_tiny, vit_b_16 and swin_t; "
+                      f"torchvision.models.list_models(module=torchvision.models) names them all.")
 
 
 def _weights(arch: str, name: str) -> models.WeightsEnum:
@@ -98,23 +103,23 @@ def _weights(arch: str, name: str) -> models.WeightsEnum:
     found = {m.upper(): m for m in enum.__members__}.get(member.upper())
     if found is None or prefix not in ("", enum.__name__):
         names = ", ".join(m for m in enum.__members__ if m != "DEFAULT")
-        raise ValueError(f"model.weights={name} is not a set of weights of {arch}; its weights are: DEFAULT (= "
-                         f"{enum.DEFAULT.name}), {names}; or model.weights=null for none.")
+        raise ConfigError(f"model.weights={name} is not a set of weights of {arch}; its weights are: DEFAULT (= "
+                          f"{enum.DEFAULT.name}), {names}; or model.weights=null for none.")
     return enum[found]
 
 
 def _size(resize: list[int]) -> tuple[int, int]:
     if len(resize) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in resize):
-        raise ValueError(f"model.resize={list(resize)} must be [height, width] in pixels, e.g. model.resize=[64,64] "
-                         f"(null: no resize).")
+        raise ConfigError(f"model.resize={list(resize)} must be [height, width] in pixels, e.g. model.resize=[64,64] "
+                          f"(null: no resize).")
     return resize[0], resize[1]
 
 
-def _network(arch: str, num_outputs: int, weights: models.WeightsEnum | None) -> nn.Module:
+def _network(arch: str, num_outputs: int, weights: models.WeightsEnum | None, asked: str | None) -> nn.Module:
     """torchvision's network: sized for the data's classes, or pretrained with its head replaced by one that is."""
     if weights is None:
         return _meta_safe(lambda: models.get_model(arch, num_classes=num_outputs, **NO_AUX.get(arch, {})))
-    _download(arch, weights)
+    _download(arch, weights, asked)
     aux = {"aux_logits": False} if arch in NO_AUX else {}  # torchvision loads the aux heads, then drops them
     with warnings.catch_warnings():
         # build.py's size probe constructs on the meta device: loading weights into it is a no-op torch warns about
@@ -126,18 +131,36 @@ def _network(arch: str, num_outputs: int, weights: models.WeightsEnum | None) ->
 
 def _meta_safe(build: Any) -> nn.Module:
     """Build on the current default device. regnet computes its block widths with tensors whose values it reads
-    (.tolist()), which the meta device (build.py's free size probe) has none of: those build on the CPU, then
-    move to meta."""
+    (.tolist()), which the meta device (build.py's free size probe) has none of: those build on the CPU, each
+    parameter moved to meta as soon as it exists (initialising 600M parameters would take seconds and GiBs)."""
     try:
         return build()
     except NotImplementedError:
         if torch.empty(0).device.type != "meta":
             raise
-        with torch.device("cpu"):
+        with torch.device("cpu"), _parameters_on_meta():
             return build().to("meta")
 
 
-def _download(arch: str, weights: models.WeightsEnum) -> None:
+@contextlib.contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Each parameter moves to the meta device the moment a module registers it (accelerate's init_empty_weights):
+    a layer's own initialisation then costs nothing."""
+    register = nn.Module.register_parameter
+
+    def on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        register(module, name, param)
+        if param is not None:
+            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    nn.Module.register_parameter = on_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register  # type: ignore[method-assign]
+
+
+def _download(arch: str, weights: models.WeightsEnum, asked: str | None) -> None:
     """Fetch the weights into torchvision's cache (torch.hub.get_dir()/checkpoints) unless they are there, checking
     the file's hash as torchvision does; no network is an error that says where to put the file by hand."""
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
@@ -149,10 +172,10 @@ def _download(arch: str, weights: models.WeightsEnum) -> None:
         checkpoints.mkdir(parents=True, exist_ok=True)
         with _socket_timeout(DOWNLOAD_TIMEOUT_S):
             torch.hub.download_url_to_file(weights.url, str(file), match.group(1) if match else None, progress=False)
-    except OSError as exc:  # URLError, a refused or timed-out connection, a full disk
+    except (URLError, TimeoutError, ConnectionError) as exc:  # no DNS, no route, a refused or silent connection
         said = " ".join(str(getattr(exc, "reason", exc)).split())
         raise ConfigError(
-            f"model.weights={weights.name} for model.arch={arch} needs torchvision's pretrained weights "
+            f"model.weights={asked} for model.arch={arch} needs torchvision's pretrained weights "
             f"({type(weights).__name__}.{weights.name}), and they could not be downloaded from {weights.url} "
             f"({type(exc).__name__}: {said}): this machine seems to have no network. torchvision keeps downloaded "
             f"weights in {checkpoints} (torch.hub.get_dir()/checkpoints; set TORCH_HOME to move it): download that "
@@ -160,9 +183,9 @@ def _download(arch: str, weights: models.WeightsEnum) -> None:
             f"weights: model.weights=null."
         ) from None
     except RuntimeError as exc:  # torch.hub's hash check: the file it fetched is not the one torchvision published
-        raise ConfigError(f"model.weights={weights.name} for model.arch={arch}: the file downloaded from {weights.url} "
-                          f"failed its checksum ({' '.join(str(exc).split())}); nothing was kept. Run again, or "
-                          f"train without pretrained weights: model.weights=null.") from None
+        raise ConfigError(f"model.weights={asked} for model.arch={arch}: the file downloaded from {weights.url} "
+                           f"failed its checksum ({' '.join(str(exc).split())}); nothing was kept. Run again, or "
+                           f"train without pretrained weights: model.weights=null.") from None
 
 
 @contextlib.contextmanager
@@ -184,9 +207,9 @@ def replace_head(net: nn.Module, old_outputs: int, num_outputs: int) -> None:
     if not layers:  # squeezenet classifies with a convolution to one channel per class, then pools
         layers = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Conv2d)]
     if not layers or _outputs(layers[-1][1]) != old_outputs:
-        raise ValueError(f"model=torchvision found no final layer with the pretrained weights' {old_outputs} outputs "
-                         f"in {type(net).__name__} to replace by one with {num_outputs}; train it without pretrained "
-                         f"weights (model.weights=null).")
+        raise ConfigError(f"model=torchvision found no final layer with the pretrained weights' {old_outputs} outputs "
+                          f"in {type(net).__name__} to replace by one with {num_outputs}; train it without pretrained "
+                          f"weights (model.weights=null).")
     name, old = layers[-1]
     if isinstance(old, nn.Linear):
         new: nn.Module = nn.Linear(old.in_features, num_outputs, bias=old.bias is not None)
