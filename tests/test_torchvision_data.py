@@ -5,6 +5,7 @@ fails, and one run through the CLI's own path."""
 from __future__ import annotations
 
 import pickle
+from itertools import combinations
 import urllib.error
 import urllib.request
 
@@ -14,7 +15,7 @@ import torch
 from factories import mnist_images, write_cifar10, write_cifar100, write_idx, write_mnist_idx, write_svhn
 
 from trainkit.data import torchvision_sets
-from trainkit.data.base import DataError, Split, carve
+from trainkit.data.base import SPLITS, DataError, Split, carve
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 
@@ -174,3 +175,18 @@ def test_a_copy_without_test_batch_holds_back_a_test_split(tmp_path):
     full = torchvision_sets.load("CIFAR10", str(tmp_path), test_fraction=0.2, seed=3, splits=("test",))
     assert len(data.test) == len(test) == 10 and torch.equal(full.test.x, data.test.x)
     assert len(data.train) + len(data.val) == len(rest) and full.meta == data.meta
+
+
+@pytest.mark.parametrize("test_fraction", [0.0, 0.25])
+def test_any_subset_of_splits_equals_the_full_load(tmp_path, test_fraction):
+    write_mnist_idx(tmp_path / "MNIST" / "raw", n_train=30, n_test=10, gz=False)
+    full = torchvision_sets.load("MNIST", str(tmp_path), test_fraction=test_fraction, seed=5)
+    for asked in [subset for k in (1, 2, 3) for subset in combinations(SPLITS, k)]:
+        part = torchvision_sets.load("MNIST", str(tmp_path), test_fraction=test_fraction, seed=5, splits=asked)
+        for name in SPLITS:
+            got, whole = getattr(part, name), getattr(full, name)
+            if name in asked:
+                assert torch.equal(got.x, whole.x) and torch.equal(got.y, whole.y), (asked, name)
+            else:
+                assert got is None, (asked, name)
+        assert part.meta == full.meta, asked
