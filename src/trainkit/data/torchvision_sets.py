@@ -137,7 +137,7 @@ def _read(name: str, spec: _Set, root: Path, train: bool, split: str | None,
           download: bool) -> tuple[Split, list[str]]:
     """One of torchvision's splits as uint8 N×C×H×W and int64 labels, with the set's class names."""
     if spec.kind == "cifar":
-        _refuse_unsafe_pickles(_classes()[name], root)
+        _refuse_unsafe_pickles(_classes()[name], root, train)
     try:
         dataset = _construct(name, root, train, split, download)
     except DataError:
@@ -221,14 +221,14 @@ def _present(name: str, root: Path, train: bool, split: str | None) -> bool:
     return all((raw / f"{s}-{w}").is_file() for s in ("train", "t10k") for w in ("images-idx3-ubyte", "labels-idx1-ubyte"))
 
 
-def _refuse_unsafe_pickles(cls: Any, root: Path) -> None:
+def _refuse_unsafe_pickles(cls: Any, root: Path, train: bool) -> None:
     """CIFAR batches are pickles, and torchvision unpickles them with pickle.load, which runs whatever code a
     pickle names. Each file it will unpickle is read first by trainkit's allow-list unpickler (data/cifar10.py:
     numpy arrays and nothing else), so a file that would run code is refused before torchvision opens it."""
     from trainkit.data import cifar10
 
     folder = root / cls.base_folder
-    for name in [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]:
+    for name in [f for f, _ in (cls.train_list if train else cls.test_list)] + [cls.meta["filename"]]:
         if not (folder / name).is_file():
             continue  # torchvision says what is missing, or downloads it
         try:
