@@ -16,6 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import ROOT, run_cli
 
@@ -137,7 +138,28 @@ def test_a_target_key_is_never_instantiated_typed_or_stored(tmp_path):
     assert not list(tmp_path.glob("*.marker"))
 
 
-def test_plugin_mistakes_are_errors_for_people(tmp_path):
+@pytest.fixture
+def own_registry(tmp_path, monkeypatch):
+    """Plugins loaded in this process by a test, forgotten after it: the registries, the loaded modules, sys.path."""
+    from trainkit import registry
+
+    saved = {kind: dict(r.entries) for kind, r in registry.REGISTRIES.items()}
+    loaded, modules, path = dict(registry.LOADED), set(sys.modules), list(sys.path)
+    monkeypatch.chdir(tmp_path)
+    yield registry
+    for kind, entries in saved.items():
+        registry.REGISTRIES[kind].entries = entries
+    registry.LOADED.clear()
+    registry.LOADED.update(loaded)
+    for name in set(sys.modules) - modules:
+        del sys.modules[name]
+    sys.path[:] = path
+
+
+def test_plugin_mistakes_are_errors_for_people(tmp_path, own_registry):
+    import trainkit
+    from trainkit.errors import ConfigError
+
     (tmp_path / "broken.py").write_text("import trainkit\n\nx = 1\nraise RuntimeError('no GPU driver here')\n")
     (tmp_path / "typo.py").write_text("def f(:\n    pass\n")
     for name in ("first", "second"):
@@ -155,7 +177,12 @@ def test_plugin_mistakes_are_errors_for_people(tmp_path):
         def three_outputs(in_shape):
             return torch.nn.Linear(in_shape[0], 3)
         '''))
-    said = lambda *args: " ".join(run_cli("train", *args, *QUICK, cwd=tmp_path, check=False).stdout.split())  # noqa: E731
+
+    def said(*args: str) -> str:
+        with pytest.raises(ConfigError) as caught:
+            trainkit.train([*args, *QUICK])
+        return " ".join(str(caught.value).split())
+
     broken = said("plugins=[broken]")
     assert f"{tmp_path / 'broken.py'}:4: RuntimeError: no GPU driver here" in broken, broken
     typo = said("plugins=[typo]")

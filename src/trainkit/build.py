@@ -56,8 +56,9 @@ def _call_with(fn: Any, kwargs: dict[str, Any], key: str, what: str) -> Any:
     for name, value in kwargs.items():
         expected = _expected_type(params[name], value)
         if expected:
-            raise ConfigError(f"{key}.{name}={_shown(value)} is not {expected}, as {what} needs (its default is "
-                              f"{_shown(params[name].default)}).")
+            default = params[name].default
+            said = "it has no default" if default is inspect.Parameter.empty else f"its default is {_shown(default)}"
+            raise ConfigError(f"{key}.{name}={_shown(value)} is not {expected}, as {what} needs ({said}).")
     return fn(**kwargs)
 
 
@@ -71,7 +72,7 @@ def _expected_type(param: inspect.Parameter, value: Any) -> str | None:
     if not hint:
         hint = type(default).__name__ if default not in (inspect.Parameter.empty, None) else ""
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if "Sequence" in hint or "list" in hint or "tuple" in hint:
+    if "Sequence" in hint or "Iterable" in hint or "list" in hint or "tuple" in hint:
         return None if isinstance(value, (list, tuple)) or (number and "float |" in hint) else "a list"
     if "float" in hint:
         return None if number else "a number"

@@ -60,6 +60,7 @@ NO_RUN_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "
                 "--resolve", "-p", "--package")
 
 
+USER_DIRS: list[Path] = []  # the config directories the command line adds (--config-dir)
 # Run directories this process created: the only ones an early error may remove again.
 CREATED: set[Path] = set()
 
@@ -171,9 +172,9 @@ def _store_registered_options(store) -> None:
 
     given = {*GIVEN, "seed"}
     for group in registry.REGISTRIES.values():
-        folder = config_dir() / group.group
         for entry in group.entries.values():
-            if not (folder / f"{entry.name}.yaml").is_file():
+            # A YAML file of the same name is the option (Hydra would take the node as its schema, and warn).
+            if not any((folder / group.group / f"{entry.name}.yaml").is_file() for folder in (config_dir(), *USER_DIRS)):
                 store.store(group=group.group, name=entry.name, node=registry.option_node(entry, given),
                             provider="trainkit" if not entry.plugin else entry.origin)
 
@@ -369,6 +370,8 @@ def load_plugins(name: str, args: list[str]) -> list[str]:
     from trainkit import registry
 
     registry.COMMAND_LINE = ["trainkit", *name.split(), *args]
+    USER_DIRS[:] = [Path(d) for flag, d in zip(["", *args], args) if flag in ("--config-dir", "-cd")]
+    USER_DIRS.extend(Path(a.split("=", 1)[1]) for a in args if a.startswith("--config-dir="))
     modules = registry.plugins_arg(args)
     registry.load_plugins(modules)
     listed = f"[{','.join(modules)}]"
@@ -392,7 +395,7 @@ REQUIRED_EXAMPLES = {"ckpt": "outputs/DATE/TIME/checkpoints/best.ckpt (or the ru
 # Flags after which Hydra reads a value, and lines this check leaves to Hydra (sweeps: each job checks itself).
 VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-dir", "-cd", "--config-path", "-cp", "--config-name",
                "-cn", "--experimental-rerun", "-sc", "--shell-completion", "--info", "-i")
-LEFT_TO_HYDRA = ("-m", "--multirun", "--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn",
+LEFT_TO_HYDRA = ("-m", "--multirun", "--config-path", "-cp", "--config-name", "-cn",
                  "--help", "-h", "--hydra-help", "-sc", "--shell-completion")
 
 
@@ -403,7 +406,7 @@ def _preflight(command: Command, rest: list[str]) -> None:
     from trainkit.errors import UsageError
 
     words = [a for i, a in enumerate(rest) if not (i and rest[i - 1] in VALUE_FLAGS)]
-    if any(a in LEFT_TO_HYDRA or a.startswith(("--config-dir=", "--config-path=", "--config-name=")) for a in rest):
+    if any(a in LEFT_TO_HYDRA or a.startswith(("--config-path=", "--config-name=")) for a in rest):
         return
     overrides = [a for a in words if not a.startswith("-") and not a.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))]
     for i, word in enumerate(overrides):
@@ -438,7 +441,8 @@ def _compose(command: Command, overrides: list[str]):
     _register_schemas()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose(config_name=command.config, overrides=overrides)
+            searchpath = [f"hydra.searchpath=[{','.join(f'file://{d.resolve()}' for d in USER_DIRS)}]"] * bool(USER_DIRS)
+            return compose(config_name=command.config, overrides=[*overrides, *searchpath])
     except (HydraException, OmegaConfBaseException) as exc:
         cause = exc.__cause__ if exc.__cause__ is not None else exc
         said = " ".join(line.strip() for line in str(exc).split("Config search path")[0].splitlines() if line.strip())

@@ -315,9 +315,10 @@ for _name, _target in [
 ]:
     _builtin(TASKS, _name, _target)
 # Every torch optimizer that steps without a closure, by its class name in lower case (LBFGS needs a closure,
-# SparseAdam sparse gradients); configs/optimizer/ holds one file per name with torch's defaults.
+# SparseAdam sparse gradients, Muon only 2-D weights: every model has biases); configs/optimizer/ holds one file per
+# name with torch's defaults.
 for _name in ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "Adadelta", "ASGD", "NAdam", "RAdam", "Rprop",
-              "Adafactor", "Muon"):
+              "Adafactor"):
     _builtin(OPTIMIZERS, _name.lower(), f"torch.optim:{_name}")
 # trainkit's schedulers count in epochs and know the run's length (configs/scheduler/); any other class of
 # torch.optim.lr_scheduler by its own name, counting in optimizer updates, as torch does.
