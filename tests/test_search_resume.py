@@ -13,11 +13,13 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from conftest import TRAINKIT, job_dir, run_cli
 
+from trainkit.errors import ConfigError
 from trainkit.search import SearchSettings, make_sampler, space
 
-TRIAL = ["trainer.max_epochs=2", "data.n_train=512", "trainer.checkpoint_every_n_steps=2", "trainer.progress=none",
+TRIAL = ["trainer.max_epochs=2", "data.n_train=512", "trainer.checkpoint_every_n_steps=4", "trainer.progress=none",
          "trainer.tensorboard=false"]
 
 
@@ -102,13 +104,10 @@ def test_a_resumed_sampler_is_seeded_past_the_trials_so_far():
 
 
 def test_a_search_refuses_retry_failed_and_an_unknown_sampler_names_the_choices(tmp_path):
-    import pytest
-
-    from trainkit.errors import ConfigError
-
     sweep_dir = tmp_path / "s"
     sweep_dir.mkdir()
-    (sweep_dir / "multirun.yaml").write_text("hydra:\n  sweeper:\n    _target_: hydra_plugins.trainkit_optuna.OptunaSweeper\n")
+    sweeper = "hydra_plugins.trainkit_optuna.OptunaSweeper"
+    (sweep_dir / "multirun.yaml").write_text(f"hydra:\n  sweeper:\n    _target_: {sweeper}\n")
     proc = run_cli("sweep", "resume", str(sweep_dir), "--retry-failed", cwd=tmp_path, check=False)
     assert proc.returncode == 1 and "its failed trials are results" in proc.stdout
     with pytest.raises(ConfigError, match="hydra.sweeper.sampler.name=tp is not a sampler.*tpe, random"):

@@ -167,7 +167,9 @@ def test_a_missing_plugin_names_the_extra_to_install(arg, monkeypatch, capsys):
     import importlib.util
 
     real = importlib.util.find_spec
-    missing = lambda name, *a: None if name.startswith("hydra_plugins.") or name == "optuna" else real(name, *a)  # noqa: E731
+    def missing(name, *args):
+        return None if name.startswith("hydra_plugins.") or name == "optuna" else real(name, *args)
+
     monkeypatch.setattr(importlib.util, "find_spec", missing)
     assert cli.main(["train", "-m", arg]) == 1
     out = capsys.readouterr().out

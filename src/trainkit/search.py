@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 STUDY_FILE = "optuna.db"
 RESULTS_FILE = "optimization_results.yaml"
-RESUME_DIR = ".resume"  # where a resumed trial's Hydra files land before `train` folds them into its job (rundirs.adopt)
+RESUME_DIR = ".resume"  # a resumed trial's Hydra files, until `train` folds them into its job (rundirs.adopt)
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "qmc": "QMCSampler",
             "gp": "GPSampler", "nsgaii": "NSGAIISampler", "bruteforce": "BruteForceSampler"}
 
@@ -164,32 +164,36 @@ class Search:
         """Trials still RUNNING in the study were stopped with the search (one process runs a search)."""
         from optuna.trial import TrialState
 
-        from trainkit.commands.runs import read_run
-        from trainkit.commands.sweep import quoted
-        from trainkit.rundirs import is_locked, job_number
+        from trainkit.rundirs import job_number
         from trainkit.sweep import job_dirs
 
         found = {job_number(p): p for p in job_dirs(self.sweep_dir)}
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             overrides = trial_overrides(trial.params, searched, fixed)
-            job = found.get(str(trial.number))
-            if job is not None and is_locked(job):
-                raise ConfigError(f"trial {trial.number}'s job {job} is running in another process: a search runs "
-                                  f"in one process at a time. Wait for it to end, then resume again.")
-            run = read_run(job) if job is not None else None
-            if run is not None and run.status in ("finished", "failed"):  # it ended, but the study was not told
-                tell(study, trial.number, run.best_value if run.status == "finished" else None)
-                continue
-            if job is not None and (job / "checkpoints" / "last.ckpt").is_file():
-                log.info("trial %d: resuming job %s from its checkpoint", trial.number, job.name)
-                scratch = f"hydra.sweep.subdir={RESUME_DIR}/{trial.number}"
-                self._launch(study, [(trial.number, [*overrides, f"resume={quoted(job)}", scratch])])
-                continue
+            self._finish(study, trial.number, overrides, found.get(str(trial.number)))
+        shutil.rmtree(self.sweep_dir / RESUME_DIR, ignore_errors=True)
+
+    def _finish(self, study: Study, number: int, overrides: list[str], job: Path | None) -> None:
+        """Tell the study how trial `number` ended, resume its job from its checkpoint, or run it again."""
+        from trainkit.commands.runs import read_run
+        from trainkit.commands.sweep import quoted
+        from trainkit.rundirs import is_locked
+
+        if job is not None and is_locked(job):
+            raise ConfigError(f"trial {number}'s job {job} is running in another process: a search runs in one "
+                              f"process at a time. Wait for it to end, then resume again.")
+        run = read_run(job) if job is not None else None
+        if run is not None and run.status in ("finished", "failed"):  # it ended, but the study was not told
+            tell(study, number, run.best_value if run.status == "finished" else None)
+        elif job is not None and (job / "checkpoints" / "last.ckpt").is_file():
+            log.info("trial %d: resuming job %s from its checkpoint", number, job.name)
+            scratch = f"hydra.sweep.subdir={RESUME_DIR}/{number}"
+            self._launch(study, [(number, [*overrides, f"resume={quoted(job)}", scratch])])
+        else:
             if job is not None:  # stopped before its first checkpoint: from scratch, under the same number
                 shutil.rmtree(job)
-            log.info("trial %d: running it again (it saved no checkpoint)", trial.number)
-            self._launch(study, [(trial.number, overrides)])
-        shutil.rmtree(self.sweep_dir / RESUME_DIR, ignore_errors=True)
+            log.info("trial %d: running it again (it saved no checkpoint)", number)
+            self._launch(study, [(number, overrides)])
 
 
 def _ended(study: Study) -> list:
