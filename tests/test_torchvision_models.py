@@ -16,13 +16,12 @@ from torchvision import models
 
 from trainkit.engine import checkpoint
 from trainkit.errors import ConfigError
-from trainkit.models.torchvision import NO_AUX, TorchvisionNet, architectures, replace_head
+from trainkit.models.torchvision import NO_AUX, TorchvisionNet, architectures
 
 # One of each family: plain and grouped convolutions, VGG/AlexNet's Sequential classifier, inverted residuals, dense
 # blocks, squeezenet's convolutional head, attention (ViT's heads.head, Swin, MaxViT), regnet, inception's tuple.
 FAMILIES = ["resnet18", "alexnet", "vgg11", "efficientnet_b0", "mobilenet_v3_small", "convnext_tiny", "densenet121",
-            "squeezenet1_0", "vit_b_32", "swin_t", "maxvit_t", "regnet_x_400mf", "inception_v3", "googlenet",
-            "shufflenet_v2_x0_5", "mnasnet0_5"]
+            "squeezenet1_0", "vit_b_32", "swin_t", "maxvit_t", "regnet_x_400mf", "inception_v3", "googlenet"]
 
 
 def on_meta(net: torch.nn.Module, *shape: int) -> torch.Size:
@@ -48,18 +47,27 @@ def test_every_family_takes_grey_and_colour_images_on_the_meta_device():
             assert on_meta(TorchvisionNet(shape, 5, arch=arch, resize=resize), *shape) == (2, 5), arch
 
 
-def test_the_pretrained_head_is_replaced_for_every_family():
-    """The pretrained weights' 1000-class layer is found (the last Linear, or squeezenet's 1×1 convolution) and
-    replaced: the network then gives the data's number of outputs."""
+def test_pretrained_weights_get_a_head_for_the_data_in_every_family(tmp_path, monkeypatch):
+    """The weights' 1000-class layer is found (the last Linear, or squeezenet's 1×1 convolution) and replaced; the
+    auxiliary heads of inception and googlenet go. On the meta device, from weight files of meta tensors placed in
+    the cache (no download, no memory)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     with torch.device("meta"):
         for arch in FAMILIES:
-            net = models.get_model(arch, **NO_AUX.get(arch, {})) if arch != "regnet_x_400mf" else None
-            if net is None:  # regnet reads tensor values while it is built: on the CPU, then to meta
+            weights = models.get_model_weights(arch).DEFAULT
+            if arch != "regnet_x_400mf":
+                pretrained = models.get_model(arch, **NO_AUX.get(arch, {})).state_dict()
+            else:  # regnet reads tensor values while it is built: on the CPU, then to meta
                 with torch.device("cpu"):
-                    net = models.get_model(arch).to("meta")
-            replace_head(net, 1000, 3)
-            size = 299 if arch == "inception_v3" else 224
+                    pretrained = models.get_model(arch).to("meta").state_dict()
+            if arch in NO_AUX:  # the files hold the auxiliary heads' weights too
+                pretrained = models.get_model(arch, init_weights=True).state_dict()
+            torch.save(pretrained, tmp_path / "hub" / "checkpoints" / Path(weights.url).name)
+            size = weights.meta["min_size"][0] if arch in ("vit_b_32", "maxvit_t") else 96
+            net = TorchvisionNet((3, size, size), 3, arch=arch, weights="DEFAULT")
             assert on_meta(net, 3, size, size) == (2, 3), arch
+            assert not any(name.startswith(("AuxLogits", "aux1", "aux2")) for name, _ in net.net.named_modules()), arch
 
 
 @pytest.mark.slow

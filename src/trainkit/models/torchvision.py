@@ -13,9 +13,9 @@ import difflib
 import socket
 import warnings
 from collections.abc import Iterator
-from urllib.error import URLError
 from pathlib import Path
 from typing import Any
+from urllib.error import URLError
 
 import torch
 import torchvision
@@ -120,11 +120,15 @@ def _network(arch: str, num_outputs: int, weights: models.WeightsEnum | None, as
     if weights is None:
         return _meta_safe(lambda: models.get_model(arch, num_classes=num_outputs, **NO_AUX.get(arch, {})))
     _download(arch, weights, asked)
-    aux = {"aux_logits": False} if arch in NO_AUX else {}  # torchvision loads the aux heads, then drops them
     with warnings.catch_warnings():
         # build.py's size probe constructs on the meta device: loading weights into it is a no-op torch warns about
         warnings.filterwarnings("ignore", message=".*meta parameter.*no-op")
-        net = _meta_safe(lambda: models.get_model(arch, weights=weights, progress=False, **aux))
+        net = _meta_safe(lambda: models.get_model(arch, weights=weights, progress=False))
+    if arch in NO_AUX:  # their weights come with the auxiliary heads (torchvision refuses aux_logits=False with them)
+        net.aux_logits = False
+        for name in ("AuxLogits", "aux1", "aux2"):  # unused parameters would stop DDP
+            if hasattr(net, name):
+                setattr(net, name, None)
     replace_head(net, len(weights.meta["categories"]), num_outputs)
     return net
 
@@ -144,20 +148,23 @@ def _meta_safe(build: Any) -> nn.Module:
 
 @contextlib.contextmanager
 def _parameters_on_meta() -> Iterator[None]:
-    """Each parameter moves to the meta device the moment a module registers it (accelerate's init_empty_weights):
-    a layer's own initialisation then costs nothing."""
-    register = nn.Module.register_parameter
+    """Each parameter and buffer moves to the meta device the moment a module registers it (accelerate's
+    init_empty_weights): a layer's own initialisation then costs nothing."""
+    register, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
 
     def on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
         register(module, name, param)
         if param is not None:
             module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
 
-    nn.Module.register_parameter = on_meta  # type: ignore[method-assign]
+    def buffer_on_meta(module: nn.Module, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
+        register_buffer(module, name, None if tensor is None else tensor.to("meta"), persistent)
+
+    nn.Module.register_parameter, nn.Module.register_buffer = on_meta, buffer_on_meta  # type: ignore[method-assign]
     try:
         yield
     finally:
-        nn.Module.register_parameter = register  # type: ignore[method-assign]
+        nn.Module.register_parameter, nn.Module.register_buffer = register, register_buffer  # type: ignore
 
 
 def _download(arch: str, weights: models.WeightsEnum, asked: str | None) -> None:
