@@ -40,8 +40,14 @@ def write_readme_files(where: Path) -> list[str]:
         path = where / first.removeprefix("# file: ").strip()
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(block)
-    (console,) = re.findall(r"```console\n(.*?)```", section, re.S)
+    console = re.findall(r"```console\n(.*?)```", section, re.S)[0]  # the second one shows an error
     return [line[2:] for line in console.splitlines() if line.startswith("$ ")]
+
+
+def readme_error() -> tuple[str, str]:
+    """The section's command that fails without the plugin, and what the README says it prints."""
+    lines = re.findall(r"```console\n(.*?)```", readme_section(), re.S)[1].splitlines()
+    return lines[0].removeprefix("$ "), lines[1]
 
 
 def shell(command: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -73,6 +79,10 @@ def test_the_readme_example_runs_verbatim_train_resume_eval_predict_export_list_
     loaded = shell(f"{shlex.quote(sys.executable)} -c \"import trainkit; m = trainkit.load('outputs/spirals', "
                    f"plugins=['my_project.nets']); print(m.predict([[0.5, 0.1], [-0.4, 0.7]]))\"", tmp_path).stdout
     assert loaded.strip() == str([r["label"] for r in rows])
+    command, printed = readme_error()
+    proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "COLUMNS": "200"})
+    assert proc.returncode == 1 and " ".join(proc.stdout.split()) == printed, proc.stdout
 
 
 def test_a_plugin_model_sweeps_and_trains_data_parallel(tmp_path):

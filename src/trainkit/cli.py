@@ -498,8 +498,8 @@ def _flags_first(args: list[str]) -> list[str]:
 
 
 def _report_stopped_sweep(args: list[str]) -> None:
-    """A sweep that ended before Hydra's end-of-sweep callbacks (Ctrl-C, a sweeper's error such as Optuna's when no
-    trial finished) still gets its summary of the jobs that ran."""
+    """A sweep that ended before Hydra's end-of-sweep callbacks (Ctrl-C, a sweeper's error) still gets its summary of
+    the jobs that ran."""
     if not any(a in ("-m", "--multirun") for a in args):
         return
     value = next((a.partition("=")[2] for a in args if a.startswith("hydra.sweep.dir=")), "")

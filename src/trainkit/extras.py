@@ -11,7 +11,7 @@ from trainkit.errors import UserError
 
 # Hydra plugins that trainkit's `sweep` extra installs: (group, option) → the module that provides it.
 EXTRA_PLUGINS = {
-    ("sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "Hydra's Optuna sweeper (hydra-optuna-sweeper)"),
+    ("sweeper", "optuna"): ("optuna", "Optuna (optuna)"),
     ("launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "Hydra's joblib launcher (hydra-joblib-launcher)"),
 }
 

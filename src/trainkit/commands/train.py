@@ -162,8 +162,12 @@ def _launch(cfg: DictConfig, run_dir: Path, console: Console, devices: int) -> d
     console.print(f"data-parallel: {devices} processes, global batch {devices} × {cfg.data.batch_size} = "
                   f"{devices * cfg.data.batch_size}")
     max_restarts = int(cfg.trainer.max_restarts)
+    hydra = HydraConfig.get()
+    # The user's own config directories (--config-dir) compose the same config in every process.
+    dirs = [f"--config-dir={source.path}" for source in hydra.runtime.config_sources
+            if source.provider == "command-line" and source.schema == "file"]
     # A sweep job's directory (`3_data.batch_size=64,...`) holds `=` and `,`: quoted, it is one override value.
-    code = distributed.launch(devices, [*HydraConfig.get().overrides.task, f"hydra.run.dir={quoted(run_dir)}"],
+    code = distributed.launch(devices, [*dirs, *hydra.overrides.task, f"hydra.run.dir={quoted(run_dir)}"],
                               max_restarts)
     summary = run_dir / "summary.json"  # rank 0 wrote it (a resumed run writes in the run it continued)
     result = json.loads(summary.read_text()) if summary.is_file() else {}
