@@ -3,6 +3,8 @@ itself or the plugin module that registered it). The CLI has loaded the plugins 
 
 from __future__ import annotations
 
+import textwrap
+
 from trainkit import registry
 
 KIND_TITLES = {"model": "models", "dataset": "datasets", "task": "tasks", "optimizer": "optimizers",
@@ -24,6 +26,12 @@ def main(argv: list[str]) -> int:
         for name, origin, code in found:
             print(f"  {name:<{widths[0]}}  {origin:<{widths[1]}}  {code}")
         print()
+    from trainkit.models.torchvision import architectures
+
+    names = architectures()
+    print(f"torchvision architectures (model=torchvision model.arch=NAME), {len(names)}:")
+    print(textwrap.fill(", ".join(names), width=118, initial_indent="  ", subsequent_indent="  "))
+    print()
     loaded = ", ".join(f"{m} ({how.rstrip('= :')})" for m, how in registry.LOADED.items()) or "none"
     print(f"plugins loaded: {loaded}")
     return 0
