@@ -60,7 +60,10 @@ class TorchvisionNet(nn.Module):
         _check_input(self, tuple(in_shape), size, resize is not None)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(self.adapt(x))
+        out = self.net(self.adapt(x))
+        if isinstance(out, Tensor):
+            return out
+        return out[0]  # TorchScript's googlenet and inception_v3 always return (logits, aux...)
 
 
 class ToRGB(nn.Module):
