@@ -283,3 +283,24 @@ def write_svhn(root: str | Path, n_train: int = 30, n_test: int = 10, seed: int 
         savemat(Path(root) / f"{split}_32x32.mat", {"X": x.transpose(2, 3, 1, 0), "y": stored})
         written[split] = (x, digits)
     return written
+
+
+def assert_any_subset_of_splits_equals_the_full_load(load) -> None:
+    """`load(splits=...)` for every non-empty subset of train/val/test gives exactly those splits of `load()`, the
+    others None, and the same metadata."""
+    from itertools import combinations
+
+    import torch
+
+    from trainkit.data.base import SPLITS
+
+    full = load()
+    for asked in [subset for k in (1, 2, 3) for subset in combinations(SPLITS, k)]:
+        part = load(splits=asked)
+        for name in SPLITS:
+            got, whole = getattr(part, name), getattr(full, name)
+            if name in asked:
+                assert torch.equal(got.x, whole.x) and torch.equal(got.y, whole.y), (asked, name)
+            else:
+                assert got is None, (asked, name)
+        assert part.meta == full.meta, asked

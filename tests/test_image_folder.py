@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import csv
 import shutil
-from itertools import combinations
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 from conftest import FAST, run_cli, run_dirs
-from factories import folder_images, write_image_folder, write_pngs
+from factories import assert_any_subset_of_splits_equals_the_full_load, folder_images, write_image_folder, write_pngs
 from PIL import Image
 
 from trainkit.data import image_folder, images
-from trainkit.data.base import SPLITS, DataError, Split, carve
+from trainkit.data.base import DataError, Split, carve
 
 
 @pytest.fixture(autouse=True)
@@ -218,9 +218,6 @@ def test_data_check_runs_as_the_cli_does(tmp_path, monkeypatch, capsys):
     assert "notes.txt is not an image file" in out and "000.png could not be read as an image" in out, out
 
 
-SUBSETS = [subset for k in (1, 2, 3) for subset in combinations(SPLITS, k)]
-
-
 @pytest.mark.parametrize("layout", ["train/ test/", "class folders, test_fraction"])
 def test_any_subset_of_splits_equals_the_full_load(tmp_path, layout):
     """What `load(splits=...)` returns for each subset is that part of the full load, with the same metadata."""
@@ -230,13 +227,4 @@ def test_any_subset_of_splits_equals_the_full_load(tmp_path, layout):
     else:
         write_image_folder(tmp_path / "d", per_class={"": 20})
         keys = {"test_fraction": 0.25}
-    full = image_folder.load(str(tmp_path / "d"), seed=5, **keys)
-    for asked in SUBSETS:
-        part = image_folder.load(str(tmp_path / "d"), seed=5, splits=asked, **keys)
-        for name in SPLITS:
-            got, whole = getattr(part, name), getattr(full, name)
-            if name in asked:
-                assert torch.equal(got.x, whole.x) and torch.equal(got.y, whole.y), (asked, name)
-            else:
-                assert got is None, (asked, name)
-        assert part.meta == full.meta, asked
+    assert_any_subset_of_splits_equals_the_full_load(partial(image_folder.load, str(tmp_path / "d"), seed=5, **keys))

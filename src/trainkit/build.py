@@ -6,7 +6,6 @@ a config stored in a checkpoint may come from anywhere, and must not choose what
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 import os

@@ -20,9 +20,8 @@ import inspect
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from trainkit.errors import ConfigError
@@ -295,6 +294,7 @@ def _builtin(registry: Registry, name: str, target: str, **options: Any) -> None
 for _name, _target, _options in [
     ("mlp", "trainkit.models.mlp:MLP", {}),
     ("cnn", "trainkit.models.cnn:CNN", {}),
+    ("fast_resnet", "trainkit.models.fast_resnet:FastResNet", {}),
     ("gan", "trainkit.tasks.gan:build_gan", {"task": "gan"}),
     # From a checkpoint, its state dict replaces any pretrained weights: nothing is downloaded.
     ("torchvision", "trainkit.models.torchvision:TorchvisionNet", {"from_checkpoint": {"weights": None}}),

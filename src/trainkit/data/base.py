@@ -92,3 +92,13 @@ def carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     keep, held = order[n_carved:].sort().values, order[:n_carved].sort().values
     take = lambda idx: Split(split.x[idx], None if split.y is None else split.y[idx])  # noqa: E731
     return take(keep), take(held)
+
+
+def check_fractions(who: str, val_fraction: float, test_fraction: float, test_off: str = "off") -> None:
+    """data.val_fraction in (0, 1) and data.test_fraction in [0, 1) (0: `test_off`), or an error naming the key."""
+    if not 0 < val_fraction < 1:
+        raise DataError(f"{who}: data.val_fraction={val_fraction!r} is not a fraction strictly between 0 and 1. "
+                        f"Set e.g. data.val_fraction=0.1.")
+    if not 0 <= test_fraction < 1:
+        raise DataError(f"{who}: data.test_fraction={test_fraction!r} is not 0 ({test_off}) or a fraction below 1. "
+                        f"Set e.g. data.test_fraction=0.2.")

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainkit.data.base import SPLITS, DataError, DataMeta, DataSplits, Split, asked_splits, carve
+from trainkit.data.base import (SPLITS, DataError, DataMeta, DataSplits, Split, asked_splits, carve,
+                                 check_fractions)
 from trainkit.data.cache import cached, user_cache_dir
 from trainkit.data.images import SUFFIXES, ImageError, channel_stats, probe_images, read_images
 from trainkit.data.normalization import normalization
@@ -58,7 +59,7 @@ def load(
     images' own (before the validation carve), so the metadata is the same whichever splits are asked for."""
     asked = asked_splits(splits, WHO)
     height_width = _size(size)
-    _check_fractions(val_fraction, test_fraction)
+    check_fractions(WHO, val_fraction, test_fraction)
     folders = _layout(Path(root).expanduser(), test_fraction)
     classes = _classes(folders)
     listings = {name: _list_files(folder, classes) for name, folder in folders.items()}
@@ -117,15 +118,6 @@ def _size(size: list[int] | None) -> tuple[int, int] | None:
         raise DataError(f"{WHO}: data.size={size!r} is not two whole numbers [H, W] of at least 1. Set e.g. "
                         f"data.size=[64,64], or data.size=null to keep the images' own size.")
     return int(size[0]), int(size[1])
-
-
-def _check_fractions(val_fraction: float, test_fraction: float) -> None:
-    if not 0 < val_fraction < 1:
-        raise DataError(f"{WHO}: data.val_fraction={val_fraction!r} is not a fraction strictly between 0 and 1. "
-                        f"Set e.g. data.val_fraction=0.1.")
-    if not 0 <= test_fraction < 1:
-        raise DataError(f"{WHO}: data.test_fraction={test_fraction!r} is not 0 (off) or a fraction below 1. Set "
-                        f"e.g. data.test_fraction=0.2.")
 
 
 def _carve(split: Split, fraction: float, seed: int, key: str) -> tuple[Split, Split]:

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainkit.data.base import SPLITS, DataError, DataMeta, DataSplits, Split, asked_splits, carve
+from trainkit.data.base import (SPLITS, DataError, DataMeta, DataSplits, Split, asked_splits, carve,
+                                 check_fractions)
 from trainkit.data.images import channel_stats
 from trainkit.data.normalization import normalization
 
@@ -68,7 +69,7 @@ def load(
     asked = asked_splits(splits, WHO)
     name, spec = _find(dataset)
     split = _split(name, spec, split)
-    _check_fractions(val_fraction, test_fraction)
+    check_fractions(WHO, val_fraction, test_fraction, "test on the set's test split")
     folder = Path(root).expanduser().absolute()
     stats = normalize and mean is None and std is None
     train = val = test = None
@@ -92,15 +93,6 @@ def load(
         class_names=classes, scale=255.0, mean=mean, std=std, target_shape=(),
     )
     return DataSplits.asked(asked, train, val, test, meta)
-
-
-def _check_fractions(val_fraction: float, test_fraction: float) -> None:
-    if not 0 < val_fraction < 1:
-        raise DataError(f"{WHO}: data.val_fraction={val_fraction!r} is not a fraction strictly between 0 and 1. "
-                        f"Set e.g. data.val_fraction=0.1.")
-    if not 0 <= test_fraction < 1:
-        raise DataError(f"{WHO}: data.test_fraction={test_fraction!r} is not 0 (test on the set's test split) or a "
-                        f"fraction below 1. Set e.g. data.test_fraction=0.2.")
 
 
 def _carve(split: Split, fraction: float, seed: int, name: str, key: str) -> tuple[Split, Split]:
