@@ -1,5 +1,10 @@
 """Classification: cross-entropy loss, accuracy; best checkpoint by validation accuracy. After training: the
-per-class report, class names with their confidence for new inputs, logits out of the exported model."""
+per-class report, class names with their confidence for new inputs, logits out of the exported model.
+
+Two recipe options (benchmarks/README.md measures each): `label_smoothing` softens the training targets (the
+validation and test losses stay the plain cross-entropy, comparable across runs), and `tta_flip` averages the
+logits of each image and its mirror image wherever the trained network is used (validation, test, eval,
+predict, export): CIFAR-like photographs, not digits or text."""
 
 from __future__ import annotations
 
@@ -9,27 +14,65 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainkit.data.base import DataMeta
 from trainkit.engine.optimization import Optimization
+from trainkit.errors import ConfigError
 from trainkit.reports.base import EvalInputs, EvalOptions, Report, class_names
 from trainkit.tasks.base import Batch, SingleNetTask
+
+
+class FlipAverage(nn.Module):
+    """A classifier's logits averaged over each image and its horizontal mirror (test-time augmentation). Both
+    views go through the network as one batch of 2N: one call, and batch norm in eval mode treats them alike."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.net(torch.cat([x, x.flip(3)]))
+        return (logits[:len(x)] + logits[len(x):]) / 2
 
 
 class ClassificationTask(SingleNetTask):
     monitor, monitor_mode = "val/acc", "max"
 
+    def __init__(self, net: nn.Module, meta: DataMeta, label_smoothing: float = 0.0, tta_flip: bool = False) -> None:
+        super().__init__(net, meta)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(f"task.label_smoothing={label_smoothing} must be in [0, 1): the share of each training "
+                              f"target spread over all classes (e.g. 0.1; 0: plain cross-entropy).")
+        if tta_flip and len(meta.in_shape) != 3:
+            raise ConfigError(f"task.tta_flip=true mirrors images left to right, and data={meta.name} has samples of "
+                              f"shape {list(meta.in_shape)}, not C×H×W images: set task.tta_flip=false.")
+        self.label_smoothing, self.tta_flip = float(label_smoothing), bool(tta_flip)
+        # What evaluation runs: the network, or the network averaged over the mirror images. Not in modules():
+        # checkpoints hold the same weights either way.
+        self.eval_net: nn.Module = FlipAverage(net) if tta_flip else net
+
     def train_step(self, batch: Batch, opt: Optimization) -> dict[str, Tensor]:
         x, y = batch
         with opt.autocast():
             logits = self.train_net(x)
-            loss = F.cross_entropy(logits, y)
+            loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         opt.step("main", loss)
         # Per sample: the accumulator reduces the queued values once per flush, which saves two small ops a step.
         return {"loss": loss.detach(), "acc": logits.detach().argmax(1) == y}
 
     def eval_step(self, batch: Batch) -> dict[str, Tensor]:
         x, y = batch
-        logits = self.net(x).float()
+        logits = self.eval_net(x).float()
         return {"loss": F.cross_entropy(logits, y), "acc": logits.argmax(1) == y}
+
+    def outputs(self, x: Tensor) -> Tensor:
+        return self.eval_net(x).float()
+
+    def deployable(self) -> nn.Module:
+        from trainkit.reports.inference import RawInput
+
+        if not self.tta_flip:
+            return super().deployable()
+        return nn.Sequential(RawInput(self.meta), self.eval_net).to(next(self.net.parameters()).device).eval()
 
     def report(self, inputs: EvalInputs, options: EvalOptions) -> Report:
         from trainkit.reports import classification
