@@ -275,6 +275,59 @@ def throughput(ctx: Ctx, name: str) -> dict[str, Any]:
             "error": f"no finite ratio for {bad}" if bad else (None if cases else "no cases measured")}
 
 
+# experiment=cifar10_fast at airbench's size (width 64, stages [1, 4, 4]) in bf16 on the GPU
+CIFAR_GPU = ["experiment=cifar10_fast", "model.width=64", "model.stages=[1,4,4]", "trainer.precision=bf16-mixed",
+             "trainer.progress=none", "trainer.tensorboard=false"]
+
+
+def cifar10_fast(ctx: Ctx, name: str) -> dict[str, Any]:
+    """experiment=cifar10_fast at GPU width: the seconds of training (validation and checkpoints included, the
+    test passes that find the moment not) until the test accuracy first reaches 94%, airbench's target. Needs the
+    real CIFAR-10: CIFAR_ROOT=DIR holds cifar-10-batches-py/ (with test_batch; without it, a fifth of the
+    training images is held back as the test split)."""
+    import torch
+
+    from trainkit.engine.loop import evaluate
+    from trainkit.trainer import Callback
+
+    root = os.environ.get("CIFAR_ROOT")
+    if not root:
+        return {"passed": True, "figures": {"skipped": True}, "error": None,
+                "note": "not run: CIFAR_ROOT=DIR (the folder that holds cifar-10-batches-py/) is not set"}
+    has_test = (Path(root) / "cifar-10-batches-py" / "test_batch").is_file()
+
+    class TimeTo94(Callback):
+        def __init__(self) -> None:
+            self.start, self.paused, self.curve = 0.0, 0.0, []
+
+        def on_fit_start(self, trainer: Any) -> None:
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, float]) -> None:
+            if ctx.device == "cuda":  # the epoch's kernels have finished before the clock is read
+                torch.cuda.synchronize()
+            begin = time.perf_counter()
+            acc = evaluate(trainer.task, trainer.loaders["test"], trainer.opt.autocast, "test/")["test/acc"]
+            self.curve.append({"epoch": epoch, "train_s": begin - self.start - self.paused, "test_acc": acc})
+            self.paused += time.perf_counter() - begin
+
+    probe = TimeTo94()
+    overrides = [*CIFAR_GPU, f"data.root={root}", f"trainer.device={ctx.device}",
+                 *([] if has_test else ["data.test_fraction=0.2"])]
+    if ctx.quick:
+        overrides += ["trainer.max_epochs=3", "trainer.limit_train_batches=20", "model.width=16", "data.batch_size=32"]
+    import trainkit
+
+    summary = trainkit.train([*overrides, f"hydra.run.dir={Path(ctx.work) / name}"], callbacks=[probe])
+    reached = next((p for p in probe.curve if p["test_acc"] >= 0.94), None)
+    figures = {"curve": probe.curve, "seconds_to_94": reached["train_s"] if reached else None,
+               "final_test_acc": summary["test"].get("test/acc"), "test_split": "test_batch" if has_test else
+               "a fifth of the training images", "overrides": overrides}
+    problems = [] if probe.curve and probe.curve[-1]["test_acc"] >= (0.2 if ctx.quick else 0.8) else \
+        [f"test/acc {probe.curve[-1]['test_acc'] if probe.curve else None}: the recipe did not learn"]
+    return {"passed": not problems, "figures": figures, "error": "; ".join(problems) or None}
+
+
 CHECKS: dict[str, tuple[Callable[[Ctx, str], dict[str, Any]], int]] = {  # name: (check, timeout in seconds)
     "fp32": (simple("cnn", [], lambda ctx, f: check_precision(f, "32", False)), 120),
     "bf16_mixed": (simple("cnn", ["trainer.precision=bf16-mixed"],
@@ -291,6 +344,7 @@ CHECKS: dict[str, tuple[Callable[[Ctx, str], dict[str, Any]], int]] = {  # name:
     "throughput": (throughput, 300),
     "compile": (simple("cnn", ["trainer.compile=true"],
                        lambda ctx, f: [] if f["compiled"] else ["the modules were not compiled"]), 300),
+    "cifar10_fast": (cifar10_fast, 240),
 }
 
 
@@ -389,6 +443,11 @@ def summary_line(name: str, result: dict[str, Any]) -> str:
         text = f"trainkit / best hand-written loop: {text}"
     elif name == "deterministic_resume" and "tensors_compared" in f:
         text = f"{f['tensors_compared'] - len(f['unequal'])} of {f['tensors_compared']} weight tensors bitwise equal"
+    elif name == "cifar10_fast" and "curve" in f:
+        text = (f"test/acc {f['final_test_acc']:.4f}; 94% after {f['seconds_to_94']:.1f} s of training"
+                if f["seconds_to_94"] is not None else f"test/acc {f['final_test_acc']:.4f}; 94% not reached")
+    elif name == "cifar10_fast" and f.get("skipped"):
+        text = result.get("note", "")
     elif "samples_per_s_last_epoch" in f:
         text = (f"val/acc {f['val_acc']:.3f}, {f['samples_per_s_last_epoch']:,.0f} samples/s"
                 + (f", DDP {f['ddp']} (torchrun alone: {f['torchrun_alone_wraps_in_ddp']})" if "backend" in f else ""))
