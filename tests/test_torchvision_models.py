@@ -97,7 +97,7 @@ def test_images_too_small_name_both_shapes_and_the_resize_that_fits():
 
 def test_errors_name_the_key_and_the_choices():
     with pytest.raises(ConfigError, match=r"model.arch=resnet81 is not one of torchvision .*Did you mean resnet18.*"
-                                         r"list_models\(module=torchvision.models\) names them all"):
+                                         r"`trainkit list` names them all"):
         TorchvisionNet((3, 32, 32), 10, arch="resnet81")
     with pytest.raises(ConfigError, match=r"fasterrcnn_resnet50_fpn is a detection model.*classification"):
         TorchvisionNet((3, 32, 32), 10, arch="fasterrcnn_resnet50_fpn")
@@ -145,6 +145,10 @@ def test_offline_pretrained_weights_are_a_clear_error_at_once(torch_home, compos
     with pytest.raises(ConfigError, match=r"^model.weights=DEFAULT for model.arch=squeezenet1_1 .*no network"):
         build_task(cfg, meta)
     assert build_task(cfg, meta, restoring=True).net.net.classifier[1].out_channels == 10
+    # A resumed run's weights come from its checkpoint: building it fetches nothing either.
+    from trainkit.build import build_run
+
+    assert build_run(cfg, restoring=True).task.net.net.classifier[1].out_channels == 10
 
 
 @pytest.mark.parametrize("arch,head,name", [("mobilenet_v3_small", "classifier.3", "DEFAULT"),

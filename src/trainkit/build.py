@@ -247,13 +247,13 @@ def _check_shapes(probe: torch.nn.Module, name: str, meta: DataMeta, in_shape: t
     the task reads (e.g. one logit per class)."""
     try:
         out = probe(torch.empty(2, *in_shape))
+    except NotImplementedError:  # an operation the meta device does not know (a RuntimeError too): training tells
+        return
     except (RuntimeError, ValueError, IndexError) as exc:  # a layer that does not take what the one before gives
         said = " ".join(str(exc).split())[:300]
         raise ConfigError(f"model={name} does not take data={meta.name}'s samples (shape {list(in_shape)}): a forward "
                           f"pass of a batch of that shape fails with {type(exc).__name__}: {said}. Size the model "
                           f"from in_shape (model.* keys), or give the data another shape.") from None
-    except NotImplementedError:  # an operation the meta device does not know: it is checked in training
-        return
     got = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
     if got != tuple(out_shape):
         raise ConfigError(f"model={name} gives outputs of shape {['batch', *got] if got is not None else type(out).__name__}"
@@ -443,11 +443,12 @@ def build_runtime(cfg: DictConfig) -> tuple[TrainerSettings, torch.device]:
     return settings, device
 
 
-def build_run(cfg: DictConfig) -> Built:
-    """What `trainkit train` trains: data, loaders and the task, on the device, with the speed switches."""
+def build_run(cfg: DictConfig, restoring: bool = False) -> Built:
+    """What `trainkit train` trains: data, loaders and the task, on the device, with the speed switches.
+    `restoring`: a resumed run, whose checkpoint holds the weights (nothing pretrained is fetched)."""
     settings, device = build_runtime(cfg)
     data = build_data(cfg)
-    task = build_task(cfg, data.meta, examples(data.val))
+    task = build_task(cfg, data.meta, examples(data.val), restoring=restoring)
     loaders = build_loaders(cfg, data, device, settings)
     place(task, loaders.values(), settings, device)
     return Built(settings, device, data, task, loaders)

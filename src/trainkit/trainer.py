@@ -93,7 +93,7 @@ class Trainer:
         self.events = _Events(self, callbacks)
         preflight(cfg)  # the CLI checked already; a sweep job or a direct Trainer has not
         seed_everything(cfg.seed)
-        self.built = built = build_run(cfg)
+        self.built = built = build_run(cfg, restoring=resume is not None)  # a resume's weights: its checkpoint's
         self.warnings = _check_data(built.data, bool(cfg.data.get("allow_missing_classes", False)), self.console)
         set_deterministic(built.settings.deterministic)
         self.task, self.settings, self.loaders = built.task, built.settings, built.loaders

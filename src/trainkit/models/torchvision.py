@@ -94,7 +94,7 @@ def _known_arch(arch: str) -> str:
     raise ConfigError(f"model.arch={arch} is not one of torchvision {torchvision.__version__}'s {len(names)} "
                       f"classification architectures. {hint}They include resnet18, resnet50, mobilenet_v3_small, "
                       f"efficientnet_b0, convnext_tiny, vit_b_16 and swin_t; "
-                      f"torchvision.models.list_models(module=torchvision.models) names them all.")
+                      f"`trainkit list` names them all.")
 
 
 def _weights(arch: str, name: str) -> models.WeightsEnum:
