@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -96,6 +97,88 @@ def tutorial(model: nn.Module, x: Tensor, y: Tensor, budget_s: float, evaluate: 
         else:
             trained += time.perf_counter() - start
     return out
+
+
+@dataclass
+class Recipe:
+    """The fast presets' recipe, written out by hand: SGD with Nesterov momentum, one cycle of the learning rate
+    (linear up for `pct_start` of the steps, linear down), label smoothing, random shifts and flips, and test
+    logits averaged over each image and its mirror."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    pct_start: float = 0.25
+    label_smoothing: float = 0.0
+    crop_padding: int = 0
+    hflip: bool = False
+    tta_flip: bool = False
+    channels_last: bool = False
+    seed: int = 0
+
+
+def augment(x: Tensor, padding: int, hflip: bool, g: torch.Generator) -> Tensor:
+    """Each image shifted by up to `padding` pixels (zero-padded, then cropped) and mirrored with probability 1/2."""
+    n, c, h, w = x.shape
+    if padding:
+        padded = F.pad(x, (padding,) * 4)
+        dy, dx = (torch.randint(0, 2 * padding + 1, (n,), generator=g) for _ in range(2))
+        rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
+        x = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    if hflip:
+        x = torch.where((torch.rand(n, generator=g) < 0.5)[:, None, None, None], x.flip(3), x)
+    return x
+
+
+@torch.inference_mode()
+def tta_accuracy(model: nn.Module, x: Tensor, y: Tensor, flip: bool, batch_size: int = 1000) -> float:
+    was = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        logits = model(xb) + model(xb.flip(3)) if flip else model(xb)
+        correct += int((logits.argmax(1) == y[i:i + batch_size]).sum())
+    model.train(was)
+    return correct / len(x)
+
+
+def recipe_loop(model: nn.Module, x: Tensor, y: Tensor, xt: Tensor, yt: Tensor, r: Recipe,
+                eval_steps: set[int]) -> list[dict[str, float]]:
+    """Train `model` on the normalized split (x, y) by the recipe; after each step in `eval_steps` (and at the end)
+    the test accuracy is taken, outside the timed training. Returns [{step, train_s, test_acc}]."""
+    torch.manual_seed(r.seed)
+    fmt = torch.channels_last if r.channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
+    opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, nesterov=True,
+                          weight_decay=r.weight_decay, fused=True)
+    steps = r.epochs * (len(x) // r.batch_size + bool(len(x) % r.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r.lr, total_steps=steps, pct_start=r.pct_start,
+                                                anneal_strategy="linear")
+    g = torch.Generator().manual_seed(r.seed)
+    curve, trained, step = [], 0.0, 0
+    xt = xt.contiguous(memory_format=fmt)
+    for _ in range(r.epochs):
+        start = time.perf_counter()
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), r.batch_size):
+            idx = perm[i:i + r.batch_size]
+            xb = augment(x[idx], r.crop_padding, r.hflip, g).contiguous(memory_format=fmt)
+            loss = F.cross_entropy(model(xb), y[idx], label_smoothing=r.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if step in eval_steps or step == steps:
+                trained += time.perf_counter() - start
+                curve.append({"step": step, "train_s": trained, "test_acc": tta_accuracy(model, xt, yt, r.tta_flip)})
+                start = time.perf_counter()
+        trained += time.perf_counter() - start
+    return curve
 
 
 def mnist_mlp_script(train_csv: str) -> None:
