@@ -26,7 +26,7 @@ def run_check(compose, tmp_path, *overrides):
 
 def test_config_writes_nothing_and_composes_the_data_group(compose):
     cfg = compose(config="data_check")
-    assert cfg.data.name == "synthetic_regression" and cfg.seed == 0 and set(cfg) == {"data", "seed", "preview"}
+    assert cfg.data.name == "synthetic_regression" and cfg.seed == 0 and set(cfg) == {"data", "seed", "preview", "plugins"}
     assert cfg.preview is None  # writes nothing unless asked
     raw = OmegaConf.load(config_dir() / "data_check.yaml")
     assert raw.hydra.output_subdir is None and raw.hydra.run.dir == "."

@@ -41,16 +41,17 @@ def mlflow_server(tmp_path: Path):
         stdout=log, stderr=subprocess.STDOUT, cwd=store)
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180  # a loaded 2-core machine: its first request can take many seconds
         while True:
             try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                with urllib.request.urlopen(f"{uri}/health", timeout=15) as response:
                     if response.status == 200:
                         break
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"mlflow server did not start:\n{(store / 'server.log').read_text()[-3000:]}")
+                raise AssertionError(f"mlflow server did not start (exit code {proc.poll()}):\n"
+                                     f"{(store / 'server.log').read_text()[-3000:]}")
             time.sleep(0.5)
         yield uri
     finally:
