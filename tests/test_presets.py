@@ -35,7 +35,8 @@ def data_args(name: str, mnist_files, cifar_root) -> list[str]:
 
 def test_every_shipped_experiment_has_a_smoke_test():
     shipped = {p.stem for p in (config_dir() / "experiment").glob("*.yaml")}
-    assert shipped == {"mnist_mlp", "mnist_cnn", "cifar10_cnn", "mnist_gan", "regression_mlp"}
+    # mnist_fast and cifar10_fast: tests/test_fast_recipes.py
+    assert shipped == {"mnist_mlp", "mnist_cnn", "cifar10_cnn", "mnist_gan", "regression_mlp", "mnist_fast", "cifar10_fast"}
 
 
 @pytest.mark.parametrize("name,epochs", [("mnist_mlp", 3), ("mnist_cnn", 3), ("cifar10_cnn", 4)])
