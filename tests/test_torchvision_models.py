@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,7 +114,7 @@ def test_errors_name_the_key_and_the_choices():
 
 
 @pytest.fixture
-def torch_home(tmp_path, monkeypatch) -> Path:
+def torch_home(tmp_path, monkeypatch) -> Iterator[Path]:
     """An empty torch hub cache, and no way out: a proxy on a closed local port refuses every download at once
     (this machine has no network anyway; one with network is made offline the same way)."""
     home = tmp_path / "torch_home"
@@ -121,7 +123,9 @@ def torch_home(tmp_path, monkeypatch) -> Path:
         monkeypatch.setenv(key, "http://127.0.0.1:9")
     for key in ("no_proxy", "NO_PROXY"):
         monkeypatch.delenv(key, raising=False)
-    return home / "hub" / "checkpoints"
+    yield home / "hub" / "checkpoints"
+    # urllib builds its global opener, with the proxies of the moment, on first use: forget this test's dead proxy.
+    urllib.request.install_opener(None)
 
 
 def test_offline_pretrained_weights_are_a_clear_error_at_once(torch_home, compose, mnist_files):

@@ -41,10 +41,12 @@ def mlflow_server(tmp_path: Path):
         stdout=log, stderr=subprocess.STDOUT, cwd=store)
     uri = f"http://127.0.0.1:{port}"
     try:
+        # Straight to 127.0.0.1: urlopen's global opener keeps the proxies of the environment it first saw.
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         deadline = time.monotonic() + 180  # a loaded 2-core machine: its first request can take many seconds
         while True:
             try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=15) as response:
+                with direct.open(f"{uri}/health", timeout=15) as response:
                     if response.status == 200:
                         break
             except OSError:
