@@ -265,6 +265,7 @@ def test_a_failed_data_parallel_job_is_a_row_and_the_sweep_goes_on(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     rows = {r["job"]: r for r in read_summary(sweep_dir)}
-    assert (rows["0"]["status"], rows["1"]["status"]) == ("failed", "finished")
+    said = f"{[(r['status'], r['error']) for r in rows.values()]}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert (rows["0"]["status"], rows["1"]["status"]) == ("failed", "finished"), said
     assert rows["0"]["error"].startswith("training diverged") and rows["1"]["optimizer.lr"] == "0.01"
     assert "job 0 failed; the sweep goes on: training diverged" in proc.stdout

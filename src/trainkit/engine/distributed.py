@@ -86,19 +86,25 @@ def _agent_store() -> dist.Store | None:
                          timeout=timedelta(seconds=120))
 
 
+def _launch_key(key: str) -> str:
+    """`key` within this elastic launch: a store that outlives a launch (one sweep process launches job after job)
+    never hands one job's memory to the next."""
+    return f"trainkit/{os.environ.get('TORCHELASTIC_RUN_ID', 'none')}/{key}"
+
+
 def remember(key: str, value: str) -> None:
     """Keep `value` for the restarts of this elastic launch (a no-op outside one)."""
     store = _agent_store()
     if store is not None:
-        store.set(f"trainkit/{key}", value)
+        store.set(_launch_key(key), value)
 
 
 def recall(key: str) -> str | None:
     """What an earlier attempt of this elastic launch kept under `key`: None on the first attempt, or outside."""
     store = _agent_store()
-    if store is None or not store.check([f"trainkit/{key}"]):
+    if store is None or not store.check([_launch_key(key)]):
         return None
-    return store.get(f"trainkit/{key}").decode()
+    return store.get(_launch_key(key)).decode()
 
 
 def restarts_left() -> int | None:
