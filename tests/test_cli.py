@@ -65,11 +65,15 @@ def test_default_train_then_eval(tmp_path):
     assert "test/mae" in proc.stdout
 
 
+# The GAN's convolutions narrowed: the tests check the wiring, and the full widths cost 10 s a run here.
+SMALL_GAN = ["model.g_channels=[16,8]", "model.d_channels=[8,16]"]
+
+
 @pytest.mark.parametrize("model,layout", [("mlp", "kaggle"), ("cnn", "kaggle"), ("gan", "kaggle"), ("cnn", "plain")])
 def test_mnist_csv_every_model(tmp_path, mnist_files, model, layout):
     train, test = mnist_files[f"{layout}_train"], mnist_files[f"{layout}_test"]
     run_cli("train", f"model={model}", "data=mnist_csv", f"data.train_csv={train}", f"data.test_csv={test}",
-            "data.batch_size=32", "trainer.max_epochs=2", *FAST, cwd=tmp_path)
+            "data.batch_size=32", "trainer.max_epochs=2", *SMALL_GAN * (model == "gan"), *FAST, cwd=tmp_path)
     (run_dir,) = run_dirs(tmp_path)
     if model == "gan":
         assert_run_dir(run_dir, 2, ("train/d_loss", "train/g_loss", "val/mmd"))
@@ -82,14 +86,15 @@ def test_mnist_csv_every_model(tmp_path, mnist_files, model, layout):
 @pytest.mark.parametrize("model", ["mlp", "cnn", "gan"])
 def test_cifar10_every_model(tmp_path, cifar_root, model):
     run_cli("train", f"model={model}", "data=cifar10", f"data.root={cifar_root}", "data.batch_size=32",
-            "trainer.max_epochs=1", *FAST, cwd=tmp_path)
+            "trainer.max_epochs=1", *SMALL_GAN * (model == "gan"), *FAST, cwd=tmp_path)
     (run_dir,) = run_dirs(tmp_path)
     metrics = ("val/mmd",) if model == "gan" else ("val/acc",)
     assert_run_dir(run_dir, 1, metrics)
 
 
 def test_gan_on_synthetic_points(tmp_path):
-    run_cli("train", "model=gan", "trainer.max_epochs=2", *FAST, cwd=tmp_path)
+    run_cli("train", "model=gan", "trainer.max_epochs=2", "data.n_train=512", "model.g_hidden=[64]",
+            "model.d_hidden=[64]", *FAST, cwd=tmp_path)
     (run_dir,) = run_dirs(tmp_path)
     assert_run_dir(run_dir, 2, ("train/d_loss", "train/g_loss", "val/mmd"))
     assert (run_dir / "samples" / "epoch_002.png").is_file()

@@ -7,6 +7,7 @@ continues its run from the newest checkpoint in its run directory without being 
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from contextlib import nullcontext
@@ -75,7 +76,10 @@ def _train(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
                 raise _group_failed(trainer, run_dir, exc) from None
             raise
     # Leave the process group before the interpreter exits: a gloo group still alive at exit can abort a worker
-    # ("terminate called without an active exception") after the run has finished and saved.
+    # ("terminate called without an active exception") after the run has finished and saved. The trainer goes
+    # first: its DDP wrappers hold the group, which would otherwise outlive destroy_process_group until exit.
+    del trainer
+    gc.collect()
     distributed.teardown()
     return summary
 
