@@ -88,3 +88,22 @@ def cifar_root(tmp_path: Path) -> Path:
     root = tmp_path / "cifar"
     write_cifar10(root, n_per_batch=300, batches=("data_batch_1",), with_test=True)
     return root
+
+
+def fit(cfg, run_dir: Path, epochs: int | None = None, resume: Path | None = None):
+    """A Trainer of `cfg` trained in `run_dir` up to `epochs` (default trainer.max_epochs), from the checkpoint
+    `resume` if given, in this process (no CLI start-up): the cheap way to prove that a resume is exact."""
+    from trainkit import rundirs
+    from trainkit.trainer import Trainer
+
+    trainer = Trainer(cfg, run_dir, resume=rundirs.Resume(run_dir, resume, []) if resume else None)
+    try:
+        trainer.fit(epochs)
+    finally:
+        trainer.close()
+    return trainer
+
+
+def untimed(row: dict[str, float]) -> dict[str, float]:
+    """A metrics row without its wall-clock columns, which no two runs share."""
+    return {k: v for k, v in row.items() if not k.startswith(("time/", "train/samples_per_s"))}

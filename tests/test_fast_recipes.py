@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
-from trainkit import rundirs
+from conftest import fit, untimed
+
 from trainkit.commands.train import train
 from trainkit.data.base import DataMeta
 from trainkit.engine import checkpoint
@@ -22,7 +23,6 @@ from trainkit.engine.loop import evaluate
 from trainkit.errors import ConfigError
 from trainkit.models.fast_resnet import FastResNet
 from trainkit.tasks.classification import ClassificationTask
-from trainkit.trainer import Trainer
 
 QUIET = ["trainer.progress=none", "trainer.tensorboard=false", "trainer.num_threads=1", "trainer.device=cpu"]
 IMAGES = DataMeta("tiny", "classification", (3, 8, 8), 4)
@@ -103,19 +103,6 @@ def test_fast_resnet_is_sized_from_the_data_and_its_width_is_a_key():
 
 
 # ----------------------------------------------------------------------------------------- through the Trainer
-def fit(cfg, run_dir: Path, epochs: int | None = None, resume: Path | None = None) -> Trainer:
-    trainer = Trainer(cfg, run_dir, resume=rundirs.Resume(run_dir, resume, []) if resume else None)
-    try:
-        trainer.fit(epochs)
-    finally:
-        trainer.close()
-    return trainer
-
-
-def untimed(row: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in row.items() if not k.startswith(("time/", "train/samples_per_s"))}
-
-
 def cifar_run(cifar_root: Path, *overrides: str) -> list[str]:
     return ["data=cifar10", f"data.root={cifar_root}", "data.batch_size=32", "model=fast_resnet", "model.width=4",
             "optimizer=sgd", "optimizer.lr=0.05", "optimizer.momentum=0.9", *QUIET, *overrides]

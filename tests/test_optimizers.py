@@ -14,10 +14,10 @@ import pytest
 import torch
 import yaml
 
-from trainkit import rundirs
+from conftest import fit, untimed
+
 from trainkit.cli import config_dir
 from trainkit.engine import checkpoint
-from trainkit.trainer import Trainer
 
 TINY = ["trainer.progress=none", "trainer.tensorboard=false", "trainer.num_threads=1", "trainer.device=cpu",
         "data.n_train=256", "data.n_val=64", "data.n_test=32", "data.batch_size=16", "model.hidden=[16]"]
@@ -40,21 +40,6 @@ def _threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
-
-
-def fit(cfg, run_dir: Path, epochs: int | None = None, resume: Path | None = None) -> Trainer:
-    """Train in `run_dir` up to `epochs` (default trainer.max_epochs), from the checkpoint `resume` if given."""
-    trainer = Trainer(cfg, run_dir, resume=rundirs.Resume(run_dir, resume, []) if resume else None)
-    try:
-        trainer.fit(epochs)
-    finally:
-        trainer.close()
-    return trainer
-
-
-def untimed(row: dict[str, float]) -> dict[str, float]:
-    """A metrics row without its wall-clock columns, which no two runs share."""
-    return {k: v for k, v in row.items() if not k.startswith(("time/", "train/samples_per_s"))}
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
