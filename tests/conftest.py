@@ -107,3 +107,22 @@ def fit(cfg, run_dir: Path, epochs: int | None = None, resume: Path | None = Non
 def untimed(row: dict[str, float]) -> dict[str, float]:
     """A metrics row without its wall-clock columns, which no two runs share."""
     return {k: v for k, v in row.items() if not k.startswith(("time/", "train/samples_per_s"))}
+
+
+def stop_sweep_during_job(sweep_dir: Path, num: int, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Start `trainkit train -m ARGS` and Ctrl-C it (SIGINT to its process group, as a terminal does) once job `num`
+    has saved its first checkpoint: the jobs before it have finished."""
+    import signal
+    import time
+
+    env = {**os.environ, "COLUMNS": "200", "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.Popen([*TRAINKIT, "train", "-m", *args, f"hydra.sweep.dir={sweep_dir}"], cwd=cwd, env=env,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list(sweep_dir.glob(f"{num}_*/checkpoints/last.ckpt")):
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+        time.sleep(0.005)
+    out, _ = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")

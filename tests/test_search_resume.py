@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import TRAINKIT, job_dir, run_cli
+from conftest import stop_sweep_during_job, job_dir, run_cli
 
 from trainkit.errors import ConfigError
 from trainkit.search import SearchSettings, make_sampler, space
@@ -27,26 +23,10 @@ def study(sweep_dir: Path) -> optuna.Study:
     return optuna.load_study(study_name="regression", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
 
 
-def stop_during_trial(sweep_dir: Path, num: int, cwd: Path) -> subprocess.CompletedProcess:
-    """A 6-trial search, Ctrl-C'd (SIGINT to its process group, as a terminal does) once trial `num` has saved its
-    first checkpoint: the trials before it have finished."""
-    env = {**os.environ, "COLUMNS": "200", "HYDRA_FULL_ERROR": "0"}
-    proc = subprocess.Popen([*TRAINKIT, "train", "-m", "hparams_search=regression_optuna", "hydra.sweeper.n_trials=6",
-                             *TRIAL, f"hydra.sweep.dir={sweep_dir}"], cwd=cwd, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if list(sweep_dir.glob(f"{num}_*/checkpoints/last.ckpt")):
-            os.killpg(proc.pid, signal.SIGINT)
-            break
-        time.sleep(0.005)
-    out, _ = proc.communicate(timeout=120)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
-
-
 def test_a_search_stopped_after_3_trials_is_resumed_into_one_study_of_6(tmp_path):
     sweep_dir = tmp_path / "outputs" / "multirun" / "search"
-    stopped = stop_during_trial(sweep_dir, 3, tmp_path)
+    search = ["hparams_search=regression_optuna", "hydra.sweeper.n_trials=6", *TRIAL]
+    stopped = stop_sweep_during_job(sweep_dir, 3, search, tmp_path)
     assert stopped.returncode == 130, stopped.stdout
     assert f"trainkit sweep resume {sweep_dir}" in stopped.stdout
     before = study(sweep_dir).trials

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import torch
-from conftest import TRAINKIT, job_dir, run_cli, run_dirs
+from conftest import stop_sweep_during_job, job_dir, run_cli, run_dirs
 
 JOB = ["trainer.max_epochs=2", "data.n_train=16384", "trainer.checkpoint_every_n_steps=16", "trainer.progress=none",
        "trainer.tensorboard=false"]
@@ -28,24 +24,9 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return {f"{m}.{k}": v for m, state in payload["modules"].items() for k, v in state.items()}
 
 
-def stop_during_job(sweep_dir: Path, num: int, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """Start `trainkit train -m ARGS` and Ctrl-C it once job `num` has saved its first mid-epoch checkpoint."""
-    env = {**os.environ, "COLUMNS": "200", "HYDRA_FULL_ERROR": "0"}
-    proc = subprocess.Popen([*TRAINKIT, "train", "-m", *args, f"hydra.sweep.dir={sweep_dir}"], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if list(sweep_dir.glob(f"{num}_*/checkpoints/last.ckpt")):
-            proc.send_signal(signal.SIGINT)
-            break
-        time.sleep(0.01)
-    out, _ = proc.communicate(timeout=120)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
-
-
 def test_a_sweep_stopped_during_job_2_is_finished_and_job_2_resumes_exactly(tmp_path):
     sweep_dir = tmp_path / "outputs" / "multirun" / "s"
-    stopped = stop_during_job(sweep_dir, 2, ["optimizer.lr=0.001,0.002,0.003,0.004", *JOB], tmp_path)
+    stopped = stop_sweep_during_job(sweep_dir, 2, ["optimizer.lr=0.001,0.002,0.003,0.004", *JOB], tmp_path)
     assert stopped.returncode == 130, stopped.stdout
     before = rows(sweep_dir)
     assert [(r["job"], r["status"]) for r in before] in ([("0", "finished"), ("1", "finished"), ("2", "interrupted")],
