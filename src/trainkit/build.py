@@ -30,8 +30,8 @@ from trainkit.tasks.base import Task
 # data.* keys for the batch loader and the trainer, not the reader
 LOADER_KEYS = {"name", "batch_size", "augment", "on_device", "allow_missing_classes"}
 # What build passes itself, never a config: left out of the settings an error lists.
-GIVEN = ("in_shape", "num_outputs", "meta", "sample_shape", "bounds", "params", "optimizer", "T_max", "splits",
-         "total_steps", "steps_per_epoch", "examples")
+GIVEN = ("in_shape", "num_outputs", "meta", "params", "optimizer", "splits", "total_steps", "steps_per_epoch",
+         "examples")
 
 
 def to_dict(node: DictConfig, key: str) -> dict[str, Any]:
