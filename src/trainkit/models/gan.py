@@ -1,6 +1,11 @@
 """A GAN: a generator maps latent noise to a sample of the data's shape; a discriminator maps a sample
 to one real/fake logit. Two architectures: DCGAN-style convolutions for images (`arch=conv`) and MLPs
-for images or (x, y) points (`arch=mlp`). Losses and update order live in tasks/gan.py."""
+for images or (x, y) points (`arch=mlp`). Losses and update order live in tasks/gan.py.
+
+Class-conditional (`num_classes` > 0): the generator's input is the noise followed by a one-hot class code
+(InfoGAN's layout: one input vector, so the exported generator keeps one input), and the discriminator scores
+a (sample, class) pair with a projection (Miyato & Koyama, 2018): its logit plus the inner product of its
+last features with a learned embedding of the class."""
 
 from __future__ import annotations
 
@@ -57,9 +62,10 @@ def _max_halvings(h: int, w: int) -> int:
 
 class Generator(nn.Module):
     def __init__(self, latent_dim: int, sample_shape: Sequence[int], layers: list[nn.Module],
-                 bounds: tuple[Tensor, Tensor] | None = None) -> None:
+                 bounds: tuple[Tensor, Tensor] | None = None, num_classes: int = 0) -> None:
         super().__init__()
-        self.latent_dim, self.sample_shape = latent_dim, tuple(sample_shape)
+        # Its input: latent_dim noise values, then a one-hot class code of num_classes (none: unconditional).
+        self.latent_dim, self.num_classes, self.sample_shape = latent_dim, num_classes, tuple(sample_shape)
         self.net = nn.Sequential(*layers)
         # Image data is bounded (pixels in [0, 1] before normalization): a sigmoid maps onto those
         # bounds in normalized space. Unbounded data (regression points) gets a linear output.
@@ -75,35 +81,43 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, layers: list[nn.Module]) -> None:
+    def __init__(self, layers: list[nn.Module], num_classes: int = 0) -> None:
         super().__init__()
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers)  # ends with the linear layer that gives the logit
+        self.embed = None
+        if num_classes:
+            self.embed = nn.Embedding(num_classes, layers[-1].in_features)
+            nn.init.normal_(self.embed.weight, std=0.01)  # starts as the unconditional discriminator
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).squeeze(1)
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """The real/fake logit of each sample; of each (sample, class) pair when conditional."""
+        if self.embed is None:
+            return self.net(x).squeeze(1)
+        h = self.net[:-1](x)
+        return self.net[-1](h).squeeze(1) + (self.embed(y) * h).sum(1)
 
 
 class GAN(nn.Module):
     def __init__(self, sample_shape: Sequence[int], arch: str = "mlp", latent_dim: int = 64,
                  g_hidden: Sequence[int] = (256, 512), d_hidden: Sequence[int] = (512, 256),
                  g_channels: Sequence[int] = (64, 32), d_channels: Sequence[int] = (32, 64), dropout: float = 0.3,
-                 bounds: tuple[Tensor, Tensor] | None = None) -> None:
+                 bounds: tuple[Tensor, Tensor] | None = None, num_classes: int = 0) -> None:
         super().__init__()
         if arch == "conv":
             if len(sample_shape) != 3:
                 raise ValueError(f"model.arch=conv needs image data (C×H×W); this data has samples of shape "
                                  f"{tuple(sample_shape)}: use model.arch=mlp.")
-            g_layers = conv_generator(latent_dim, sample_shape, g_channels)
+            g_layers = conv_generator(latent_dim + num_classes, sample_shape, g_channels)
             d_layers = conv_discriminator(sample_shape, d_channels, dropout)
         elif arch == "mlp":
             size = math.prod(sample_shape)
-            g_layers = mlp_layers(latent_dim, g_hidden, size, activation=lambda: nn.LeakyReLU(0.2))
+            g_layers = mlp_layers(latent_dim + num_classes, g_hidden, size, activation=lambda: nn.LeakyReLU(0.2))
             d_layers = [nn.Flatten(), *mlp_layers(size, d_hidden, 1, dropout, activation=lambda: nn.LeakyReLU(0.2))]
         else:
             raise ValueError(f"model.arch={arch!r} is not a GAN architecture; choose one of: {', '.join(ARCHS)}.")
-        self.generator = Generator(latent_dim, sample_shape, g_layers, bounds)
-        self.discriminator = Discriminator(d_layers)
+        self.generator = Generator(latent_dim, sample_shape, g_layers, bounds, num_classes)
+        self.discriminator = Discriminator(d_layers, num_classes)
 
     def forward(self, z: Tensor) -> Tensor:
-        """Generate samples from latent noise z (N×latent_dim)."""
+        """Generate samples from latent noise z (N×latent_dim, then N×num_classes one-hot when conditional)."""
         return self.generator(z)

@@ -8,7 +8,6 @@ distance comes with its floor: the same distance between real training samples a
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -46,7 +45,7 @@ def report(inputs: EvalInputs, samples: int = 64, classifier: Any = None) -> Rep
     if inputs.task.joint:
         return rep
     grid = fake[:samples] if len(fake) >= samples else inputs.task.generate(samples, seed=SAMPLE_SEED)
-    rep.images["samples"] = image_grid(grid, nrow=max(1, round(math.sqrt(len(grid)))))
+    rep.images["samples"] = image_grid(grid, nrow=inputs.task.grid_columns(len(grid)))
     rep.details["samples_shown"] = len(grid)
     if classifier is None:
         rep.notes.append("for a Fréchet distance and the classes of the generated images, give a classifier "

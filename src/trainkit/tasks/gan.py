@@ -1,9 +1,11 @@
 """GAN training: the non-saturating loss with one discriminator step, then one generator step.
 
 Samples are the data's images, or (x, y) points for regression data (the GAN learns their joint
-distribution). Validation measures a kernel MMD between real and generated samples (lower is better).
-After training: distances to real data in its report, the generator (noise in, raw samples out) as its
-export, grids or point plots from `sample`; it takes no input to predict from.
+distribution). A class-conditional GAN (`model.conditional=true`, classification data) learns each class's
+images: it trains on the real batch's labels and draws every class equally often. Validation measures a
+kernel MMD between real and generated samples (lower is better). After training: distances to real data in
+its report, the generator (noise in, raw samples out) as its export, grids or point plots from `sample`; it
+takes no input to predict from.
 """
 
 from __future__ import annotations
@@ -39,14 +41,17 @@ def mmd_rbf(a: Tensor, b: Tensor) -> Tensor:
 
 def build_gan(meta: DataMeta, arch: str = "auto", latent_dim: int = 64, g_hidden: Sequence[int] = (256, 512),
               d_hidden: Sequence[int] = (512, 256), g_channels: Sequence[int] = (64, 32),
-              d_channels: Sequence[int] = (32, 64), dropout: float = 0.3) -> GAN:
+              d_channels: Sequence[int] = (32, 64), dropout: float = 0.3, conditional: bool = False) -> GAN:
     """`model=gan`, sized from the data: images (convolutions by default) or (x, y) points (MLPs), its output squashed
-    into the data's pixel range."""
+    into the data's pixel range; conditioned on the data's classes with `conditional`."""
     sample_shape = GANTask.sample_shape(meta)
     if arch == "auto":  # convolutions for pictures, MLPs for points
         arch = "conv" if len(sample_shape) == 3 else "mlp"
+    if conditional and meta.kind != "classification":
+        raise ValueError(f"model.conditional=true draws samples of a chosen class, and data={meta.name} has no "
+                         f"classes ({meta.kind} data): use model.conditional=false, or labelled classification data.")
     return GAN(sample_shape, arch, latent_dim, g_hidden, d_hidden, g_channels, d_channels, dropout,
-               GANTask.bounds(meta))
+               GANTask.bounds(meta), meta.num_outputs if conditional else 0)
 
 
 class GANTask:
@@ -63,7 +68,8 @@ class GANTask:
             self.mean = torch.tensor(meta.mean).view(-1, 1, 1)
             self.std = torch.tensor(meta.std).view(-1, 1, 1)
         z_gen = torch.Generator().manual_seed(_EVAL_NOISE_SEED)
-        self.fixed_z = torch.randn(num_points, gan.generator.latent_dim, generator=z_gen)
+        self.num_classes = gan.generator.num_classes  # 0: unconditional
+        self.fixed_z = self._noise(num_points, z_gen)
         # A few real samples (as stored) for the point-cloud pictures; a checkpoint carries them.
         self.reference = None if examples is None or not self.joint else self._joined(examples.x, examples.y)
         # What the training step runs: the two networks, or their DDP wrappers when data-parallel.
@@ -99,35 +105,47 @@ class GANTask:
         x, y = batch
         return self._joined(x, y).to(x.dtype) if self.joint else x
 
-    def _noise(self, n: int, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return torch.randn(n, self.gan.generator.latent_dim, generator=generator).to(like.device)
+    def _noise(self, n: int, generator: torch.Generator | None = None, labels: Tensor | None = None) -> Tensor:
+        """The generator's input on the CPU: standard normal noise, then (conditional) the one-hot code of `labels`,
+        by default every class in turn (0, 1, ..., 9, 0, 1, ...), so each is drawn equally often."""
+        z = torch.randn(n, self.gan.generator.latent_dim, generator=generator)
+        if not self.num_classes:
+            return z
+        labels = torch.arange(n) % self.num_classes if labels is None else labels.cpu()
+        return torch.cat([z, F.one_hot(labels.long(), self.num_classes).to(z.dtype)], 1)
+
+    def _score(self, d: Callable[..., Tensor], samples: Tensor, labels: Tensor) -> Tensor:
+        """The discriminator's logits, of (sample, class) pairs when conditional."""
+        return d(samples, labels) if self.num_classes else d(samples)
 
     def train_step(self, batch: Batch, opt: Optimization) -> dict[str, Tensor]:
-        real = self._real(batch)
+        real, labels = self._real(batch), batch[1]
         n = len(real)
         d = self.gan.discriminator
         with opt.autocast():
-            fake = self.g_train(self._noise(n, real))
+            # Conditional: the fakes get the real batch's classes, so both halves follow the data's class mix.
+            fake = self.g_train(self._noise(n, labels=labels).to(real.device))
             # One discriminator pass over real and fake: DDP expects one forward per backward.
-            d_real, d_fake = self.d_train(torch.cat([real, fake.detach().to(real.dtype)])).float().split(n)
+            both = torch.cat([real, fake.detach().to(real.dtype)])
+            d_real, d_fake = self._score(self.d_train, both, torch.cat([labels, labels])).float().split(n)
             d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, self.real_label))
                       + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
         opt.step("disc", d_loss)
         # The plain discriminator, frozen: the generator's loss leaves no gradients in it (and no DDP sync).
         d.requires_grad_(False)
         with opt.autocast():
-            d_on_fake = d(fake).float()
+            d_on_fake = self._score(d, fake, labels).float()
             g_loss = F.binary_cross_entropy_with_logits(d_on_fake, torch.ones_like(d_on_fake))
         opt.step("gen", g_loss)
         d.requires_grad_(True)
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
 
     def eval_step(self, batch: Batch) -> dict[str, Tensor]:
-        real = self._real(batch)
+        real, labels = self._real(batch), batch[1]
         noise = torch.Generator().manual_seed(_EVAL_NOISE_SEED)
-        fake = self.gan(self._noise(len(real), real, noise)).float()
-        d_real = torch.sigmoid(self.gan.discriminator(real).float())
-        d_fake = torch.sigmoid(self.gan.discriminator(fake).float())
+        fake = self.gan(self._noise(len(real), noise, labels).to(real.device)).float()
+        d_real = torch.sigmoid(self._score(self.gan.discriminator, real, labels).float())
+        d_fake = torch.sigmoid(self._score(self.gan.discriminator, fake, labels).float())
         return {"mmd": mmd_rbf(real, fake), "d_real": d_real.mean(), "d_fake": d_fake.mean()}
 
     @torch.inference_mode()
@@ -135,14 +153,19 @@ class GANTask:
         was_training = self.gan.training
         self.gan.eval()
         device = next(self.gan.parameters()).device
-        z = self.fixed_z if self.joint else self.fixed_z[:64]  # a point cloud, or an 8×8 grid of images
+        nrow = self.grid_columns(64)
+        z = self.fixed_z if self.joint else self.fixed_z[:8 * nrow]  # a point cloud, or 8 rows of images
         fake = self.gan(z.to(device)).float().cpu()
         self.gan.train(was_training)
         if self.joint:
             return {"samples": scatter_image(self.reference, fake)}
         if self.mean is not None:
             fake = fake * self.std + self.mean
-        return {"samples": make_grid(fake.clamp(0, 1), nrow=8, padding=2)}
+        return {"samples": make_grid(fake.clamp(0, 1), nrow=nrow, padding=2)}
+
+    def grid_columns(self, n: int) -> int:
+        """Columns of a grid of n images: one per class when conditional (a column holds one class), else square."""
+        return self.num_classes if 0 < self.num_classes <= 16 else max(1, round(math.sqrt(n)))
 
     @torch.inference_mode()
     def generate(self, n: int, seed: int = 0, batch_size: int = 4096) -> Tensor:
@@ -152,8 +175,8 @@ class GANTask:
         self.gan.eval()
         device = next(self.gan.parameters()).device
         noise = torch.Generator().manual_seed(seed)
-        parts = [self.gan(self._noise(min(batch_size, n - start), self.fixed_z, noise).to(device)).float().cpu()
-                 for start in range(0, n, batch_size)]
+        z = self._noise(n, noise)  # conditional: every class in turn
+        parts = [self.gan(z[start:start + batch_size].to(device)).float().cpu() for start in range(0, n, batch_size)]
         self.gan.train(was_training)
         fake = torch.cat(parts) if parts else torch.zeros(0, *self.gan.generator.sample_shape)
         if self.mean is not None:
@@ -200,13 +223,20 @@ class GANTask:
         return model.to(next(self.gan.parameters()).device).eval()
 
     def example_input(self, n: int, seed: int = 0) -> Tensor:
-        return torch.randn(n, self.gan.generator.latent_dim, generator=torch.Generator().manual_seed(seed))
+        return self._noise(n, torch.Generator().manual_seed(seed))
 
     def describe(self, uint8_input: bool = False) -> dict[str, Any]:
         latent, shape = self.gan.generator.latent_dim, list(self.gan.generator.sample_shape)
         raw = "pixel values 0..255" if self.mean is not None else "(x, y) points"
-        return {"task": "gan", "input": {"name": "z", "shape": ["batch", latent], "dtype": "float32",
-                                         "values": "standard normal latent noise"},
+        values = "standard normal latent noise"
+        if self.num_classes:
+            from trainkit.reports.base import class_names
+
+            names = class_names(self.meta)
+            values = (f"{latent} standard normal latent noise values, then a one-hot code of the class to draw "
+                      f"({self.num_classes} values, in the order {', '.join(map(str, names))})")
+        return {"task": "gan", "input": {"name": "z", "shape": ["batch", latent + self.num_classes],
+                                         "dtype": "float32", "values": values},
                 "output": {"shape": ["batch", *shape], "values": f"generated samples, {raw}"}}
 
     def sample(self, n: int, seed: int, nrow: int | None = None) -> Drawn:
@@ -214,7 +244,7 @@ class GANTask:
 
         fake = self.generate(n, seed=seed)
         if not self.joint:
-            return Drawn(image_grid(fake, nrow=nrow or max(1, round(math.sqrt(n)))))
+            return Drawn(image_grid(fake, nrow=nrow or self.grid_columns(n)))
         series = [Series(fake, RED, "generated")]
         title = f"{n} generated points (seed {seed})"
         if self.reference is not None:
