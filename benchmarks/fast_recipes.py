@@ -1,4 +1,5 @@
-"""Time to accuracy of the fast presets (experiment=mnist_fast, cifar10_fast) on real data, on this machine.
+"""Time to accuracy of the fast presets (experiment=mnist_fast, cifar10_fast) on real data, on this machine, and
+how close the mnist_gan preset's digits come to real ones.
 
     .venv/bin/python benchmarks/fast_recipes.py --mnist-csv /tmp/mnist_csv --cifar-root ../shared/data/cifar10
     .venv/bin/python benchmarks/fast_recipes.py --only options --presets mnist_fast    # one section, one preset
@@ -12,6 +13,11 @@ Sections (`--only` picks some):
   options  what each option buys: the preset, and the preset with one option switched (label smoothing, test-time
            flips, EMA of the weights, channels_last), each trained to the preset's end; test accuracy and wall time
            (`--option-epochs` shortens the CIFAR-10 runs)
+  gan      experiment=mnist_gan run to its end as `trainkit train` runs it, and with one option switched; each judged
+           by `trainkit eval eval.feature_ckpt=...` in the features of the mnist_mlp preset's best checkpoint (trained
+           here first unless `--feature-ckpt` gives one): the Fréchet distance, its real-vs-real floor, the largest
+           share of one class among 10,000 generated digits, and the wall time (`--gan-epochs` shortens the runs;
+           not in the default sections: about 20 minutes a run)
 
 CIFAR-10: the 50,000 training images of ../shared/data, a fifth held back as the test split
 (data.test_fraction=0.2), as the copy there has no test batch. Writes benchmarks/results/fast_recipes.json,
@@ -45,6 +51,13 @@ OPTIONS = {
     "channels_last off": ["trainer.channels_last=false"],
 }
 CIFAR_ONLY = {"test-time flips off"}
+# mnist_gan against itself with one option switched
+GAN_OPTIONS = {
+    "unconditional": ["model.conditional=false"],
+    "dropout 0.3 in the discriminator": ["model.dropout=0.3"],
+    "no EMA of the weights": ["trainer.ema_decay=null"],
+    "cosine decay of the learning rate": ["scheduler=cosine"],
+}
 
 
 def preset_overrides(name: str, args: argparse.Namespace) -> list[str]:
@@ -163,6 +176,47 @@ def options(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     return out
 
 
+def gan(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    import subprocess
+
+    from trainkit import train
+
+    data = [f"data.train_csv={args.mnist_csv / 'train.csv'}", f"data.test_csv={args.mnist_csv / 'test.csv'}"]
+    feature = args.feature_ckpt
+    if feature is None:  # the judge: the mnist_mlp preset's best checkpoint
+        quick = ["trainer.max_epochs=1"] if args.quick else []
+        summary = train(["experiment=mnist_mlp", *data, *QUIET, *quick, f"hydra.run.dir={tmp / 'judge'}"])
+        feature = tmp / "judge" / "checkpoints" / "best.ckpt"
+        say(f"gan: the judge (mnist_mlp) has test/acc {summary['test']['test/acc']:.4f}")
+    base = ["experiment=mnist_gan", *data, *QUIET]
+    if args.gan_epochs:
+        base.append(f"trainer.max_epochs={args.gan_epochs}")
+    if args.quick:
+        base += ["trainer.max_epochs=1", "trainer.limit_train_batches=10"]
+    rows: dict[str, Any] = {"feature_ckpt": str(feature)}
+    for k, (variant, extra) in enumerate({"the preset": [], **GAN_OPTIONS}.items()):
+        if k and args.quick:
+            break
+        run_dir = tmp / "gan" / str(k)
+        before = load_avg()
+        start = time.perf_counter()
+        summary = train([*base, *extra, f"hydra.run.dir={run_dir}"])
+        wall = time.perf_counter() - start
+        after = load_avg()
+        subprocess.run([sys.executable, "-m", "trainkit", "eval", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}",
+                        f"eval.feature_ckpt={feature}", f"hydra.run.dir={run_dir / 'eval'}"], check=True,
+                       stdout=subprocess.DEVNULL)
+        report = json.loads((run_dir / "eval" / "metrics.json").read_text())
+        counts = report["report"]["generated_class_histogram"]
+        rows[variant] = {"overrides": extra, "fd": report["metrics"]["test/fd"],
+                         "fd_train": report["metrics"]["test/fd_train"], "epochs": summary.get("epochs"),
+                         "largest_class_share": max(counts.values()) / sum(counts.values()),
+                         "class_histogram": counts, "wall_s": wall, "load_avg": [before, after]}
+        say(f"gan / {variant}: Fréchet distance {rows[variant]['fd']:.1f} (floor {rows[variant]['fd_train']:.1f}), "
+            f"largest class {rows[variant]['largest_class_share']:.1%}, {wall:.0f} s (load {before:.2f}-{after:.2f})")
+    return {"mnist_gan": rows}
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -214,6 +268,17 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {variant} (`{' '.join(r['overrides']) or 'as shipped'}`) | {r['test_acc']:.4f} | "
                          f"{r['wall_s']:.1f} | {r['load_avg'][0]:.2f}–{r['load_avg'][1]:.2f} |")
         lines.append("")
+    for name, rows in result.get("gan", {}).items():
+        lines += [f"## {name}: Fréchet distance in the features of `{rows['feature_ckpt']}` (lower is better)", "",
+                  "| variant | epochs | Fréchet distance | real-vs-real floor | largest class | wall s | load |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
+        for variant, r in rows.items():
+            if not isinstance(r, dict):
+                continue
+            lines.append(f"| {variant} (`{' '.join(r['overrides']) or 'as shipped'}`) | {r['epochs']} | "
+                         f"{r['fd']:.1f} | {r['fd_train']:.1f} | {r['largest_class_share']:.1%} | {r['wall_s']:.0f} | "
+                         f"{r['load_avg'][0]:.2f}–{r['load_avg'][1]:.2f} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -221,21 +286,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mnist-csv", type=Path, default=Path("/tmp/mnist_csv"))
     parser.add_argument("--cifar-root", type=Path, default=HERE.parent.parent / "shared" / "data" / "cifar10")
-    parser.add_argument("--only", default="curves,options", help="comma-separated sections: curves, options")
+    parser.add_argument("--only", default="curves,options", help="comma-separated sections: curves, options, gan")
     parser.add_argument("--presets", default="mnist_fast,cifar10_fast", help="comma-separated presets")
     parser.add_argument("--option-epochs", type=int, default=None, help="options: CIFAR-10 epochs (default: the preset's)")
+    parser.add_argument("--gan-epochs", type=int, default=None, help="gan: epochs of each run (default: the preset's)")
+    parser.add_argument("--feature-ckpt", type=Path, default=None, help="gan: the judge (default: train mnist_mlp)")
     parser.add_argument("--quick", action="store_true", help="tiny runs: check the harness, not the figures")
     parser.add_argument("--out", type=Path, default=RESULTS / "fast_recipes.json")
     args = parser.parse_args()
     args.mnist_csv, args.cifar_root = args.mnist_csv.resolve(), args.cifar_root.resolve()
     args.presets = [p for p in args.presets.split(",") if p]
-    if "mnist_fast" in args.presets and not (args.mnist_csv / "train.csv").is_file():
+    if ("mnist_fast" in args.presets or "gan" in args.only) and not (args.mnist_csv / "train.csv").is_file():
         raise SystemExit(f"no {args.mnist_csv / 'train.csv'}: run `trainkit data prepare mnist-csv --source "
                          f"../shared/data/mnist --out {args.mnist_csv}` first.")
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
     result["machine"] = machine()
     with tempfile.TemporaryDirectory(prefix="trainkit-fast-") as tmp:
-        for section in ("curves", "options"):
+        for section in ("curves", "options", "gan"):
             if section in args.only.split(","):
                 value = globals()[section](args, Path(tmp))
                 entry = result.setdefault(section, {})
