@@ -106,13 +106,14 @@ class GANTask:
         return self._joined(x, y).to(x.dtype) if self.joint else x
 
     def _noise(self, n: int, generator: torch.Generator | None = None, labels: Tensor | None = None) -> Tensor:
-        """The generator's input on the CPU: standard normal noise, then (conditional) the one-hot code of `labels`,
-        by default every class in turn (0, 1, ..., 9, 0, 1, ...), so each is drawn equally often."""
+        """The generator's input: standard normal noise (drawn on the CPU), then (conditional) the one-hot code of
+        `labels` on their device (no copy back to the host), by default every class in turn (0, 1, ..., 9, 0, ...),
+        so each is drawn equally often."""
         z = torch.randn(n, self.gan.generator.latent_dim, generator=generator)
         if not self.num_classes:
             return z
-        labels = torch.arange(n) % self.num_classes if labels is None else labels.cpu()
-        return torch.cat([z, F.one_hot(labels.long(), self.num_classes).to(z.dtype)], 1)
+        labels = torch.arange(n) % self.num_classes if labels is None else labels
+        return torch.cat([z.to(labels.device), F.one_hot(labels.long(), self.num_classes).to(z.dtype)], 1)
 
     def _score(self, d: Callable[..., Tensor], samples: Tensor, labels: Tensor) -> Tensor:
         """The discriminator's logits, of (sample, class) pairs when conditional."""
