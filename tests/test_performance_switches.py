@@ -35,6 +35,16 @@ def train(cfg) -> tuple[dict[str, float], object]:
     return state.history[-1], built
 
 
+def first_step(cfg) -> list[torch.Tensor]:
+    """The loss of the first training batch and the gradients it gives every weight, from the seeded start."""
+    torch.manual_seed(0)
+    built = build_run(cfg)
+    x, y = next(iter(built.loaders["train"]))
+    loss = torch.nn.functional.cross_entropy(built.task.net(x), y)
+    loss.backward()
+    return [loss.detach()] + [p.grad for p in built.task.net.parameters()]
+
+
 def same_metrics(a: dict[str, float], b: dict[str, float], tol: float) -> None:
     for k in a:
         if k.startswith(("train/", "val/")) and k != "train/samples_per_s":
@@ -50,9 +60,15 @@ def matmul_precision():
 
 def test_channels_last_trains_the_same_cnn(compose, cifar_root):
     args = ["model=cnn", "data=cifar10", f"data.root={cifar_root}", "trainer.max_epochs=2", "data.batch_size=32"]
+    # One step computes the same loss and gradients up to float rounding ...
+    plain_step, fast_step = first_step(compose(*args)), first_step(compose(*args, "trainer.channels_last=true"))
+    for a, b in zip(plain_step, fast_step):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    # ... and two epochs of it stay together: the convolutions sum in another order in the channels-last layout, and
+    # that rounding grows over 18 steps to about 5e-4 of the loss on some machines, so the whole run is compared looser.
     plain, _ = train(compose(*args))
     fast, built = train(compose(*args, "trainer.channels_last=true"))
-    same_metrics(plain, fast, 1e-4)
+    same_metrics(plain, fast, 3e-3)
     conv = built.task.net.features[0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     x, _ = next(iter(built.loaders["train"]))
