@@ -1,7 +1,7 @@
 """trainkit's Optuna search as a Hydra sweeper (hydra/sweeper=optuna: configs/hydra/sweeper/optuna.yaml).
 
 Hydra accepts sweepers only from its `hydra_plugins` namespace package, and imports every module in it whenever it
-starts: so this one imports nothing heavy, and the work is in trainkit.search.
+starts: so this one imports nothing heavy, and the work is in trainkit.rundirs.search.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ class OptunaSweeper(Sweeper):
                  sampler: Any, params: Any) -> None:
         from omegaconf import OmegaConf
 
-        from trainkit.search import SearchSettings
+        from trainkit.rundirs.search import SearchSettings
 
         plain = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in
                  dict(sampler=sampler or {}, params=params or {}).items()}
@@ -30,6 +30,6 @@ class OptunaSweeper(Sweeper):
                                                                 task_function=task_function)
 
     def sweep(self, arguments: list[str]) -> None:
-        from trainkit.search import Search
+        from trainkit.rundirs.search import Search
 
         Search(self.settings, self.launcher, self.config).run(list(arguments))

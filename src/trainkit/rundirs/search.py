@@ -164,8 +164,8 @@ class Search:
         """Trials still RUNNING in the study were stopped with the search (one process runs a search)."""
         from optuna.trial import TrialState
 
-        from trainkit.rundirs import job_number
-        from trainkit.sweep import job_dirs
+        from trainkit.rundirs.claim import job_number
+        from trainkit.rundirs.sweeps import job_dirs
 
         found = {job_number(p): p for p in job_dirs(self.sweep_dir)}
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -175,9 +175,8 @@ class Search:
 
     def _finish(self, study: Study, number: int, overrides: list[str], job: Path | None) -> None:
         """Tell the study how trial `number` ended, resume its job from its checkpoint, or run it again."""
-        from trainkit.commands.runs import read_run
-        from trainkit.commands.sweep import quoted
-        from trainkit.rundirs import is_locked
+        from trainkit.rundirs.claim import is_locked, quoted
+        from trainkit.rundirs.read import read_run
 
         if job is not None and is_locked(job):
             raise ConfigError(f"trial {number}'s job {job} is running in another process: a search runs in one "

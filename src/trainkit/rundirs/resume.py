@@ -1,96 +1,25 @@
-"""Run directories: claiming a unique one, locking it to one writer, and finding the run to resume.
+"""Finding the run to continue (`resume=DIR`, a checkpoint, or `auto`), refusing one whose recipe changed, and
+folding a resumed invocation's files into the run it continues.
 
 It reads only what runs already write (.hydra/config.yaml, checkpoints/, summary.json): no database.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from trainkit.errors import UserError
+from trainkit.rundirs.claim import RunDirError, is_locked
 
 # Keys whose change makes a checkpoint's state meaningless: resuming with them changed is refused.
 FIXED_ON_RESUME = ("data", "model", "task", "optimizer.name", "scheduler.name")
 NOT_COMPARED = ("resume", "plugins")
-
-
-class RunDirError(UserError):
-    """A run directory that cannot be used: in use, missing, or not resumable."""
-
-
-def claim(pattern: str) -> str:
-    """Create `pattern` as a new directory, or `pattern_1`, `pattern_2`... if taken: two runs started in
-    the same second get distinct directories (mkdir is atomic, so exactly one process wins each name)."""
-    base = Path(pattern)
-    base.parent.mkdir(parents=True, exist_ok=True)
-    for n in range(1000):
-        candidate = base if n == 0 else base.with_name(f"{base.name}_{n}")
-        try:
-            candidate.mkdir()
-            return str(candidate)
-        except FileExistsError:
-            continue
-    raise RunDirError(f"could not create a new run directory next to {base}: 1000 names are taken.")
-
-
-def job_dir_name(num: int, overrides: str) -> str:
-    """A sweep job's directory: its number, then its overrides (`3_model=cnn,optimizer=sgd`), so that
-    TensorBoard's run names (directories under --logdir) say what each job changed. Path separators in
-    values become `_`, and the name is cut to stay well below the file system's 255-byte limit."""
-    text = str(overrides).replace(os.sep, "_").replace("\0", "")
-    name = f"{num}_{text}" if text else str(num)
-    return name.encode()[:200].decode(errors="ignore")
-
-
-def job_number(job_dir: Path) -> str:
-    """The job number a sweep job's directory starts with (`3` for `3_model=cnn`)."""
-    return job_dir.name.split("_", 1)[0]
-
-
-@contextmanager
-def lock(run_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the run directory while writing to it; a second writer is refused."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise RunDirError(
-                f"run directory {run_dir} is in use by another trainkit process (pid {owner}); two processes "
-                f"never write to one run. Wait for it to end, or start a new run without resume=."
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock, also when the process dies
-
-
-def is_locked(run_dir: Path) -> bool:
-    try:
-        fd = os.open(run_dir / ".lock", os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:

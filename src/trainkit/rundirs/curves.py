@@ -1,6 +1,6 @@
 """One picture of several runs: each run's training loss and monitored validation metric per epoch, on shared axes.
 
-A sweep draws it as sweep_curves.png (trainkit.sweep); `trainkit runs --compare A B --plot PATH` draws it for two
+A sweep draws it as sweep_curves.png (sweeps.py); `trainkit runs --compare A B --plot PATH` draws it for two
 runs. It reads only the runs' metrics.csv files; matplotlib (Agg: no display needed) is imported only here, when drawing.
 """
 
@@ -9,14 +9,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from trainkit.commands.runs import Run, _metric_rows
+from trainkit.rundirs.read import Run, metric_rows
 
 TRAIN_KEY = "train/loss"
 
 
 def _series(run: Run, key: str) -> tuple[list[float], list[float]]:
     xs, ys = [], []
-    for row in _metric_rows(run.path / "metrics.csv"):
+    for row in metric_rows(run.path / "metrics.csv"):
         try:
             epoch, value = float(row["epoch"]), float(row.get(key) or "nan")
         except (KeyError, ValueError):
@@ -55,7 +55,6 @@ def draw(runs: list[Run], path: Path, title: str = "") -> Path | None:
 
     matplotlib.use("Agg")  # files only: no display, no GUI toolkit
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True, constrained_layout=True)

@@ -1,69 +1,41 @@
-"""Sweeps (`trainkit train -m ...`): what happens around the jobs, not in them.
-
-At the end of a multirun, `SweepSummary` (a Hydra callback named in configs/train.yaml) writes sweep_summary.csv in
-the sweep directory, one row per job, and sweep_curves.png, and prints the rows as a table sorted by the monitored metric; a sweep with a job
-that did not finish exits 1. It reads what each job wrote (trainkit.commands.runs.read_run). Jobs launched side by
-side (hydra/launcher=joblib) each get a fair share of the CPU threads. Training itself knows none of this.
+"""A sweep's directory (`trainkit train -m ...`): its summary at the end (sweep_summary.csv, sweep_curves.png and the
+table, best job first; a sweep with a job that did not finish exits 1), a failed job's row, and the plan of a
+stopped sweep's jobs for `trainkit sweep resume`. It reads what each job wrote (read.py); training knows none of it.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+import yaml
 from rich.console import Console
 from rich.table import Table
 
-from trainkit.commands.runs import Run, best_cell, read_run, status_cell
+from trainkit.errors import UserError
 from trainkit.logging.text import number
-from trainkit.rundirs import job_number
+from trainkit.rundirs.claim import job_dir_name, job_number
+from trainkit.rundirs.read import Run, best_cell, read_run, run_row, status_cell
 
-log = logging.getLogger(__name__)
 SUMMARY_FILE = "sweep_summary.csv"
-CURVES_FILE = "sweep_curves.png"  # each job's train/loss and monitored metric per epoch (trainkit.curves)
+CURVES_FILE = "sweep_curves.png"  # each job's train/loss and monitored metric per epoch (curves.py)
 
-
-
-class SweepSummary(Callback):
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        share_threads(config)
-
-    def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """sweep.fail_fast=true: a job that did not finish stops the sweep (the jobs so far are summarised)."""
-        if not OmegaConf.select(config, "sweep.fail_fast", default=False):
-            return
-        job_dir = Path(config.hydra.runtime.output_dir)
-        if not job_dir.is_dir():  # a resumed search trial: `train` moved on into its own job directory
-            return
-        run = read_run(job_dir)
-        if run.status in ("finished", "running"):
-            return
-        Console(highlight=False, soft_wrap=True).print(
-            f"[bold red]error:[/bold red] job {config.hydra.job.num} {run.status} and sweep.fail_fast=true: the "
-            f"sweep stops here (sweep.fail_fast=false runs the other jobs on).")
-        raise SystemExit(1)  # not an Exception: Hydra's callbacks runner would only warn; the CLI summarises
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        code = report(Path(config.hydra.sweep.dir), Console(highlight=False, soft_wrap=True))
-        if code:
-            raise SystemExit(code)  # Hydra's callbacks runner would turn an Exception into a mere warning
 
 
 def report(sweep_dir: Path, console: Console) -> int:
-    """`summarize`, then name the jobs that did not finish; returns the sweep's exit code (1 if there are any)."""
+    """`summarize`, then name the jobs that did not finish (on standard error); returns the sweep's exit code (1 if
+    there are any)."""
     runs = summarize(sweep_dir, console)
     unfinished = [r for r in runs if r.status != "finished"]
     if not unfinished:
         return 0
     jobs = ", ".join(job_number(r.path) for r in unfinished)
-    console.print(f"[bold red]error:[/bold red] {len(unfinished)} of {len(runs)} jobs did not finish (job {jobs}): "
-                  f"why is said above.", highlight=False)
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"[bold red]error:[/bold red] {len(unfinished)} of {len(runs)} jobs did not finish (job {jobs}): why is said "
+        f"above.")
     if any(r.status in ("interrupted", "crashed") for r in unfinished):  # a job's own hint resumes it alone
         console.print(f"finish the whole sweep (stopped jobs resume from their checkpoints): trainkit sweep resume "
                       f"{sweep_dir}", markup=False, highlight=False)
@@ -88,7 +60,7 @@ def summarize(sweep_dir: Path, console: Console) -> list[Run]:
     write_csv(sweep_dir / SUMMARY_FILE, runs)
     print_table(console, sweep_dir, runs)
     if runs:
-        from trainkit import curves
+        from trainkit.rundirs import curves
 
         by_job = sorted(runs, key=lambda r: int(job_number(r.path)) if job_number(r.path).isdigit() else 1 << 30)
         drawn = curves.draw(by_job, sweep_dir / CURVES_FILE, title=f"sweep {sweep_dir.name}: {len(runs)} jobs")
@@ -97,28 +69,10 @@ def summarize(sweep_dir: Path, console: Console) -> list[Run]:
     return runs
 
 
-def _param(override: str) -> tuple[str, str]:
-    key, _, value = override.lstrip("+~").partition("=")
-    return key, value
-
-
 def write_csv(path: Path, runs: list[Run]) -> None:
     """One row per job: job, overrides, status, the monitored metric's best, then one column per override key,
     `final:<metric>` and `best:<metric>` (the best epoch's row), the test metrics, the error and the directory."""
-    rows = []
-    for run in runs:
-        s = run.summary
-        row: dict[str, Any] = {
-            "job": job_number(run.path), "overrides": " ".join(run.overrides), "status": run.status,
-            "monitor": run.monitor, "best_value": run.best_value, "best_epoch": s.get("best_epoch"),
-            "epochs": run.epochs, "wall_time_s": s.get("wall_time_s"),
-        }
-        row.update(_param(o) for o in run.overrides)
-        for prefix, metrics in (("final:", s.get("final") or {}), ("best:", s.get("best") or {})):
-            row.update({prefix + k: v for k, v in metrics.items() if k not in ("epoch", "step")})
-        row.update(s.get("test") or {})
-        row.update({"error": run.error, "path": str(run.path)})
-        rows.append(row)
+    rows = [{"job": job_number(run.path), **run_row(run)} for run in runs]
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
@@ -197,16 +151,49 @@ def record_failure(run_dir: Path, error: str) -> None:
     os.replace(tmp, path)
 
 
-def share_threads(config: DictConfig) -> None:
-    """Jobs run side by side by the joblib launcher share the CPU: each gets cpu_count // n_jobs torch threads
-    (at least 1), unless trainer.num_threads says otherwise."""
-    launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
-    if "joblib" not in launcher or OmegaConf.select(config, "trainer.num_threads", default=None) is not None:
-        return
-    import joblib
-    import torch
+# --- a stopped sweep's plan (`trainkit sweep resume`) ----------------------------------------------------------
+class SweepResumeError(UserError):
+    """A directory given to `trainkit sweep resume` that is not a sweep it can finish."""
 
-    n_jobs = joblib.effective_n_jobs(OmegaConf.select(config, "hydra.launcher.n_jobs", default=-1))
-    threads = max(1, joblib.cpu_count() // max(1, n_jobs))
-    torch.set_num_threads(threads)
-    log.info("torch threads: %d (%d CPUs shared by %d parallel jobs)", threads, joblib.cpu_count(), n_jobs)
+
+@dataclass
+class Job:
+    num: int
+    overrides: list[str]  # the job's own overrides, as Hydra hands them to it
+    dir: Path
+    status: str  # finished, failed, interrupted, crashed, running, or "not started"
+
+
+def multirun_config(sweep_dir: Path) -> dict:
+    path = sweep_dir / "multirun.yaml"
+    if not path.is_file():
+        raise SweepResumeError(f"{sweep_dir} is not a sweep directory: it has no multirun.yaml, which Hydra writes "
+                               f"when `trainkit train -m ...` starts. Give the directory that the sweep's table named "
+                               f"(outputs/multirun/<date>/<time>).")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def plan(sweep_dir: Path) -> list[Job]:
+    """Every job of the sweep in DIR, in Hydra's order, with its directory and what that directory says."""
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hydra = multirun_config(sweep_dir).get("hydra") or {}
+    task = [str(o) for o in (hydra.get("overrides") or {}).get("task") or []]
+    parser = OverridesParser.create()
+    (batch,) = BasicSweeper.split_arguments(parser.parse_overrides(task), None)
+    naming = (hydra.get("job") or {}).get("config", {}).get("override_dirname", {})
+    existing = {job_number(p): p for p in job_dirs(sweep_dir)}
+    jobs = []
+    for num, overrides in enumerate(batch):
+        found = existing.get(str(num))
+        if found is None:
+            dirname = get_overrides_dirname(parser.parse_overrides(overrides), naming.get("exclude_keys") or [],
+                                            naming.get("item_sep", ","), naming.get("kv_sep", "="))
+            jobs.append(Job(num, overrides, sweep_dir / job_dir_name(num, dirname), "not started"))
+        else:
+            jobs.append(Job(num, overrides, found, read_run(found).status))
+    return jobs
+
+
