@@ -24,6 +24,7 @@ class TrainerSettings:
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     devices: int = 1  # > 1: data-parallel over this many processes on this machine (torch elastic launch)
     max_restarts: int = 2  # devices > 1: times all processes restart (and resume) after one of them fails
+    cluster: str = "auto"  # the cluster environment (trainkit.clusters): auto (detected), single, torchrun, slurm
     precision: str = "32"  # 32, bf16-mixed, 16-mixed
     grad_clip: Optional[float] = None  # max global L2 norm of each optimizer's gradients; null: no clipping
     log_every_n_steps: int = 50  # steps between host syncs for the progress display and TensorBoard
