@@ -61,15 +61,11 @@ def _needed_plugins(arg: str, config_dir: Path) -> list[tuple[str, str]]:
     return []
 
 
-TRACKER_PACKAGES = {"mlflow": "mlflow", "wandb": "wandb"}  # logger=<name> → the client library it needs
-
-
-def require_tracker(name: str) -> None:
-    """logger=mlflow / logger=wandb: the tracker's own client library, from trainkit's extra of the same name."""
-    module = TRACKER_PACKAGES[name]
+def require_module(module: str, what: str, extra: str) -> None:
+    """`what` (e.g. logger=mlflow) needs `module`, which trainkit's optional extra `extra` installs."""
     if importlib.util.find_spec(module) is None:
         raise MissingExtra(
-            f"logger={name} needs the {module} package, which is not installed: it comes with trainkit's optional "
-            f"`{name}` extra. Install it with pip install \"trainkit[{name}]\" (in a source checkout: pip install "
-            f"-e \".[{name}]\"), or choose another tracker, e.g. logger=tensorboard."
+            f"{what} needs the {module} package, which is not installed: it comes with trainkit's optional "
+            f"`{extra}` extra. Install it with pip install \"trainkit[{extra}]\" (in a source checkout: pip install "
+            f"-e \".[{extra}]\"), or choose another, e.g. logger=tensorboard."
         )

@@ -1,5 +1,5 @@
-"""The one logger the loop talks to: it fans out to the console, TensorBoard, metrics.csv, images and the chosen
-experiment trackers (logging/trackers.py)."""
+"""The one logger the loop talks to: it fans out to the console, metrics.csv, each epoch's pictures and the chosen
+experiment trackers (logging/trackers/: TensorBoard, CSV, MLflow, W&B)."""
 
 from __future__ import annotations
 
@@ -17,20 +17,14 @@ from trainkit.logging.metrics_csv import MetricsCSV
 
 class RunLogger:
     def __init__(self, run_dir: Path, console: Console, max_epochs: int, *, progress: str = "auto",
-                 plain_every_s: float = 10.0, tensorboard: bool = True, batch_size: int = 1,
-                 resume_step: int | None = None, history: list[dict[str, float]] | None = None,
+                 plain_every_s: float = 10.0, batch_size: int = 1, history: list[dict[str, float]] | None = None,
                  trackers: Any = None) -> None:
-        """`resume_step`: continuing a run from that step; `history`: the epoch rows its checkpoint holds;
-        `trackers`: a trackers.Trackers that gets every metric TensorBoard gets."""
+        """`history`: the epoch rows a resumed run's checkpoint holds; `trackers`: a logging.trackers.Trackers that
+        gets every metric and picture."""
         self.run_dir = Path(run_dir)
         self.progress = ConsoleProgress(console, max_epochs, progress, plain_every_s)
         self.csv = MetricsCSV(self.run_dir / "metrics.csv")
         self.csv.catch_up(history or [])  # a kill between checkpoint and CSV row must not lose the row
-        self.tb = None
-        if tensorboard:
-            from trainkit.logging.tensorboard import TensorBoardLog  # tensorboard is slow to import
-
-            self.tb = TensorBoardLog(self.run_dir / "tensorboard", purge_step=resume_step)
         self.batch_size = batch_size
         self.trackers = trackers
         self._window_start, self._window_steps = time.perf_counter(), 0
@@ -46,19 +40,15 @@ class RunLogger:
             now = time.perf_counter()
             rate = self._window_steps * self.batch_size / max(now - self._window_start, 1e-9)
             self._window_start, self._window_steps = now, 0
-            if self.tb is not None:
-                self.tb.scalars(step, metrics)
             if self.trackers is not None:
                 self.trackers.metrics(step, metrics)
         self.progress.step(metrics, rate)
 
     def end_epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
         self.csv.write(epoch, step, metrics)
-        if self.tb is not None:
-            self.tb.scalars(step, {**metrics, "epoch": float(epoch)})
-            self.tb.writer.flush()
         if self.trackers is not None:
             self.trackers.metrics(step, {**metrics, "epoch": float(epoch)})
+            self.trackers.flush()
         self.progress.end_epoch(epoch, metrics)
 
     def images(self, epoch: int, images: dict[str, Tensor]) -> None:
@@ -69,21 +59,20 @@ class RunLogger:
             path = self.run_dir / name / f"epoch_{epoch:03d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             save_image(image, path)
-            if self.tb is not None:
-                self.tb.image(name, image, epoch)
+            if self.trackers is not None:
+                self.trackers.image(name, image, epoch)
 
     def picture(self, name: str, image: Image.Image) -> None:
-        """A picture made once (the first training batch): to TensorBoard; the caller saves the file."""
-        if self.tb is not None:
+        """A picture made once (the first training batch): to the trackers; the caller saves the file."""
+        if self.trackers is not None:
             from trainkit.reports.render import to_tensor
 
-            self.tb.image(name, to_tensor(image), 0)
+            self.trackers.image(name, to_tensor(image), 0)
 
     def close(self) -> None:
         self.progress.close()
-        if self.tb is not None:
-            self.tb.close()
-            self.tb = None
+        if self.trackers is not None:
+            self.trackers.flush()
 
 
 class SilentLogger:

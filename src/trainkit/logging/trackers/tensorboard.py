@@ -1,4 +1,6 @@
-"""TensorBoard event files under the run's tensorboard/ directory (torch's SummaryWriter)."""
+"""`logger=tensorboard` (the default): TensorBoard event files in the run's tensorboard/ directory (torch's
+SummaryWriter): the metrics, the pictures, and at the end the HPARAMS tab's session (this run's config beside its
+final metrics). trainer.tensorboard=false switches it off too. `trainkit eval` writes its own with TensorBoardLog."""
 
 from __future__ import annotations
 
@@ -7,11 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from torch import Tensor
-from torch.utils.tensorboard import SummaryWriter
+
+from trainkit.logging.trackers import TrackerRun
+from trainkit.registry import register_tracker
 
 
 class TensorBoardLog:
+    """One event-file writer (tensorboard is slow to import: only when one is opened)."""
+
     def __init__(self, directory: Path, purge_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
         # purge_step: on resume, events logged after the checkpoint by the interrupted process are dropped.
         self.writer = SummaryWriter(log_dir=str(directory), purge_step=purge_step)
 
@@ -57,3 +65,35 @@ class TensorBoardLog:
 
     def close(self) -> None:
         self.writer.close()
+
+
+@register_tracker("tensorboard")
+class TensorBoardTracker:
+    def __init__(self, run: TrackerRun) -> None:
+        self.run = run
+        self.run_id = str(run.run_dir / "tensorboard")
+        self.log = TensorBoardLog(run.run_dir / "tensorboard", purge_step=run.resume_step)
+
+    def metrics(self, step: int, metrics: dict[str, float]) -> None:
+        self.log.scalars(step, metrics)
+
+    def image(self, tag: str, image: Tensor, step: int) -> None:
+        self.log.image(tag, image, step)
+
+    def flush(self) -> None:
+        self.log.writer.flush()
+
+    def finish(self, summary: dict[str, Any], pictures: list[Path]) -> None:
+        """The HPARAMS tab: the config (every scalar key) beside the best and test metrics, labelled with the
+        overrides the run was started with."""
+        params = {k: v for k, v in self.run.params.items() if k != "resume"}
+        metrics = dict(summary.get("test") or {})
+        if isinstance(summary.get("best_value"), (int, float)):
+            metrics[f"best/{summary['monitor']}"] = summary["best_value"]
+        try:
+            self.log.hparams(params, metrics, step=int(summary.get("steps") or 0), name=" ".join(self.run.overrides))
+        finally:
+            self.log.close()
+
+    def end(self, status: str) -> None:
+        self.log.close()
