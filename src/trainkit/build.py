@@ -1,7 +1,11 @@
-"""The only place where a DictConfig becomes objects. Nothing below this module imports Hydra or OmegaConf.
+"""The only place below the shells where a composed config becomes objects: names are looked up in registries, never
+an import path (`_target_`) from the config. A config stored in a checkpoint may come from anywhere, and must not
+choose what code runs. Nothing below this module imports Hydra or OmegaConf.
 
-Every component is looked up by `name` in a fixed registry, never by an import path from the config:
-a config stored in a checkpoint may come from anywhere, and must not choose what code runs.
+`build_trainer(cfg, run_dir)` turns a whole training config into a ready Trainer (`trainkit train`, `trainkit.train`,
+`trainkit.make_trainer`, benchmarks/); the functions it uses build each part (data, loaders, task, optimization,
+trackers) and serve restore.py and the other commands. Each takes the composed DictConfig or the same config as
+plain nested dicts.
 """
 
 from __future__ import annotations
@@ -9,8 +13,10 @@ from __future__ import annotations
 import inspect
 import math
 import os
-from functools import partial
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,20 +24,41 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from trainkit import registry
-from trainkit.data.base import DataMeta, DataSplits, Split
+from trainkit.data.base import DataError, DataMeta, DataSplits, Split
 from trainkit.data.loader import Augment, BatchLoader
 from trainkit.engine import distributed
 from trainkit.engine.device import resolve_device
 from trainkit.engine.optimization import Optimization, Precision
 from trainkit.engine.settings import TrainerSettings
 from trainkit.errors import ConfigError
+from trainkit.registry import call_with
 from trainkit.tasks.base import Task
 
 # data.* keys for the batch loader and the trainer, not the reader
 LOADER_KEYS = {"name", "batch_size", "augment", "on_device", "allow_missing_classes"}
-# What build passes itself, never a config: left out of the settings an error lists.
-GIVEN = ("in_shape", "num_outputs", "meta", "params", "optimizer", "splits", "total_steps", "steps_per_epoch",
-         "examples")
+
+
+def plain(cfg: Any) -> dict[str, Any]:
+    """A config as plain nested dicts: a DictConfig resolved (a `???` value left unset is an error naming its key),
+    a mapping of plain values as it is."""
+    if isinstance(cfg, DictConfig):
+        return to_dict(cfg, "")
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"a config is a mapping of groups (data, model, optimizer, ...), not {type(cfg).__name__}.")
+    return dict(cfg)
+
+
+def _section(cfg: Any, key: str, default: Any = None) -> dict[str, Any]:
+    """One group of a config (`data`, `model`, ...) as a plain dict; {} (or `default`) where the config has none."""
+    if isinstance(cfg, DictConfig):
+        node = cfg.get(key)
+        return to_dict(node, key) if isinstance(node, DictConfig) else dict(default or {})
+    node = cfg.get(key)
+    if node is None:
+        return dict(default or {})
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"{key}={node!r} is not a group of settings: give {key} as keys, e.g. {key}.name=...")
+    return dict(node)
 
 
 def to_dict(node: DictConfig, key: str) -> dict[str, Any]:
@@ -39,75 +66,37 @@ def to_dict(node: DictConfig, key: str) -> dict[str, Any]:
     try:
         return OmegaConf.to_container(node, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
     except MissingMandatoryValue as exc:
-        full = f"{key}.{exc.key}" if exc.key else key
+        # full_key is the path from the config's root (data.train_csv) when the node has a parent, else its own key
+        full = str(exc.full_key or "") if "." in str(exc.full_key or "") or not key else \
+            ".".join(k for k in (key, str(exc.full_key or exc.key or "")) if k)
+        full = full or "a key"
         raise ConfigError(f"{full} is required and has no value: set it on the command line, e.g. {full}=PATH.") from None
-
-
-def _call_with(fn: Any, kwargs: dict[str, Any], key: str, what: str) -> Any:
-    """Call `fn(**kwargs)`, turning an unknown key, or a value of another type than its default's, into an error
-    that names the key."""
-    params = inspect.signature(fn).parameters
-    unknown = sorted(set(kwargs) - set(params))
-    if unknown:
-        known = ", ".join(p for p in params if p not in GIVEN)
-        raise ConfigError(f"{', '.join(f'{key}.{k}' for k in unknown)} is not a setting of {what}; its settings are: "
-                          f"{known or 'none'}.")
-    for name, value in kwargs.items():
-        expected = _expected_type(params[name], value)
-        if expected:
-            default = params[name].default
-            said = "it has no default" if default is inspect.Parameter.empty else f"its default is {_shown(default)}"
-            raise ConfigError(f"{key}.{name}={_shown(value)} is not {expected}, as {what} needs ({said}).")
-    return fn(**kwargs)
-
-
-def _expected_type(param: inspect.Parameter, value: Any) -> str | None:
-    """What `value` should be, judged by the parameter's annotation (else its default); None when it fits or
-    nothing is known. torch annotates `momentum: float = 0`: the annotation, not the default, says float."""
-    hint = "" if param.annotation is inspect.Parameter.empty else str(param.annotation)
-    default = param.default
-    if value is None:
-        return None if "None" in hint or "Optional" in hint or default is None else "given (null is not allowed)"
-    if not hint:
-        hint = type(default).__name__ if default not in (inspect.Parameter.empty, None) else ""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if "Sequence" in hint or "Iterable" in hint or "list" in hint or "tuple" in hint:
-        return None if isinstance(value, (list, tuple)) or (number and "float |" in hint) else "a list"
-    if "float" in hint:
-        return None if number else "a number"
-    if "int" in hint:
-        return None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
-    if "bool" in hint:
-        return None if isinstance(value, bool) else "true or false"
-    if "str" in hint:
-        return None if isinstance(value, str) else "a word"
-    return None
 
 
 def _shown(value: Any) -> str:
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def build_settings(cfg: DictConfig) -> TrainerSettings:
-    values = to_dict(cfg.trainer, "trainer")
+def build_settings(cfg: Any) -> TrainerSettings:
+    values = _section(cfg, "trainer")
     try:
-        return _call_with(TrainerSettings, values, "trainer", "the trainer")
+        return call_with(TrainerSettings, values, "trainer", "the trainer")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
 
-def build_data(cfg: DictConfig, splits: tuple[str, ...] = ("train", "val", "test")) -> DataSplits:
+def build_data(cfg: Any, splits: tuple[str, ...] = ("train", "val", "test")) -> DataSplits:
     """The data the config names; `splits` limits what is read (eval reads only the split it evaluates)."""
-    values = to_dict(cfg.data, "data")
+    values = _section(cfg, "data")
     entry = registry.DATASETS.get(values.get("name"))
     reader = entry.load()
     kwargs = {k: v for k, v in values.items() if k not in LOADER_KEYS}
     if "seed" in inspect.signature(reader).parameters:
-        kwargs.setdefault("seed", cfg.seed)
+        kwargs.setdefault("seed", _seed(cfg))
     if "splits" in kwargs:  # the reader's own argument, chosen by the command, never by a config
         raise ConfigError("data.splits is not a setting of a dataset: remove it (trainkit reads the splits a command "
                           "needs).")
-    data = _call_with(partial(reader, splits=splits), kwargs, "data", f"data={entry.name}")
+    data = call_with(reader, kwargs, "data", f"data={entry.name}", given={"splits": splits})
     return _plugin_data(data, entry) if entry.plugin else data
 
 
@@ -137,19 +126,19 @@ def _plugin_data(data: Any, entry: registry.Entry) -> DataSplits:
     return data
 
 
-def build_loaders(cfg: DictConfig, data: DataSplits, device: torch.device,
+def build_loaders(cfg: Any, data: DataSplits, device: torch.device,
                   settings: TrainerSettings) -> dict[str, BatchLoader]:
-    values = to_dict(cfg.data, "data")
+    values = _section(cfg, "data")
     size = batch_size(values)
     augment = values.get("augment")
-    augment = _call_with(Augment, augment, "data.augment", "data.augment") if augment else None
+    augment = call_with(Augment, augment, "data.augment", "data.augment") if augment else None
     train, val, shuffle = data.train, data.val, True
     if settings.overfit_batches:  # memorise the same few batches: train on them, validate on them
         keep = slice(0, settings.overfit_batches * size)
         train = val = Split(data.train.x[keep], data.train.y[keep])
         shuffle, augment = False, None
     loaders = {
-        "train": BatchLoader(train, data.meta, size, device, shuffle=shuffle, seed=cfg.seed, augment=augment,
+        "train": BatchLoader(train, data.meta, size, device, shuffle=shuffle, seed=_seed(cfg), augment=augment,
                              on_device=bool(values.get("on_device", True)), shard=_shard()),
         "val": build_eval_loader(cfg, val, data.meta, device, settings),
     }
@@ -158,10 +147,10 @@ def build_loaders(cfg: DictConfig, data: DataSplits, device: torch.device,
     return loaders
 
 
-def build_eval_loader(cfg: DictConfig, split: Split, meta: DataMeta, device: torch.device,
+def build_eval_loader(cfg: Any, split: Split, meta: DataMeta, device: torch.device,
                       settings: TrainerSettings) -> BatchLoader:
     """Unshuffled batches of a split (validation, test, eval), trainer.eval_batch_size at a time."""
-    values = to_dict(cfg.data, "data")
+    values = _section(cfg, "data")
     size = settings.eval_batch_size or 4 * batch_size(values)  # no gradients to hold
     return BatchLoader(split, meta, size, device, on_device=bool(values.get("on_device", True)), shard=_shard())
 
@@ -170,40 +159,40 @@ def _shard() -> tuple[int, int]:
     return (distributed.rank(), distributed.world_size()) if distributed.active() else (0, 1)
 
 
-def build_task(cfg: DictConfig, meta: DataMeta, examples: Split | None = None, restoring: bool = False) -> Task:
+def build_task(cfg: Any, meta: DataMeta, examples: Split | None = None, restoring: bool = False) -> Task:
     """The model, sized from the data's metadata, inside the task that says how it learns and what it does
     after training. `examples`: a few real samples as stored (a GAN draws its point clouds over them).
     `restoring`: the weights come from a checkpoint (a model's pretrained weights are not fetched)."""
-    values = to_dict(cfg.model, "model")
+    values = _section(cfg, "model")
     entry = registry.MODELS.get(values.pop("name", None))
     if not entry.plugin:
         check_model_values(values)
-    if restoring:
-        values.update(entry.options.get("from_checkpoint", {}))
-    task_values = to_dict(cfg.task, "task") if cfg.get("task") is not None else {}
+    task_values = _section(cfg, "task")
     task_name = task_values.pop("name", "auto")
     if task_name == "auto":  # the model's own task (a GAN), else the one that learns the data's kind
-        task_name = entry.options.get("task") or meta.kind
+        task_name = entry.task or meta.kind
         if task_name not in registry.TASKS:
             raise ConfigError(f"data={meta.name} is a {meta.kind!r} data set, and no task learns that: choose one with "
                               f"task=NAME. {registry.TASKS.choices()}")
     task_entry = registry.TASKS.get(task_name)
     task_cls = task_entry.load()
-    net = _model(entry, values, meta, task_cls)
-    settings = {"examples": examples} if "examples" in inspect.signature(task_cls).parameters else {}
-    return _call_with(partial(task_cls, net, meta), {**task_values, **settings}, "task", f"task={task_name}")
+    net = _model(entry, values, meta, task_cls, restoring)
+    given = {"examples": examples} if "examples" in inspect.signature(task_cls).parameters else {}
+    return call_with(partial(task_cls, net, meta), task_values, "task", f"task={task_name}", given)
 
 
-def _model(entry: registry.Entry, values: dict[str, Any], meta: DataMeta, task_cls: Any) -> Any:
+def _model(entry: registry.Entry, values: dict[str, Any], meta: DataMeta, task_cls: Any, restoring: bool) -> Any:
     """The model, once it is known to fit in memory and to take the data's samples; its own refusals (a value it has
-    no use for, a shape that does not fit the data) become an error naming the key."""
+    no use for, a shape that does not fit the data) become an error naming the key. `restoring`: a checkpoint's
+    weights replace the model's own, so a model that takes `from_checkpoint` fetches no pretrained weights."""
     factory = entry.load()
     params = inspect.signature(factory).parameters
-    given = {"in_shape": tuple(meta.in_shape), "num_outputs": meta.num_outputs, "meta": meta}
-    kwargs = {**values, **{k: v for k, v in given.items() if k in params}}
+    offered = {"in_shape": tuple(meta.in_shape), "num_outputs": meta.num_outputs, "meta": meta,
+               "from_checkpoint": restoring}
+    given = {k: v for k, v in offered.items() if k in params}
     try:
-        _fits_in_memory(factory, kwargs, entry.name, getattr(task_cls, "io_shapes", None), meta)
-        return _call_with(factory, kwargs, "model", f"model={entry.name}")
+        _fits_in_memory(factory, values, given, entry.name, getattr(task_cls, "io_shapes", None), meta)
+        return call_with(factory, values, "model", f"model={entry.name}", given)
     except ValueError as exc:
         raise ConfigError(f"model={entry.name} does not fit data={meta.name}: {exc}") from None
 
@@ -222,12 +211,13 @@ def check_model_values(values: dict[str, Any]) -> None:
             raise ConfigError(f"model.{key}={value} must be a probability in [0, 1), e.g. 0.1 (0: no dropout).")
 
 
-def _fits_in_memory(factory: Any, kwargs: dict[str, Any], name: str, io_shapes: Any, meta: DataMeta) -> None:
+def _fits_in_memory(factory: Any, kwargs: dict[str, Any], given: dict[str, Any], name: str, io_shapes: Any,
+                    meta: DataMeta) -> None:
     """Refuse, before allocating, a model whose weights, gradients and optimizer state cannot fit in memory, or that
     does not take the data's samples to the task's outputs (one forward pass on the meta device: no memory, no
     time)."""
     with torch.device("meta"):
-        probe = _call_with(factory, kwargs, "model", f"model={name}")
+        probe = call_with(factory, kwargs, "model", f"model={name}", given)
         shapes = io_shapes(meta) if io_shapes is not None and isinstance(probe, torch.nn.Module) else None
         if shapes is not None:
             _check_shapes(probe, name, meta, *shapes)
@@ -272,9 +262,9 @@ def available_memory() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def build_optimization(cfg: DictConfig, task: Task, settings: TrainerSettings, device: torch.device,
+def build_optimization(cfg: Any, task: Task, settings: TrainerSettings, device: torch.device,
                        steps_per_epoch: int) -> Optimization:
-    values = to_dict(cfg.optimizer, "optimizer")
+    values = _section(cfg, "optimizer")
     name = registry.OPTIMIZERS.get(values.pop("name", None)).name
     optimizers = {group: _optimizer(name, params, values) for group, params in task.param_groups().items()}
     updates_per_epoch = max(1, steps_per_epoch // settings.accumulate_grad_batches)
@@ -303,7 +293,7 @@ def _optimizer(name: str, params: Any, values: dict[str, Any]) -> torch.optim.Op
             raise ConfigError(f"optimizer.{key}={value} is not a finite number; give optimizer={name} a real value.")
     maker = registry.OPTIMIZERS.get(name).load()
     try:
-        return _call_with(maker, {"params": params, **values}, "optimizer", f"optimizer={name}")
+        return call_with(maker, values, "optimizer", f"optimizer={name}", {"params": params})
     except (ValueError, TypeError, RuntimeError, LookupError) as exc:  # what torch's checks raise (betas=[]: Index)
         said = " ".join(str(exc).split())
         keys = [f"optimizer.{k}={v}" for k, v in values.items() if k.split("_")[0] in said.lower()
@@ -313,7 +303,7 @@ def _optimizer(name: str, params: Any, values: dict[str, Any]) -> torch.optim.Op
                           f"says {said!r}. Change that optimizer.* value.") from None
 
 
-def preflight(cfg: DictConfig) -> None:
+def preflight(cfg: Any) -> None:
     """Every value of a training config that can be checked without data, checked before anything is written:
     the trainer's settings, the seed, the batch size, each group's keys, and the optimizer and scheduler
     through torch's own argument checks on a stand-in parameter."""
@@ -322,31 +312,31 @@ def preflight(cfg: DictConfig) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         shown = "null" if seed is None else repr(seed)
         raise ConfigError(f"seed={shown} must be a whole number from 0 to 2**32 - 1, e.g. seed=0.")
-    data = to_dict(cfg.data, "data")
+    data = _section(cfg, "data")
     batch_size(data)
     registry.DATASETS.get(data.get("name"))
     if data.get("augment"):
-        _call_with(Augment, data["augment"], "data.augment", "data.augment")
-    model = to_dict(cfg.model, "model")
+        call_with(Augment, data["augment"], "data.augment", "data.augment")
+    model = _section(cfg, "model")
     if not registry.MODELS.get(model.pop("name", None)).plugin:
         check_model_values(model)
-    task = to_dict(cfg.task, "task").get("name", "auto") if cfg.get("task") is not None else "auto"
+    task = _section(cfg, "task").get("name", "auto")
     if task != "auto":
         registry.TASKS.get(task)
-    values = to_dict(cfg.optimizer, "optimizer")
+    values = _section(cfg, "optimizer")
     opt_name = registry.OPTIMIZERS.get(values.pop("name", None)).name
     stand_in = _optimizer(opt_name, [torch.nn.Parameter(torch.zeros(1))], values)
     build_scheduler(cfg, stand_in, settings, 1, "min")
 
 
-def component_names(cfg: DictConfig) -> dict[str, Any]:
+def component_names(cfg: Any) -> dict[str, Any]:
     """{kind: name} of the components a config chooses (registry kinds)."""
-    group = lambda key: OmegaConf.select(cfg, f"{key}.name", default=None)  # noqa: E731
+    group = lambda key: _section(cfg, key).get("name")  # noqa: E731
     return {"model": group("model"), "dataset": group("data"), "task": group("task"),
             "optimizer": group("optimizer"), "scheduler": group("scheduler")}
 
 
-def plugin_origins(cfg: DictConfig) -> dict[str, str]:
+def plugin_origins(cfg: Any) -> dict[str, str]:
     """{kind: plugin module} for the components of `cfg` that plugins registered: a checkpoint keeps it, to say what to
     load when a later command lacks it."""
     return registry.origins(component_names(cfg))
@@ -363,12 +353,14 @@ def batch_size(data: dict[str, Any]) -> int:
     return value
 
 
-def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, settings: TrainerSettings,
-                    updates_per_epoch: int, monitor_mode: str) -> Any:
-    """Schedulers step after every optimizer update (ReduceLROnPlateau: after every epoch); `warmup_epochs`
-    ramps the learning rate up linearly first. trainkit's own schedulers count in epochs; torch's classes, named by
-    their class name (scheduler.name=ExponentialLR), and plugins' count in optimizer updates, as torch does."""
-    values = to_dict(cfg.scheduler, "scheduler") if cfg.get("scheduler") else {"name": "none"}
+def build_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, settings: TrainerSettings, updates_per_epoch: int,
+                    monitor_mode: str) -> Any:
+    """The scheduler the config names, stepped after every optimizer update (ReduceLROnPlateau: after every epoch),
+    or None; `warmup_epochs` ramps the learning rate up linearly first. Every scheduler is built the same way: the
+    `scheduler.*` keys, and what its signature asks of `steps_per_epoch`, `total_steps` (updates after the warm-up)
+    and `monitor_mode`. trainkit's own count in epochs (engine/schedulers.py); torch's classes, named by their
+    class name (scheduler.name=ExponentialLR), and plugins' count in optimizer updates, as torch does."""
+    values = _section(cfg, "scheduler", {"name": "none"})
     entry = registry.SCHEDULERS.get(values.pop("name", "none"))
     name = entry.name
     epochs = values.pop("warmup_epochs", 0.0)
@@ -377,22 +369,16 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, settings:
                           f"trainer.max_epochs ({settings.max_epochs}), e.g. 1 or 0.5.")
     warmup = round(epochs * updates_per_epoch)
     total = settings.max_epochs * updates_per_epoch
-    sched = torch.optim.lr_scheduler
-    if name == "none":
-        return sched.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup) if warmup else None
     if warmup and name in ("onecycle", "plateau", "OneCycleLR", "ReduceLROnPlateau"):
         raise ConfigError(f"scheduler={name} has no scheduler.warmup_epochs: onecycle warms up by itself "
                           f"(scheduler.pct_start); plateau acts on epochs. Remove scheduler.warmup_epochs.")
-    if entry.options.get("epochs"):
-        maker = _epoch_scheduler(name, optimizer, updates_per_epoch, total - warmup, monitor_mode)
-    else:
-        target = entry.load()
-        given = {"total_steps": total, "steps_per_epoch": updates_per_epoch}
-        wanted = {k: v for k, v in given.items() if k in inspect.signature(target).parameters and k not in values}
-        maker = lambda **kw: _call_with(target, {"optimizer": optimizer, **wanted, **kw}, "scheduler",  # noqa: E731
-                                        f"scheduler={name}")
+    target = entry.load()
+    params = inspect.signature(target).parameters
+    offered = {"optimizer": optimizer, "total_steps": total - warmup, "steps_per_epoch": updates_per_epoch,
+               "monitor_mode": monitor_mode}
+    given = {k: v for k, v in offered.items() if k in params and k not in values}
     try:
-        main = maker(**values)
+        main = call_with(target, values, "scheduler", f"scheduler={name}", given)
     except (TypeError, ValueError, ArithmeticError) as exc:  # torch's own checks of each argument
         said = " ".join(str(exc).split())
         settings_now = ", ".join(f"scheduler.{k}={_shown(v)}" for k, v in values.items())
@@ -400,22 +386,10 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, settings:
                           f"scheduler.* value.") from None
     if not warmup:
         return main
-    ramp = sched.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup)
-    return sched.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
-
-
-def _epoch_scheduler(name: str, optimizer: torch.optim.Optimizer, updates_per_epoch: int, after_warmup: int,
-                     monitor_mode: str) -> Any:
-    """trainkit's schedulers (configs/scheduler/): durations in epochs, the run's length known."""
-    sched = torch.optim.lr_scheduler
-    makers = {
-        "step": lambda step_size=10, **kw: sched.StepLR(optimizer, round(step_size * updates_per_epoch), **kw),
-        "cosine": lambda **kw: sched.CosineAnnealingLR(optimizer, T_max=max(1, after_warmup), **kw),
-        "onecycle": lambda max_lr=None, **kw: sched.OneCycleLR(
-            optimizer, total_steps=after_warmup, max_lr=max_lr or optimizer.param_groups[0]["lr"], **kw),
-        "plateau": lambda mode=None, **kw: sched.ReduceLROnPlateau(optimizer, mode=mode or monitor_mode, **kw),
-    }
-    return makers[name]
+    ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup)
+    if main is None:
+        return ramp
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
 
 
 @dataclass
@@ -429,7 +403,7 @@ class Built:
     loaders: dict[str, BatchLoader]
 
 
-def build_runtime(cfg: DictConfig) -> tuple[TrainerSettings, torch.device]:
+def build_runtime(cfg: Any) -> tuple[TrainerSettings, torch.device]:
     """The trainer's settings and the device, with the process-wide switches they set."""
     settings = build_settings(cfg)
     if settings.num_threads:
@@ -443,7 +417,7 @@ def build_runtime(cfg: DictConfig) -> tuple[TrainerSettings, torch.device]:
     return settings, device
 
 
-def build_run(cfg: DictConfig, restoring: bool = False) -> Built:
+def build_run(cfg: Any, restoring: bool = False) -> Built:
     """What `trainkit train` trains: data, loaders and the task, on the device, with the speed switches.
     `restoring`: a resumed run, whose checkpoint holds the weights (nothing pretrained is fetched)."""
     settings, device = build_runtime(cfg)
@@ -474,3 +448,78 @@ def place(task: Task, loaders: Any, settings: TrainerSettings, device: torch.dev
             # task may call parts of a module (a GAN's generator); inside a compiled parent they are inlined.
             for part in (module, *module.children()):
                 part.compile()
+
+
+def _seed(cfg: Any) -> int:
+    seed = cfg.get("seed", 0)
+    return 0 if seed is None else seed
+
+
+def build_trainer(cfg: Any, run_dir: str | Path, *, resume: str | Path | None = None, callbacks: Any = (),
+                  stop: Any = None, console: Any = None) -> Any:
+    """A ready Trainer for a whole training config: checked, seeded, its data read and checked, its task built
+    and placed on the device (wrapped for data-parallel training where the process group has several ranks), its
+    optimization and trackers made. `resume`: a checkpoint of this run to continue (its weights replace any
+    pretrained ones; its tracker runs continue)."""
+    from trainkit.engine import checkpoint
+    from trainkit.engine.device import set_deterministic
+    from trainkit.engine.loop import num_batches
+    from trainkit.engine.rng import seed_everything
+    from trainkit.trainer import Recipe, Trainer
+
+    cfg = plain(cfg)
+    preflight(cfg)
+    seed_everything(_seed(cfg))
+    saved = checkpoint.Saved.read(resume) if resume is not None else None
+    built = build_run(cfg, restoring=saved is not None)
+    data = training_data(cfg, built)
+    set_deterministic(built.settings.deterministic)
+    built.task.distribute(lambda module: distributed.wrap(module, built.device))
+    steps_per_epoch = num_batches(built.loaders["train"], built.settings.limit_train_batches)
+    opt = build_optimization(cfg, built.task, built.settings, built.device, steps_per_epoch)
+    recipe = Recipe(OmegaConf.to_yaml(OmegaConf.create(cfg), resolve=True), plugin_origins(cfg))
+    trackers = build_trackers(cfg, Path(run_dir), built.settings, saved) if distributed.is_main() else None
+    try:
+        return Trainer(built.task, data, opt, built.settings, run_dir, callbacks=callbacks, trackers=trackers,
+                       recipe=recipe, resume=saved, stop=stop, console=console)
+    except BaseException:
+        if trackers is not None:
+            trackers.end("failed")
+        raise
+
+
+def training_data(cfg: Any, built: Built) -> Any:
+    """The Trainer's data: the loaders, a few stored samples for checkpoints, and the data check. What `trainkit data
+    check` would call fatal for training (a class missing from a split) is an error unless
+    data.allow_missing_classes=true; copies of test samples in train are a warning, kept in summary.json."""
+    from trainkit.data.check import training_problems
+    from trainkit.trainer import TrainingData
+
+    data = built.data
+    fatal, warnings = training_problems(data)
+    if fatal and not _section(cfg, "data").get("allow_missing_classes", False):
+        raise DataError(f"data={data.meta.name}: {' '.join(fatal)} Fix the data, or set data.allow_missing_classes=true "
+                        f"if that is what you mean.")
+    loaders = built.loaders
+    return TrainingData(data.meta, loaders["train"], loaders["val"], loaders.get("test"), examples(data.val),
+                        warnings + fatal)
+
+
+def build_trackers(cfg: Any, run_dir: Path, settings: TrainerSettings, saved: Any = None) -> Any:
+    """The trackers `logger=` chooses (default: tensorboard; trainer.tensorboard=false leaves it out), given the
+    flattened config as params; a resumed run continues the tracker runs whose ids its checkpoint carries."""
+    from trainkit.logging.trackers import TrackerRun, open_trackers
+    from trainkit.rundirs.read import overrides_of
+    from trainkit.rundirs.resume import flatten
+
+    chosen = _section(cfg, "logger", {"tensorboard": {}})
+    if not settings.tensorboard:
+        chosen.pop("tensorboard", None)
+    if not chosen:
+        return None
+    sweep = run_dir.parent.name if (run_dir.parent / "multirun.yaml").is_file() else None
+    params = {k: v for k, v in flatten(cfg).items() if k != "resume"}
+    overrides = [o for o in overrides_of(run_dir) if not o.startswith(("resume=", "hydra."))]
+    payload = saved.payload if saved is not None else {}
+    run = TrackerRun(run_dir, params, overrides, sweep, resume_step=payload["fit"]["step"] if saved else None)
+    return open_trackers(chosen, run, payload.get("trackers"))

@@ -1,7 +1,12 @@
-"""Names → code, for every component a config chooses: models, datasets, tasks, optimizers and schedulers.
+"""Names → code, for every component a config chooses: models, datasets, tasks, optimizers, schedulers and trackers,
+and the cluster environments a process detects.
 
-A config only ever names an entry; code fills the registries: trainkit's own built-ins (below) and the plugins a
-user loads, by `plugins=[module,...]` on the command line or an installed package's `trainkit.plugins` entry point.
+A config only ever names an entry; code fills the registries: trainkit's own built-ins and the plugins a user loads,
+by `plugins=[module,...]` on the command line or an installed package's `trainkit.plugins` entry point. Built-in
+models, datasets, tasks, optimizers and schedulers are listed at the bottom of this file by "module:attribute",
+imported only when chosen (importing every model would pull in torchvision and torch._dynamo: about 4 s at every
+start); built-in trackers and cluster environments register themselves in their own files (one file each), which are
+imported when their registry is first read.
 A config, above all one stored in a checkpoint, never makes trainkit import anything: Hydra's `_target_` would be
 arbitrary code execution the day a config comes from someone else.
 
@@ -21,7 +26,7 @@ import os
 import sys
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from trainkit.errors import ConfigError
@@ -43,25 +48,48 @@ class Entry:
     target: Any  # the object; trainkit's own built-ins: "module:attribute", imported when first used
     origin: str  # "trainkit", or the module that registered it (a plugin)
     where: str  # file:line of the registration
-    options: dict[str, Any] = field(default_factory=dict)  # e.g. a model's own task
+    task: str | None = None  # a model's own task under task=auto (a GAN's: gan); None: the data's kind decides
+    inputs: Any = None  # a dataset's reader of new inputs for `trainkit predict` (data/inputs.py); None: by shape
 
     def load(self) -> Any:
-        if isinstance(self.target, str) and self.origin == BUILTIN:
-            module, _, attribute = self.target.partition(":")
-            return getattr(importlib.import_module(module), attribute)
-        return self.target
+        return _resolve(self.target, self.origin)
+
+    def load_inputs(self) -> Any:
+        """The dataset's reader of new inputs, or None (then predict picks one by the samples' shape)."""
+        return None if self.inputs is None else _resolve(self.inputs, self.origin)
 
     @property
     def plugin(self) -> bool:
         return self.origin != BUILTIN
 
 
-class Registry:
-    """The entries of one kind of component; `key` is the config key that names one (e.g. `model.name`)."""
+def _resolve(target: Any, origin: str) -> Any:
+    if isinstance(target, str) and origin == BUILTIN:
+        module, _, attribute = target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+    return target
 
-    def __init__(self, kind: str, key: str, group: str) -> None:
-        self.kind, self.key, self.group = kind, key, group
-        self.entries: dict[str, Entry] = {}
+
+class Registry:
+    """The entries of one kind of component; `key` is the config key that names one (e.g. `model.name`), `group` the
+    config group that chooses it (None: nothing chooses it, e.g. a cluster environment is detected). `package`: where
+    the built-ins register themselves, one module each, imported when the registry is first read."""
+
+    def __init__(self, kind: str, key: str, group: str | None, package: str | None = None) -> None:
+        self.kind, self.key, self.group, self.package = kind, key, group, package
+        self._entries: dict[str, Entry] = {}
+        self._discovered = package is None
+
+    @property
+    def entries(self) -> dict[str, Entry]:
+        if not self._discovered:
+            self._discovered = True
+            import pkgutil
+
+            package = importlib.import_module(self.package)
+            for found in pkgutil.iter_modules(package.__path__):
+                importlib.import_module(f"{self.package}.{found.name}")
+        return self._entries
 
     def add(self, name: str, target: Any, origin: str, where: str, **options: Any) -> None:
         if not isinstance(name, str) or not name or any(c in name for c in " ,=[]/"):
@@ -72,7 +100,7 @@ class Registry:
                 f"the {self.kind} name {name!r} is registered twice: by {earlier.origin} at {earlier.where}, and by "
                 f"{origin} at {where}. Rename one of them (a name chooses exactly one {self.kind})."
             )
-        self.entries[name] = Entry(self.kind, name, target, origin, where, options)
+        self._entries[name] = Entry(self.kind, name, target, origin, where, **options)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self.entries
@@ -101,7 +129,9 @@ DATASETS = Registry("dataset", "data.name", "data")
 TASKS = Registry("task", "task.name", "task")
 OPTIMIZERS = Registry("optimizer", "optimizer.name", "optimizer")
 SCHEDULERS = Registry("scheduler", "scheduler.name", "scheduler")
-REGISTRIES = {r.kind: r for r in (MODELS, DATASETS, TASKS, OPTIMIZERS, SCHEDULERS)}
+TRACKERS = Registry("tracker", "logger", "logger", package="trainkit.logging.trackers")
+CLUSTERS = Registry("cluster environment", "trainer.cluster", None, package="trainkit.clusters")
+REGISTRIES = {r.kind: r for r in (MODELS, DATASETS, TASKS, OPTIMIZERS, SCHEDULERS, TRACKERS, CLUSTERS)}
 
 
 def _caller(depth: int = 2) -> tuple[str, str]:
@@ -126,17 +156,20 @@ def _register(registry: Registry, name: str, target: Any, options: dict[str, Any
 
 def register_model(name: str, target: Any = None, *, task: str | None = None) -> Any:
     """Register a model: a class or function returning an `nn.Module`, called with the `model.*` keys and, where its
-    signature has them, `in_shape` (one sample's shape), `num_outputs` (classes or targets) and `meta` (the data's
-    DataMeta). `task`: the task that trains it when `task=auto` (default: the one for the data's kind).
+    signature has them, `in_shape` (one sample's shape), `num_outputs` (classes or targets), `meta` (the data's
+    DataMeta) and `from_checkpoint` (True when a checkpoint's weights will replace its own: fetch no pretrained
+    weights). `task`: the task that trains it when `task=auto` (default: the one for the data's kind).
     As a decorator: `@register_model("my_net")`; or `register_model("my_net", MyNet)`."""
     return _register(MODELS, name, target, {"task": task} if task else {})
 
 
-def register_dataset(name: str, target: Any = None) -> Any:
+def register_dataset(name: str, target: Any = None, *, inputs: Any = None) -> Any:
     """Register a dataset: a function `load(splits, **data_keys) -> DataSplits` (and `seed` where it takes one), called
     with the `data.*` keys other than name/batch_size/augment/on_device. `splits` says which of train, val and test
-    the command needs. Splits may hold numpy arrays or tensors: uint8 N×C×H×W images or float N×D vectors."""
-    return _register(DATASETS, name, target, {})
+    the command needs. Splits may hold numpy arrays or tensors: uint8 N×C×H×W images or float N×D vectors.
+    `inputs`: how `trainkit predict` reads new inputs for a model of this data (a trainkit.data.inputs.InputReader
+    class); by default images (C×H×W samples: image files, folders, index CSVs) or CSV rows of values."""
+    return _register(DATASETS, name, target, {"inputs": inputs} if inputs is not None else {})
 
 
 def register_task(name: str, target: Any = None) -> Any:
@@ -153,13 +186,27 @@ def register_optimizer(name: str, target: Any = None) -> Any:
 
 def register_scheduler(name: str, target: Any = None) -> Any:
     """Register a learning-rate scheduler: a class or function `(optimizer, **scheduler_keys)` (and, where its
-    signature has them, `total_steps` and `steps_per_epoch`, in optimizer updates). It is stepped after every
-    optimizer update."""
+    signature has them, `total_steps` and `steps_per_epoch`, in optimizer updates after any warm-up, and
+    `monitor_mode`, the task's min or max). It is stepped after every optimizer update; a function may return None
+    (no scheduler)."""
     return _register(SCHEDULERS, name, target, {})
 
 
+def register_tracker(name: str, target: Any = None) -> Any:
+    """Register an experiment tracker, chosen with `logger=NAME` (several: `logger=[tensorboard,NAME]`): a class
+    constructed as `cls(run: trainkit.logging.trackers.TrackerRun, **logger.NAME keys)` with the methods of
+    trainkit.logging.trackers.Tracker (metrics, image, flush, finish, end) and a `run_id`."""
+    return _register(TRACKERS, name, target, {})
+
+
+def register_cluster(name: str, target: Any = None) -> Any:
+    """Register a cluster environment: a subclass of trainkit.clusters.ClusterEnvironment whose `detect()` says when a
+    process runs in it; it owns the rank/world environment, pre-emption signals and requeue there
+    (trainer.cluster=auto picks the detected one with the highest `priority`)."""
+    return _register(CLUSTERS, name, target, {})
+
+
 # --- plugins -----------------------------------------------------------------------------------------------------
-COMMAND_LINE: list[str] | None = None  # the trainkit command being run, for messages that say what to type
 LOADED: dict[str, str] = {}  # plugin module → how it was loaded ("plugins=" or "entry point DIST")
 _ENTRY_POINTS_READ = False
 
@@ -259,17 +306,73 @@ def listing() -> list[tuple[str, str, str, str]]:
     return rows
 
 
+# What trainkit passes a component itself, where its signature has the name: never a config key.
+GIVEN = ("in_shape", "num_outputs", "meta", "from_checkpoint", "params", "optimizer", "splits", "seed", "total_steps",
+         "steps_per_epoch", "monitor_mode", "examples", "run")
+
+
+def call_with(fn: Any, kwargs: dict[str, Any], key: str, what: str, given: dict[str, Any] | None = None) -> Any:
+    """`fn(**given, **kwargs)`: `kwargs` are a config section's keys (`key`.NAME), `given` what trainkit passes itself.
+    An unknown key, a key that trainkit sets itself, or a value of another type than its parameter's becomes an
+    error that names the key and lists the settings of `what`."""
+    given = given or {}
+    params = inspect.signature(fn).parameters
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    unknown = sorted(k for k in kwargs if (k not in params and not takes_any) or k in given)
+    if unknown:
+        known = ", ".join(p for p, v in params.items() if p not in GIVEN and p not in given
+                          and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD))
+        raise ConfigError(f"{', '.join(f'{key}.{k}' for k in unknown)} is not a setting of {what}; its settings are: "
+                          f"{known or 'none'}.")
+    for name, value in kwargs.items():
+        expected = _expected_type(params[name], value) if name in params else None
+        if expected:
+            default = params[name].default
+            said = "it has no default" if default is inspect.Parameter.empty else f"its default is {_shown(default)}"
+            raise ConfigError(f"{key}.{name}={_shown(value)} is not {expected}, as {what} needs ({said}).")
+    return fn(**given, **kwargs)
+
+
+def _expected_type(param: inspect.Parameter, value: Any) -> str | None:
+    """What `value` should be, judged by the parameter's annotation (else its default); None when it fits or
+    nothing is known. torch annotates `momentum: float = 0`: the annotation, not the default, says float."""
+    hint = "" if param.annotation is inspect.Parameter.empty else str(param.annotation)
+    default = param.default
+    if value is None:
+        return None if "None" in hint or "Optional" in hint or default is None else "given (null is not allowed)"
+    if not hint:
+        hint = type(default).__name__ if default not in (inspect.Parameter.empty, None) else ""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if "Sequence" in hint or "Iterable" in hint or "list" in hint or "tuple" in hint:
+        return None if isinstance(value, (list, tuple)) or (number and "float |" in hint) else "a list"
+    if "float" in hint:
+        return None if number else "a number"
+    if "int" in hint:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
+    if "bool" in hint:
+        return None if isinstance(value, bool) else "true or false"
+    if "str" in hint:
+        return None if isinstance(value, str) else "a word"
+    return None
+
+
+def _shown(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
 # Keyword arguments that say how torch runs, not what is learned: left out of a generated option's keys.
 MECHANICS = {"foreach", "differentiable", "capturable", "fused", "maximize", "last_epoch", "verbose"}
 
 
-def option_node(entry: Entry, given: Iterable[str]) -> dict[str, Any]:
+def option_node(entry: Entry) -> dict[str, Any]:
     """The config group option of a component that has no YAML file: `name` and its keyword arguments with their
-    defaults (`???`, required, where it has none), so `model=my_net model.width=32` works without writing one."""
-    node: dict[str, Any] = {"name": entry.name}
+    defaults (`???`, required, where it has none), so `model=my_net model.width=32` works without writing one. A
+    tracker's option is `{NAME: {its keys}}`: several trackers merge into one `logger` section."""
+    node: dict[str, Any] = {"name": entry.name} if entry.kind != "tracker" else {}
     params = list(inspect.signature(entry.load()).parameters.values())
-    for param in params[2:] if entry.kind == "task" else params:  # a task's first two: its model and the DataMeta
-        if param.name in given or param.name in MECHANICS or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+    skip = {"task": 2, "tracker": 1}.get(entry.kind, 0)  # a task's model and DataMeta; a tracker's TrackerRun
+    for param in params[skip:]:
+        if param.name in GIVEN or param.name in MECHANICS or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         default = param.default
         if default is param.empty:
@@ -278,7 +381,7 @@ def option_node(entry: Entry, given: Iterable[str]) -> dict[str, Any]:
             node[param.name] = default
         elif isinstance(default, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in default):
             node[param.name] = list(default)
-    return node
+    return {entry.name: node} if entry.kind == "tracker" else node
 
 
 def _defined_at(obj: Any, fallback: str) -> str:
@@ -296,18 +399,17 @@ for _name, _target, _options in [
     ("cnn", "trainkit.models.cnn:CNN", {}),
     ("fast_resnet", "trainkit.models.fast_resnet:FastResNet", {}),
     ("gan", "trainkit.tasks.gan:build_gan", {"task": "gan"}),
-    # From a checkpoint, its state dict replaces any pretrained weights: nothing is downloaded.
-    ("torchvision", "trainkit.models.torchvision:TorchvisionNet", {"from_checkpoint": {"weights": None}}),
+    ("torchvision", "trainkit.models.torchvision:TorchvisionNet", {}),
 ]:
     _builtin(MODELS, _name, _target, **_options)
-for _name, _target in [
-    ("mnist_csv", "trainkit.data.mnist_csv:load"),
-    ("cifar10", "trainkit.data.cifar10:load"),
-    ("synthetic_regression", "trainkit.data.synthetic:load"),
-    ("image_folder", "trainkit.data.image_folder:load"),
-    ("torchvision", "trainkit.data.torchvision_sets:load"),
+for _name, _target, _options in [
+    ("mnist_csv", "trainkit.data.mnist_csv:load", {"inputs": "trainkit.data.mnist_csv:PixelRowInputs"}),
+    ("cifar10", "trainkit.data.cifar10:load", {}),
+    ("synthetic_regression", "trainkit.data.synthetic:load", {}),
+    ("image_folder", "trainkit.data.image_folder:load", {"inputs": "trainkit.data.image_folder:FolderInputs"}),
+    ("torchvision", "trainkit.data.torchvision_sets:load", {}),
 ]:
-    _builtin(DATASETS, _name, _target)
+    _builtin(DATASETS, _name, _target, **_options)
 for _name, _target in [
     ("classification", "trainkit.tasks.classification:ClassificationTask"),
     ("regression", "trainkit.tasks.regression:RegressionTask"),
@@ -320,10 +422,10 @@ for _name, _target in [
 for _name in ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "Adadelta", "ASGD", "NAdam", "RAdam", "Rprop",
               "Adafactor"):
     _builtin(OPTIMIZERS, _name.lower(), f"torch.optim:{_name}")
-# trainkit's schedulers count in epochs and know the run's length (configs/scheduler/); any other class of
-# torch.optim.lr_scheduler by its own name, counting in optimizer updates, as torch does.
+# trainkit's schedulers count in epochs and know the run's length (configs/scheduler/, engine/schedulers.py); any
+# other class of torch.optim.lr_scheduler by its own name, counting in optimizer updates, as torch does.
 for _name in ("none", "step", "cosine", "onecycle", "plateau"):
-    _builtin(SCHEDULERS, _name, "trainkit.build:build_scheduler", epochs=True)
+    _builtin(SCHEDULERS, _name, f"trainkit.engine.schedulers:{_name}")
 for _name in ("StepLR", "MultiStepLR", "ConstantLR", "LinearLR", "ExponentialLR", "PolynomialLR", "CosineAnnealingLR",
               "CosineAnnealingWarmRestarts", "CyclicLR", "OneCycleLR", "ReduceLROnPlateau"):
     _builtin(SCHEDULERS, _name, f"torch.optim.lr_scheduler:{_name}")

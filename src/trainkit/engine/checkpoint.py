@@ -17,6 +17,7 @@ import stat
 import tempfile
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,18 @@ def in_run(path: str | Path) -> Path:
             return candidate
     raise CheckpointError(f"{path} is a directory without checkpoints/best.ckpt or checkpoints/last.ckpt: give a "
                           f".ckpt file written by trainkit, or the run directory `trainkit train` printed.")
+
+
+@dataclass
+class Saved:
+    """A checkpoint read from disk: where it is and what it holds."""
+
+    path: Path
+    payload: dict[str, Any]
+
+    @classmethod
+    def read(cls, path: str | Path) -> Saved:
+        return cls(in_run(path), load(path))
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -247,27 +260,28 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def data_section(meta: DataMeta, examples: Split) -> dict[str, Any]:
+def data_section(meta: DataMeta, examples: Split | None) -> dict[str, Any]:
     """What a checkpoint carries of its data: the metadata (shapes, classes, normalization, kind) and a few
-    real samples as stored."""
+    real samples as stored (where the Trainer was given some)."""
     fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(meta).items()}
-    return {"meta": fields, "examples": {"x": examples.x, "y": examples.y}}
+    return {"meta": fields, "examples": {"x": examples.x, "y": examples.y} if examples is not None else {}}
 
 
-def read_data_section(section: dict[str, Any]) -> tuple[DataMeta, Split]:
-    """The inverse of `data_section`."""
+def read_data_section(section: dict[str, Any]) -> tuple[DataMeta, Split | None]:
+    """The inverse of `data_section` (no examples: None)."""
     fields = dict(section["meta"])
     for key in ("in_shape", "mean", "std", "target_shape"):
         if fields.get(key) is not None:
             fields[key] = tuple(fields[key])
     examples = section.get("examples") or {}
-    return DataMeta(**fields), Split(examples.get("x"), examples.get("y"))
+    x = examples.get("x")
+    return DataMeta(**fields), Split(x, examples.get("y")) if x is not None else None
 
 
 def make_payload(config_yaml: str, modules: dict[str, Any], optimization: Any, fit_state: Any,
                  manager: CheckpointManager, data: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything a checkpoint carries: its recipe (the resolved config), every state, and versions."""
-    from trainkit import __version__
+    from trainkit.version import __version__
     from trainkit.engine.rng import rng_state
 
     states = {name: m.state_dict() for name, m in modules.items()}

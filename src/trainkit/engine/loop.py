@@ -8,7 +8,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, ContextManager, Protocol
+from typing import TYPE_CHECKING, Any, ContextManager, Protocol
 
 import torch
 from torch import Tensor
@@ -18,7 +18,9 @@ from trainkit.engine.optimization import Optimization
 from trainkit.engine.settings import TrainerSettings
 from trainkit.engine.signals import Interrupted
 from trainkit.errors import ConfigError, UserError
-from trainkit.tasks.base import Task
+
+if TYPE_CHECKING:  # the engine runs any Task; only its type is named here
+    from trainkit.tasks.base import Task
 
 
 class Logger(Protocol):

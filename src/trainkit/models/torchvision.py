@@ -43,14 +43,14 @@ def architectures() -> list[str]:
 class TorchvisionNet(nn.Module):
     """`arch` by name, `weights` null or a name of torchvision's (DEFAULT, IMAGENET1K_V1, ...), `resize` [H, W].
     A wrong key value is a ConfigError naming it; data the network cannot take is a ValueError (build names the
-    data)."""
+    data). `from_checkpoint` (build's): a checkpoint's state dict replaces the weights, so none are downloaded."""
 
     def __init__(self, in_shape: tuple[int, ...], num_outputs: int, arch: str = "resnet18", weights: str | None = None,
-                 resize: list[int] | None = None) -> None:
+                 resize: list[int] | None = None, from_checkpoint: bool = False) -> None:
         super().__init__()
         channels, size = _image_shape(in_shape, arch)
         self.arch, self.num_outputs = _known_arch(arch), num_outputs
-        chosen = _weights(self.arch, weights) if weights is not None else None
+        chosen = _weights(self.arch, weights) if weights is not None and not from_checkpoint else None
         parts: list[nn.Module] = [ToRGB()] if channels == 1 else []
         if resize is not None:
             size = _size(resize)
