@@ -5,7 +5,7 @@ split it evaluates).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +13,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from trainkit import registry
-from trainkit.build import (build_data, build_eval_loader, build_runtime, build_task, component_names, examples,
-                            place)
+from trainkit.build import build_data, build_eval_loader, build_runtime, build_task, component_names, examples, place
 from trainkit.data.base import DataError, DataMeta, DataSplits, Split
 from trainkit.engine import checkpoint
 from trainkit.engine.optimization import Precision
 from trainkit.engine.rng import seed_everything
 from trainkit.engine.settings import TrainerSettings
-from trainkit.errors import ConfigError, UserError
+from trainkit.errors import ConfigError
 from trainkit.tasks.base import Task
 
 RECIPE_KEYS = ("data", "model", "optimizer", "scheduler", "trainer", "seed")  # overridable in the stored config
@@ -36,6 +35,7 @@ class Restored:
     settings: TrainerSettings
     device: torch.device
     task: Task
+    line: list[str] = field(default_factory=list)  # the command as typed (for hints that say what to type)
 
     @property
     def meta(self) -> DataMeta:
@@ -64,34 +64,65 @@ def stored_config(payload: dict[str, Any], overrides: DictConfig | None = None) 
     return OmegaConf.merge(stored, changes)  # type: ignore[return-value]
 
 
-def restore(ckpt: str | Path, overrides: DictConfig | None = None) -> Restored:
-    """The task of `ckpt`, built from its own recipe and data description, weights loaded, in eval mode."""
+def _damaged(path: Path, part: str, exc: BaseException) -> checkpoint.CheckpointError:
+    return checkpoint.CheckpointError(
+        f"checkpoint {path} is damaged: its {part} cannot be read ({type(exc).__name__}: "
+        f"{' '.join(str(exc).split())[:160]}). Use another checkpoint of the run (checkpoints/last.ckpt, "
+        f"epoch*.ckpt), or train again."
+    )
+
+
+def _read(payload: dict[str, Any], path: Path, overrides: DictConfig | None) -> tuple[DictConfig, DataMeta, Split | None]:
+    """The recipe (overrides applied) and the data description a checkpoint holds. What a damaged file holds fails
+    here in a few known ways, each named; an override that does not fit fails as a ConfigError; anything else is a
+    bug, and goes on as one."""
+    import yaml
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        stored = OmegaConf.create(payload["config"]) if isinstance(payload.get("config"), str) else None
+    except (yaml.YAMLError, OmegaConfBaseException, ValueError) as exc:
+        raise _damaged(path, "stored config", exc) from None
+    if not isinstance(stored, DictConfig) or not isinstance(payload.get("modules"), dict):
+        part = "stored config" if not isinstance(stored, DictConfig) else "weights"
+        raise _damaged(path, part, TypeError(f"it holds {type(payload.get('config' if stored is None else 'modules')).__name__}"))
+    fit = payload.get("fit")
+    if not isinstance(fit, dict) or isinstance(fit.get("epoch"), bool) or not isinstance(fit.get("epoch"), int):
+        raise _damaged(path, "training counters", TypeError(f"fit={str(fit)[:80]}"))
+    try:
+        recipe = stored_config(payload, overrides)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"the overrides do not fit the config stored in {path}: {' '.join(str(exc).split())[:200]}. "
+                          f"Change only keys the run has (trainkit runs --compare shows a run's config).") from None
+    if "data" in payload:
+        try:
+            meta, samples = checkpoint.read_data_section(payload["data"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise _damaged(path, "description of its data", exc) from None
+        return recipe, meta, samples
+    meta, samples = _data_description(payload, recipe, path)
+    return recipe, meta, samples
+
+
+def restore(ckpt: str | Path, overrides: DictConfig | None = None, line: list[str] | None = None) -> Restored:
+    """The task of `ckpt`, built from its own recipe and data description, weights loaded, in eval mode. `line`: the
+    command as typed, for the hint that names the plugins to load."""
     path = checkpoint.in_run(ckpt)
     payload = checkpoint.load(path)
-    try:  # what a damaged file holds fails here in many ways; a bad override fails as a ConfigError, untouched
-        recipe = stored_config(payload, overrides)
-        int(payload["fit"]["epoch"])
-        meta, samples = _data_description(payload, recipe, path)
-    except UserError:
-        raise
-    except Exception as exc:
-        raise checkpoint.CheckpointError(
-            f"checkpoint {path} is damaged: its {_part(exc)} cannot be read ({type(exc).__name__}: "
-            f"{' '.join(str(exc).split())[:160]}). Use another checkpoint of the run (checkpoints/last.ckpt, "
-            f"epoch*.ckpt), or train again."
-        ) from None
-    require_plugins(payload, recipe, path, ("model", "task"))
-    seed_everything(recipe.seed)
+    recipe, meta, samples = _read(payload, path, overrides)
+    require_plugins(payload, recipe, path, ("model", "task"), line)
+    seed_everything(recipe.get("seed") or 0)
     settings, device = build_runtime(recipe)
     task = build_task(recipe, meta, samples, restoring=True)
     place(task, [], settings, device)
     checkpoint.load_modules(payload, task.modules(), path)
     for module in task.modules().values():
         module.eval()  # after training: no dropout, no batch statistics
-    return Restored(path, payload, recipe, settings, device, task)
+    return Restored(path, payload, recipe, settings, device, task, line or [])
 
 
-def require_plugins(payload: dict[str, Any], recipe: DictConfig, path: Path, kinds: tuple[str, ...]) -> None:
+def require_plugins(payload: dict[str, Any], recipe: DictConfig, path: Path, kinds: tuple[str, ...],
+                    line: list[str] | None = None) -> None:
     """Every component of `kinds` that the checkpoint's recipe names must be registered now. A checkpoint never loads
     code itself: a plugin's component is there only when the user loaded its module, and this says which one."""
     names = component_names(recipe)
@@ -101,7 +132,7 @@ def require_plugins(payload: dict[str, Any], recipe: DictConfig, path: Path, kin
         if name is None or (kind == "task" and name == "auto") or name in registry.REGISTRIES[kind]:
             continue
         module = stored.get(kind) or next(iter(recipe.get("plugins") or []), None)
-        typed = registry.COMMAND_LINE or ["trainkit", "eval", f"ckpt={path}"]
+        typed = line or ["trainkit", "eval", f"ckpt={path}"]
         if module is None:
             raise ConfigError(f"{path} was trained with the {kind} {name!r}, which nothing loaded has registered "
                               f"(a checkpoint never loads code by itself). {registry.REGISTRIES[kind].choices()}")
@@ -114,11 +145,6 @@ def require_plugins(payload: dict[str, Any], recipe: DictConfig, path: Path, kin
             f"the working directory or on PYTHONPATH, or its package is installed); from Python, "
             f"trainkit.load(..., plugins=[{','.join(plugins)}])."
         )
-
-
-def _part(exc: Exception) -> str:
-    module = type(exc).__module__
-    return "stored config" if module.startswith(("yaml", "omegaconf")) else "contents"
 
 
 def _data_description(payload: dict[str, Any], recipe: DictConfig, path: Path) -> tuple[DataMeta, Split]:
@@ -144,7 +170,7 @@ def read_split(restored: Restored, split: str, with_train: bool = False) -> tupl
     """The data of one split (`test` or `val`) from the recipe's data config, checked against the checkpoint's
     description; with `with_train`, also the training split where its files can be read (else None)."""
     recipe = restored.recipe
-    require_plugins(restored.payload, recipe, restored.path, ("dataset",))
+    require_plugins(restored.payload, recipe, restored.path, ("dataset",), restored.line)
     data = None
     if with_train:
         try:

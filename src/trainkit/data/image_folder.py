@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainkit.data.base import (SPLITS, DataError, DataMeta, DataSplits, Split, asked_splits, carve,
-                                 check_fractions)
+from trainkit.data.base import SPLITS, DataError, DataMeta, DataSplits, Split, asked_splits, carve, check_fractions
 from trainkit.data.cache import cached, user_cache_dir
 from trainkit.data.images import SUFFIXES, ImageError, channel_stats, probe_images, read_images
+from trainkit.data.inputs import ImageInputs
 from trainkit.data.normalization import normalization
 
 WHO = "image_folder"
@@ -291,3 +291,12 @@ def _unreadable(files: list[Path]) -> list[str]:
                 problems.append(f"{WHO}: {err}. Replace or remove that file.")
                 chunk = chunk[chunk.index(err.path) + 1:]
     return problems
+
+
+class FolderInputs(ImageInputs):
+    """New inputs for a model trained on an image folder (`trainkit predict`): as for any image data, but where its
+    training images were resized (data.size), new ones are resized the same way, so they are what the model saw."""
+
+    def __init__(self, meta: DataMeta, data: dict) -> None:
+        super().__init__(meta, data)
+        self.resize = data.get("size") is not None

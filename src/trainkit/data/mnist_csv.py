@@ -5,6 +5,7 @@ It checks every row and names the bad one, and caches what it parsed; the batch 
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ import torch
 
 from trainkit.data.base import SPLITS, DataError, DataMeta, DataSplits, Split, asked_splits, carve
 from trainkit.data.cache import cached
+from trainkit.data.images import SUFFIXES
 from trainkit.data.index_csv import Where, is_index_header, names_image, read_index
+from trainkit.data.inputs import DECODE_CHUNK, ImageInputs, Inputs
 from trainkit.data.normalization import normalization
 
 PIXELS = 784
@@ -420,3 +423,34 @@ def _as_int(text: str) -> int | None:
     """The whole number `text` spells, or None."""
     text = text.strip()
     return int(text) if _INTEGER.fullmatch(text) else None
+
+
+class PixelRowInputs(ImageInputs):
+    """New inputs for an MNIST model (`trainkit predict`): a CSV of pixel rows, one image per line (Kaggle's test.csv,
+    no label column; with one, the predictions are scored against it) → a Kaggle submission `ImageId,Label`, ids from
+    1 in input order; or image files as for any image data."""
+
+    def expected(self) -> str:
+        return f"a CSV of pixel rows ({math.prod(IN_SHAPE)} values per line, e.g. Kaggle's test.csv), {super().expected()}"
+
+    def read(self, path: Path) -> Inputs:
+        if path.is_file() and path.suffix.lower() not in SUFFIXES and _first_line_fields(path) >= math.prod(IN_SHAPE):
+            split = read_split(str(path), layout="auto", key="input", cache=False)  # one pass: no cache files
+            x = split.x
+            chunks = ((x[s:s + DECODE_CHUNK], [[str(i + 1)] for i in range(s, min(s + DECODE_CHUNK, len(x)))])
+                      for s in range(0, len(x), DECODE_CHUNK))
+            return Inputs("pixel_rows", len(x), ["ImageId"], chunks, split.y, output="submission.csv",
+                          submission="Label")
+        return super().read(path)
+
+    def index_csv(self, path: Path) -> tuple[list[Path], list[str]]:
+        try:
+            return super().index_csv(path)
+        except DataError as err:
+            pixels = math.prod(IN_SHAPE)
+            raise DataError(f"{err} (a pixel CSV has {pixels} or {pixels + 1} fields per line)") from None
+
+
+def _first_line_fields(path: Path) -> int:
+    with open(path, "rb") as f:
+        return f.readline(1 << 16).count(b",") + 1

@@ -14,7 +14,7 @@ from trainkit.data.base import DataMeta, Split
 
 @dataclass
 class EvalInputs:
-    """One split of a restored run, ready to be judged."""
+    """One split of a restored run, ready to be judged (by the task's `report`)."""
 
     task: Any  # a restored task, modules in eval mode
     loader: Iterable  # normalized (x, y) batches of the split, in the split's order
@@ -25,16 +25,23 @@ class EvalInputs:
     autocast: Callable[[], ContextManager[Any]]
     limit: int | None = None  # at most this many batches (trainer.limit_eval_batches)
     train: Split | None = None  # the training split as stored, where the report wants it and it can be read
+    # Another checkpoint's task, restored in eval mode (e.g. a GAN's judge: a classifier of the same data).
+    restore: Callable[[str], Any] | None = None
 
 
 @dataclass
-class EvalOptions:
-    """`eval.*`: what a report shows beyond its numbers."""
+class NoOptions:
+    """The `eval.*` options of a task whose report has none."""
 
-    misclassified: int = 32  # classification: the most confidently misclassified images in misclassified.png
-    samples: int = 64  # GAN: generated images in samples.png
-    feature_ckpt: str | None = None  # GAN on images: a classifier checkpoint trained on the same data
-    feature_task: Any = None  # that checkpoint, restored (the eval command restores it; the GAN checks it)
+
+@dataclass
+class ReportTable:
+    """A table of a report, which `trainkit eval` prints under its metrics."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    right: list[str] = field(default_factory=list)  # the columns aligned right (numbers)
 
 
 @dataclass
@@ -43,6 +50,7 @@ class Report:
     details: dict[str, Any] = field(default_factory=dict)  # the rest of the numbers, JSON-ready
     images: dict[str, Image.Image] = field(default_factory=dict)  # file stem → picture
     notes: list[str] = field(default_factory=list)  # lines for the console
+    tables: list[ReportTable] = field(default_factory=list)  # printed under the metrics
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from trainkit.reports.base import EvalInputs, Report, class_names, pixels01
+from trainkit.reports.base import EvalInputs, Report, ReportTable, class_names, pixels01
 from trainkit.reports.inference import collect
 from trainkit.reports.measures import confusion_matrix, per_class_accuracy
 from trainkit.reports.render import confusion_image, image_grid
@@ -40,7 +40,11 @@ def report(inputs: EvalInputs, misclassified: int = 32) -> Report:
         "confusion_matrix": matrix.tolist(),  # rows: true class, columns: predicted class
         "misclassified": shown,  # the most confident mistakes first
     }
-    return Report({}, details, images)
+    rows = [[row["class"], str(row["samples"]), "" if row["accuracy"] is None else f"{row['accuracy']:.2%}",
+             row["most_confused_with"] or ""] for row in per_class]
+    table = ReportTable(f"{inputs.split} accuracy per class", ["class", "samples", "accuracy", "most often taken for"],
+                        rows, right=["samples", "accuracy", "most often taken for"])
+    return Report({}, details, images, tables=[table])
 
 
 def _most_confused(matrix: torch.Tensor, i: int, names: list[str]) -> str | None:

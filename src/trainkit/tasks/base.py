@@ -9,6 +9,7 @@ here (plus its registration in trainkit/registry.py); no command and no loop eve
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -16,10 +17,11 @@ from torch import Tensor, nn
 
 from trainkit.data.base import DataMeta
 from trainkit.errors import ConfigError
+from trainkit.reports.base import NoOptions
 
 if TYPE_CHECKING:
     from trainkit.engine.optimization import Optimization
-    from trainkit.reports.base import Drawn, EvalInputs, EvalOptions, Report
+    from trainkit.reports.base import Drawn, EvalInputs, Report
 
 Batch = tuple[Tensor, Tensor]
 
@@ -28,11 +30,30 @@ class CannotDo(ConfigError):
     """A command that this kind of model has no meaning for (predict on a GAN, sample from a classifier)."""
 
 
+@dataclass
+class Predictions:
+    """What a task predicts for a batch of raw inputs."""
+
+    columns: dict[str, list[Any]]  # what `trainkit predict` writes for each input, the prediction first
+    values: list[Any]  # the prediction per input as plain values: what `trainkit.load(...).predict` returns
+
+
 class Task(Protocol):
+    """The contract of a task; docs/extending.md explains each part with a complete example. A task class is
+    constructed as `cls(model, meta, **task.* keys)` (plus `examples=`, a few stored samples, where its signature
+    takes it). `io_shapes` and `score` are optional: build and predict skip what a task does not define."""
+
     monitor: str  # validation metric that picks the best checkpoint, e.g. "val/acc"
     monitor_mode: str  # "max" or "min"
     meta: DataMeta  # the data it was built for: shapes, classes, normalization (stored in every checkpoint)
     report_uses_train: bool  # eval also reads the training split, where it can, for the report's reference figures
+    eval_options: type  # a dataclass: the `eval.*` options of its report (trainkit eval), with their defaults
+
+    @staticmethod
+    def io_shapes(meta: DataMeta) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """Optional. (one sample's shape in, one sample's output shape out) of the model this task trains on `meta`:
+        before anything is allocated, build runs a batch of that shape through the model on the meta device and
+        refuses a model whose output is not that shape. None: no check."""
 
     # --- training (the loop) -------------------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
@@ -56,13 +77,18 @@ class Task(Protocol):
         """Images to keep after each epoch (name → C×H×W in [0, 1]); most tasks return {}."""
 
     # --- after training (eval, predict, export, sample); modules are in eval mode --------------------------
-    def report(self, inputs: EvalInputs, options: EvalOptions) -> Report:
-        """`trainkit eval`: the numbers, details and pictures that judge the model on one split."""
+    def report(self, inputs: EvalInputs, options: Any) -> Report:
+        """`trainkit eval`: the numbers, details, tables and pictures that judge the model on one split; `options` is
+        an `eval_options` built from the command's `eval.*` keys."""
 
-    def predict(self, x: Tensor) -> dict[str, list[Any]]:
+    def predict(self, x: Tensor) -> Predictions:
         """`trainkit predict` and `trainkit.load(...).predict`: a batch of raw inputs (as stored on disk) → output
-        columns of plain values, e.g. {"label": ["cat", ...], "confidence": [0.93, ...]}, one value per input;
-        the first column is the prediction. Raises CannotDo for a task that takes no input."""
+        columns of plain values, e.g. {"label": ["cat", ...], "confidence": [0.93, ...]}, one value per input,
+        and the prediction per input. Raises CannotDo for a task that takes no input."""
+
+    def score(self, values: list[Any], targets: Tensor) -> dict[str, float]:
+        """Optional. How well predictions (`Predictions.values`) match stored targets: `trainkit predict` prints it
+        for inputs that carry labels, e.g. {"accuracy": 0.97}."""
 
     def deployable(self) -> nn.Module:
         """`trainkit export` and `trainkit.load`: the module a user runs, raw inputs in (the normalization
@@ -86,6 +112,7 @@ class SingleNetTask:
     monitor: str
     monitor_mode: str
     report_uses_train = False
+    eval_options: type = NoOptions
 
     def __init__(self, net: nn.Module, meta: DataMeta) -> None:
         self.net = self.train_net = net  # train_net: the same net, or its DDP wrapper when data-parallel

@@ -8,6 +8,7 @@ predict, export): CIFAR-like photographs, not digits or text."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,8 +18,20 @@ from torch import Tensor, nn
 from trainkit.data.base import DataMeta
 from trainkit.engine.optimization import Optimization
 from trainkit.errors import ConfigError
-from trainkit.reports.base import EvalInputs, EvalOptions, Report, class_names
-from trainkit.tasks.base import Batch, SingleNetTask
+from trainkit.reports.base import EvalInputs, Report, class_names
+from trainkit.tasks.base import Batch, Predictions, SingleNetTask
+
+
+@dataclass
+class ClassificationEvalOptions:
+    """`trainkit eval`'s options for a classifier."""
+
+    misclassified: int = 32  # the most confidently misclassified images shown in misclassified.png (0: none)
+
+    def __post_init__(self) -> None:
+        if self.misclassified < 0:
+            raise ConfigError(f"eval.misclassified={self.misclassified} must be 0 or more: how many of the most "
+                              f"confidently misclassified images misclassified.png shows.")
 
 
 class FlipAverage(nn.Module):
@@ -36,6 +49,7 @@ class FlipAverage(nn.Module):
 
 class ClassificationTask(SingleNetTask):
     monitor, monitor_mode = "val/acc", "max"
+    eval_options = ClassificationEvalOptions
 
     def __init__(self, net: nn.Module, meta: DataMeta, label_smoothing: float = 0.0, tta_flip: bool = False) -> None:
         super().__init__(net, meta)
@@ -74,15 +88,22 @@ class ClassificationTask(SingleNetTask):
             return super().deployable()
         return nn.Sequential(RawInput(self.meta), self.eval_net).to(next(self.net.parameters()).device).eval()
 
-    def report(self, inputs: EvalInputs, options: EvalOptions) -> Report:
+    def report(self, inputs: EvalInputs, options: ClassificationEvalOptions) -> Report:
         from trainkit.reports import classification
 
         return classification.report(inputs, options.misclassified)
 
-    def predict(self, x: Tensor) -> dict[str, list[Any]]:
+    def predict(self, x: Tensor) -> Predictions:
         confidence, label = torch.softmax(self._raw_outputs(x), 1).max(1)
         names = class_names(self.meta)
-        return {"label": [names[k] for k in label.tolist()], "confidence": [round(c, 4) for c in confidence.tolist()]}
+        labels = [names[k] for k in label.tolist()]
+        return Predictions({"label": labels, "confidence": [round(c, 4) for c in confidence.tolist()]}, labels)
+
+    def score(self, values: list[Any], targets: Tensor) -> dict[str, float]:
+        """The share of inputs whose predicted class name is their label's."""
+        names = class_names(self.meta)
+        expected = [names[k] for k in targets.tolist()]
+        return {"accuracy": sum(p == e for p, e in zip(values, expected)) / max(len(expected), 1)}
 
     def describe(self, uint8_input: bool = False) -> dict[str, Any]:
         return {"task": "classification", "input": self._input(uint8_input), "normalization": self._normalization(),

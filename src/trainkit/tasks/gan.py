@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,9 +22,10 @@ from torchvision.utils import make_grid
 
 from trainkit.data.base import DataMeta, Split
 from trainkit.engine.optimization import Optimization
+from trainkit.errors import ConfigError
 from trainkit.models.gan import GAN
-from trainkit.reports.base import Drawn, EvalInputs, EvalOptions, Report
-from trainkit.tasks.base import Batch, CannotDo
+from trainkit.reports.base import Drawn, EvalInputs, Report
+from trainkit.tasks.base import Batch, CannotDo, Predictions
 
 _EVAL_NOISE_SEED = 1234  # fixed noise at validation: val/mmd moves only when the weights do
 
@@ -54,9 +56,29 @@ def build_gan(meta: DataMeta, arch: str = "auto", latent_dim: int = 64, g_hidden
                GANTask.bounds(meta), meta.num_outputs if conditional else 0)
 
 
+@dataclass
+class GANEvalOptions:
+    """`trainkit eval`'s options for a GAN."""
+
+    samples: int = 64  # generated images in samples.png
+    # A classifier checkpoint trained on the same images (model=mlp or cnn): the Fréchet distance between real and
+    # generated images in its penultimate layer (test/fd), and the classes it sees in the generated images.
+    feature_ckpt: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ConfigError(f"eval.samples={self.samples} must be at least 1: the generated images samples.png shows.")
+
+
 class GANTask:
     monitor, monitor_mode = "val/mmd", "min"
     report_uses_train = True  # the floor of each distance: real training samples against the real split
+    eval_options = GANEvalOptions
+
+    @staticmethod
+    def io_shapes(meta: DataMeta) -> None:
+        """No shape check before training: the generator's input size is its own (model.latent_dim)."""
+        return None
 
     def __init__(self, gan: GAN, meta: DataMeta, examples: Split | None = None, num_points: int = 512,
                  real_label: float = 0.9) -> None:
@@ -186,16 +208,19 @@ class GANTask:
 
 
     # --- after training -----------------------------------------------------------------------------------
-    def report(self, inputs: EvalInputs, options: EvalOptions) -> Report:
+    def report(self, inputs: EvalInputs, options: GANEvalOptions) -> Report:
+        """Distances to the real split; on images, with `eval.feature_ckpt`, the Fréchet distance in the feature
+        space of that classifier (this task's judge, restored here) and the classes it sees."""
         from trainkit.reports import gan
 
         classifier = None
-        if options.feature_task is not None:
+        if options.feature_ckpt:
+            judge = inputs.restore(options.feature_ckpt)
             if self.joint:
                 rep = gan.report(inputs, options.samples)
                 rep.notes.append("eval.feature_ckpt is for GANs on images; for points the raw-value distance is reported")
                 return rep
-            classifier = self._feature_classifier(options.feature_ckpt, options.feature_task)
+            classifier = self._feature_classifier(options.feature_ckpt, judge)
         return gan.report(inputs, options.samples, classifier)
 
     def _feature_classifier(self, path: str | None, task: Any) -> Any:
@@ -212,7 +237,7 @@ class GANTask:
                            f"model=cnn on data={self.meta.name}.")
         return task
 
-    def predict(self, x: Tensor) -> dict[str, list[Any]]:
+    def predict(self, x: Tensor) -> Predictions:
         raise CannotDo("this is a GAN: it takes no inputs to predict from. Draw new samples with "
                        "`trainkit sample ckpt=PATH n=64`.")
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from trainkit.engine.optimization import Optimization
-from trainkit.reports.base import EvalInputs, EvalOptions, Report
-from trainkit.tasks.base import Batch, SingleNetTask
+from trainkit.reports.base import EvalInputs, NoOptions, Report
+from trainkit.tasks.base import Batch, Predictions, SingleNetTask
 
 
 class RegressionTask(SingleNetTask):
@@ -29,7 +30,7 @@ class RegressionTask(SingleNetTask):
         pred = self.net(x).float()
         return {"loss": F.mse_loss(pred, y), "mae": (pred - y).abs().mean()}
 
-    def report(self, inputs: EvalInputs, options: EvalOptions) -> Report:
+    def report(self, inputs: EvalInputs, options: NoOptions) -> Report:
         from trainkit.reports import regression
 
         return regression.report(inputs)
@@ -38,9 +39,15 @@ class RegressionTask(SingleNetTask):
         k = self.meta.num_outputs
         return ["prediction"] if k == 1 else [f"prediction_{i}" for i in range(k)]
 
-    def predict(self, x: Tensor) -> dict[str, list[Any]]:
+    def predict(self, x: Tensor) -> Predictions:
         out = self._raw_outputs(x).reshape(len(x), self.meta.num_outputs)
-        return {name: out[:, i].tolist() for i, name in enumerate(self._columns())}
+        values = out[:, 0].tolist() if self.meta.num_outputs == 1 else out.tolist()
+        return Predictions({name: out[:, i].tolist() for i, name in enumerate(self._columns())}, values)
+
+    def score(self, values: list[Any], targets: Tensor) -> dict[str, float]:
+        """The mean absolute error of the predictions against the stored targets."""
+        predicted = torch.tensor(values, dtype=torch.float32).reshape(len(values), -1)
+        return {"mae": (predicted - targets.float().reshape(len(values), -1)).abs().mean().item()}
 
     def describe(self, uint8_input: bool = False) -> dict[str, Any]:
         return {"task": "regression", "input": self._input(uint8_input), "normalization": self._normalization(),
