@@ -1,38 +1,110 @@
-"""trainkit from Python (notebooks, scripts): `train` runs exactly what `trainkit train` runs; `load` gives a
-trained model back from its checkpoint alone, ready for raw inputs as they are stored on disk.
+"""trainkit from Python (notebooks, scripts), in this process: the same configs, run directories, logs and
+checkpoints as the command line, without touching sys.argv, the root logger or any module's globals.
 
     import trainkit
-    summary = trainkit.train(["model=cnn", "data=mnist_csv", "data.train_csv=train.csv"])
+    summary = trainkit.train(["model=cnn", "data=mnist_csv", "data.train_csv=train.csv"])      # `trainkit train ...`
+    trainer = trainkit.make_trainer(data={"name": "mnist_csv", "train_csv": "train.csv"}, model="cnn")
+    summary = trainer.run()                                                                     # no config file
     model = trainkit.load(summary["checkpoints"]["best"])
     model.predict(pixels)  # class names
+    table = trainkit.runs("outputs/multirun/2026-01-01/12-00-00")                               # a DataFrame
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from trainkit.errors import UserError
+from trainkit.errors import ConfigError, UserError
+
+
+def _strings(value: Any, what: str, example: str) -> list[str]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigError(f"{what} takes a list of strings, e.g. {example}; it was given {type(value).__name__} "
+                          f"{str(value)[:80]!r}.")
+    items = list(value)
+    wrong = [v for v in items if not isinstance(v, str)]
+    if wrong:
+        raise ConfigError(f"{what} takes a list of strings, e.g. {example}; {wrong[0]!r} is a "
+                          f"{type(wrong[0]).__name__}.")
+    return items
+
+
+def run(name: str, overrides: Iterable[str] = (), callbacks: Iterable[Any] = ()) -> Any:
+    """`trainkit NAME OVERRIDES` in this process (train, eval, predict, export, sample, data check): the same checks,
+    run directory and files; returns what the command returns (train: the summary dict) and raises trainkit's error
+    (a UserError with the one-paragraph message) where the command would exit 1 or 2. Sweeps (-m) run from the
+    command line."""
+    from trainkit.cli.inprocess import run as run_command
+
+    args = _strings(overrides, f"trainkit.{'train' if name == 'train' else 'api.run'}", '["model=cnn"]')
+    return run_command(name, args, tuple(callbacks))
 
 
 def train(overrides: Iterable[str] = (), callbacks: Iterable[Any] = ()) -> dict[str, Any]:
     """`trainkit train OVERRIDES` in this process: the same configs, run directory, logs and checkpoints. Returns
     the run's summary (summary.json: run_dir, best and test metrics, checkpoint paths); raises trainkit's error
     (a UserError with the one-paragraph message) where the command would exit 1. `callbacks`:
-    trainkit.trainer.Callback objects attached to the run's Trainer."""
-    from trainkit.cli import run
-    from trainkit.trainer import ATTACHED
+    trainkit.Callback objects attached to the run's Trainer."""
+    return run("train", overrides, callbacks)
 
-    token = ATTACHED.set(tuple(callbacks))
-    try:
-        return run("train", [str(o) for o in overrides])
-    finally:
-        ATTACHED.reset(token)
+
+GROUPS = ("data", "model", "task", "optimizer", "scheduler")
+
+
+def _group(value: Any, key: str) -> dict[str, Any]:
+    """A component by name (`"cnn"`), or its name and keyword arguments (`{"name": "cnn", "channels": [32]}`)."""
+    if isinstance(value, str):
+        return {"name": value}
+    if isinstance(value, Mapping) and isinstance(value.get("name"), str):
+        return dict(value)
+    raise ConfigError(f"make_trainer({key}=...) takes a registered {key} by name, e.g. {key}=\"NAME\", or a dict with "
+                      f"its name and keyword arguments, e.g. {key}={{\"name\": \"NAME\", ...}}; it was given "
+                      f"{type(value).__name__} {str(value)[:60]!r}.")
+
+
+def _logger(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {"tensorboard": {}}
+    if isinstance(value, str):
+        return {value: {}}
+    if isinstance(value, Mapping):
+        return {str(k): dict(v or {}) for k, v in value.items()}
+    return {name: {} for name in _strings(value, "make_trainer(logger=...)", '["tensorboard", "csv"]')}
+
+
+def make_trainer(run_dir: str | Path | None = None, *, data: Any, model: Any, task: Any = "auto",
+                 optimizer: Any = "adam", scheduler: Any = "none", trainer: Mapping[str, Any] | None = None,
+                 seed: int = 0, logger: Any = None, callbacks: Iterable[Any] = (),
+                 plugins: Iterable[str] = ()) -> Any:
+    """A trainkit.Trainer of registered components, chosen by name with keyword arguments and no config file: each of
+    data, model, task, optimizer and scheduler is a name or a dict of its name and keyword arguments (what its
+    `*.key=value` overrides would be); `trainer`: trainer settings (trainkit.engine.settings.TrainerSettings keys);
+    `logger`: a tracker's name, a list of names, or {name: options}. `run_dir`: default a new
+    outputs/<date>/<time>/. The defaults are the components' own (their signatures'), not configs/' YAML files.
+    Call `.run()` for fit, test and the summary; its checkpoints work with trainkit eval, predict and export."""
+    from trainkit import registry
+    from trainkit.build import build_trainer, preflight
+    from trainkit.rundirs.claim import claim, write_hydra_files
+
+    modules = _strings(plugins, "make_trainer(plugins=...)", '["my_project.nets"]')
+    registry.load_plugins(modules)
+    if isinstance(trainer, (str, bytes)) or (trainer is not None and not isinstance(trainer, Mapping)):
+        raise ConfigError(f"make_trainer(trainer=...) takes a dict of trainer settings, e.g. "
+                          f"trainer={{\"max_epochs\": 5}}; it was given {type(trainer).__name__}.")
+    recipe = {key: _group(value, key) for key, value in zip(GROUPS, (data, model, task, optimizer, scheduler))}
+    recipe.update(trainer=dict(trainer or {}), seed=seed, logger=_logger(logger), plugins=modules, resume=None)
+    preflight(recipe)  # before a run directory exists
+    run_dir = Path(claim(time.strftime("outputs/%Y-%m-%d/%H-%M-%S")) if run_dir is None else run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_hydra_files(run_dir, recipe, [], "train")
+    return build_trainer(recipe, run_dir, callbacks=callbacks)
 
 
 class Model:
@@ -50,7 +122,12 @@ class Model:
         self.input_shape = tuple(self.task.example_input(1).shape[1:])  # one sample of what `module` takes
 
     def _shaped(self, x: Any) -> Tensor:
-        x = torch.as_tensor(x)
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise UserError(f"trainkit.load({self.checkpoint}): inputs must be numbers (a tensor, a numpy array or "
+                            f"nested lists of numbers), not {type(x).__name__} ({' '.join(str(exc).split())[:100]})."
+                            ) from None
         shape = self.input_shape
         if tuple(x.shape[1:]) == shape:
             return x
@@ -73,10 +150,7 @@ class Model:
     def predict(self, x: Any) -> list[Any]:
         """The prediction per input, as `trainkit predict` writes it: a classifier's class names, a regression's
         values (a list per sample where there are several targets)."""
-        columns = list(self.task.predict(self._shaped(x)).values())
-        if len(columns) > 1 and all(isinstance(v, float) for column in columns for v in column):
-            return [list(row) for row in zip(*columns)]  # several numeric outputs per sample
-        return columns[0]
+        return self.task.predict(self._shaped(x)).values
 
     def sample(self, n: int, seed: int = 0) -> Any:
         """`n` new samples, for a model that generates (trainkit sample): a PIL image and, for points, a table."""
@@ -92,7 +166,22 @@ def load(checkpoint: str | Path, device: str | None = None, plugins: Iterable[st
     from trainkit import registry
     from trainkit.restore import restore
 
-    registry.load_plugins(list(plugins))
-
+    if not isinstance(checkpoint, (str, Path)):
+        raise ConfigError(f"trainkit.load takes a checkpoint's path (a .ckpt file or a run directory), not "
+                          f"{type(checkpoint).__name__}.")
+    if device is not None and not isinstance(device, str):
+        raise ConfigError(f"trainkit.load(device=...) takes a device name such as \"cpu\" or \"cuda\", not "
+                          f"{type(device).__name__}.")
+    registry.load_plugins(_strings(plugins, "trainkit.load(plugins=...)", '["my_project.nets"]'))
     overrides = OmegaConf.create({"trainer": {"device": device}}) if device else None
     return Model(restore(checkpoint, overrides))
+
+
+def runs(path: str | Path = "outputs") -> Any:
+    """Every training run at or below `path` (single runs and sweep jobs) as a pandas DataFrame, newest first."""
+    from trainkit.rundirs.frame import runs_frame
+
+    if not isinstance(path, (str, Path)):
+        raise ConfigError(f"trainkit.runs takes a folder's path, e.g. trainkit.runs(\"outputs\"), not "
+                          f"{type(path).__name__}.")
+    return runs_frame(Path(path))

@@ -14,10 +14,10 @@ from rich.table import Table
 
 from trainkit import registry
 from trainkit.build import LOADER_KEYS, build_data, build_loaders, to_dict
+from trainkit.commands import Context
 from trainkit.data.base import DataError, DataSplits
 from trainkit.data.check import Report, summarize
 from trainkit.errors import UserError
-
 
 PREVIEW_IMAGES = 64  # of the first batch, in the preview: 8 rows of 8 stay legible
 
@@ -28,10 +28,10 @@ class CheckFailed(DataError):
     keeps_run_dir = True
 
 
-def check(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
+def check(cfg: DictConfig, ctx: Context) -> dict[str, Any]:
     """Load the data as `trainkit train` would, print a summary and every problem; raise if one is fatal."""
     try:
-        return _check(cfg, console)
+        return _check(cfg, ctx.console)
     except CheckFailed:
         raise
     except UserError as err:  # e.g. a required key with no value: same exit, and the working dir stays
@@ -158,12 +158,7 @@ def prepare(argv: list[str]) -> int:
     console = Console(highlight=False, soft_wrap=True)
     from trainkit.data.prepare import prepare_mnist_csv
 
-    try:
-        written = prepare_mnist_csv(args.source, args.out, download=args.download)
-    except UserError as err:
-        console.print("[bold red]error:[/bold red] ", end="")
-        console.print(str(err), markup=False)
-        return 1
+    written = prepare_mnist_csv(args.source, args.out, download=args.download)  # an error: the CLI says it
     table = Table(title=f"MNIST CSV files in {args.out}")
     for column in ("file", "layout", "rows", "labels", "MB"):
         table.add_column(column, justify="right" if column in ("rows", "MB") else "left")

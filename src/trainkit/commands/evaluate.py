@@ -12,28 +12,32 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from trainkit.commands import Context
 from trainkit.engine.loop import evaluate, num_batches
 from trainkit.errors import ConfigError
 from trainkit.logging.text import number, shown
-from trainkit.reports.base import EvalInputs, EvalOptions, Report
+from trainkit.registry import call_with
+from trainkit.reports.base import EvalInputs, Report
 from trainkit.restore import eval_loader, read_split, restore
 
 
-def _options(cfg: DictConfig) -> EvalOptions:
-    opts = EvalOptions(**OmegaConf.to_container(cfg.eval, resolve=True)) if "eval" in cfg else EvalOptions()
-    if opts.misclassified < 0 or opts.samples < 1:
-        raise ConfigError(f"eval.misclassified={opts.misclassified} must be 0 or more and eval.samples="
-                          f"{opts.samples} at least 1.")
-    return opts
+def _options(cfg: DictConfig, task: Any) -> Any:
+    """The task's own `eval.*` options (its `eval_options` dataclass): a key it does not have names the ones it has."""
+    values = OmegaConf.to_container(cfg.eval, resolve=True) if cfg.get("eval") is not None else {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"eval={values!r} is not a group of options: give them as eval.KEY=VALUE.")
+    return call_with(task.eval_options, values, "eval", f"the report of this checkpoint's task "
+                     f"({type(task).__name__})")
 
 
-def run_eval(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
-    opts = _options(cfg)
+def run_eval(cfg: DictConfig, ctx: Context) -> dict[str, Any]:
+    run_dir, console = ctx.run_dir, ctx.console
     split = str(cfg.split)
     if split not in ("test", "val"):
         raise ConfigError(f"split={split!r}: choose split=test or split=val.")
-    restored = restore(cfg.ckpt, cfg)
+    restored = restore(cfg.ckpt, cfg, line=ctx.line)
     task = restored.task
+    opts = _options(cfg, task)
     data, train = read_split(restored, split, with_train=task.report_uses_train)
     stored = data.test if split == "test" else data.val
     if stored is None or stored.y is None:
@@ -45,10 +49,8 @@ def run_eval(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]
     limit = num_batches(loader, restored.settings.limit_eval_batches)  # a count, or a fraction of the split
     metrics = evaluate(task, loader, restored.autocast, f"{split}/", limit)
     samples = min(loader.num_samples, limit * loader.batch_size)
-    if opts.feature_ckpt:
-        opts.feature_task = restore(opts.feature_ckpt).task
     inputs = EvalInputs(task, loader, stored.x[:samples], stored.y[:samples], restored.meta, split,
-                        restored.autocast, limit, train)
+                        restored.autocast, limit, train, restore=lambda path: restore(path, line=ctx.line).task)
     report = task.report(inputs, opts)
     metrics.update(report.scalars)
     files = {name: run_dir / f"{name}.png" for name in report.images}
@@ -71,7 +73,7 @@ def run_eval(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]
 
 
 def _tensorboard(run_dir: Path, epoch: int, split: str, metrics: dict[str, float], report: Report) -> None:
-    from trainkit.logging.tensorboard import TensorBoardLog  # tensorboard is slow to import
+    from trainkit.logging.trackers.tensorboard import TensorBoardLog
     from trainkit.reports.render import to_tensor
 
     tb = TensorBoardLog(run_dir / "tensorboard")
@@ -91,15 +93,13 @@ def _print(console: Console, cfg: DictConfig, result: dict[str, Any], report: Re
     for key, value in result["metrics"].items():
         table.add_row(key, number(value))
     console.print(table)
-    per_class = report.details.get("per_class")
-    if per_class:
-        classes = Table(title=f"{split} accuracy per class")
-        for column in ("class", "samples", "accuracy", "most often taken for"):
-            classes.add_column(column, justify="left" if column == "class" else "right")
-        for row in per_class:
-            acc = "" if row["accuracy"] is None else f"{row['accuracy']:.2%}"
-            classes.add_row(row["class"], str(row["samples"]), acc, row["most_confused_with"] or "")
-        console.print(classes)
+    for shown_table in report.tables:
+        table = Table(title=shown_table.title)
+        for column in shown_table.columns:
+            table.add_column(column, justify="right" if column in shown_table.right else "left")
+        for row in shown_table.rows:
+            table.add_row(*row)
+        console.print(table)
     for note in report.notes:
         console.print(note, highlight=False)
     for name, path in result["files"].items():

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from torch import Tensor, nn
 
+from trainkit.commands import Context
 from trainkit.errors import ConfigError
 from trainkit.extras import require_onnx
 from trainkit.logging.text import shown
@@ -37,13 +38,14 @@ LOADERS = {
 }
 
 
-def run_export(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
+def run_export(cfg: DictConfig, ctx: Context) -> dict[str, Any]:
+    run_dir, console = ctx.run_dir, ctx.console
     fmt = str(cfg.format)
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r} is not an export format; choose format= one of: {', '.join(FORMATS)}.")
     if fmt == "onnx":
         require_onnx()  # before the slow part
-    restored = restore(cfg.ckpt, cfg)
+    restored = restore(cfg.ckpt, cfg, line=ctx.line)
     task = restored.task
     model = task.deployable().cpu()
     example = task.example_input(2)
@@ -62,7 +64,7 @@ def run_export(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, An
 
 def describe(restored: Restored, fmt: str) -> dict[str, Any]:
     """What a user of the file needs to know; stored inside it (trainkit.json) and printed."""
-    from trainkit import __version__
+    from trainkit.version import __version__
 
     return {
         "trainkit_version": __version__, "checkpoint": str(restored.path), "epoch": restored.epoch,

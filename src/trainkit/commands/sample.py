@@ -12,19 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
-from rich.console import Console
 
+from trainkit.commands import Context
 from trainkit.errors import ConfigError
 from trainkit.logging.text import shown
 from trainkit.restore import restore
 from trainkit.tasks.base import CannotDo
 
 
-def run_sample(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
+def run_sample(cfg: DictConfig, ctx: Context) -> dict[str, Any]:
+    run_dir, console = ctx.run_dir, ctx.console
     n = int(cfg.n)
     if n < 1:
         raise ConfigError(f"n={n} must be at least 1: the number of samples to draw.")
-    restored = restore(cfg.ckpt, cfg)
+    restored = restore(cfg.ckpt, cfg, line=ctx.line)
     seed = int(restored.recipe.seed)
     try:
         drawn = restored.task.sample(n, seed, int(cfg.nrow) if cfg.get("nrow") else None)

@@ -5,9 +5,9 @@ basic sweeper does, so job N is the same job). Each job then goes by what its di
 alone and keep their rows; an interrupted (or killed) job with a checkpoint resumes from it, exactly, with
 `trainkit train ... resume=JOBDIR`; a job that never started runs in the directory the sweep would have given it;
 a failed job runs again, from scratch, only with --retry-failed. Every job runs as its own `trainkit train` process,
-and sweep_summary.csv, sweep_curves.png and the table then cover every job (trainkit.sweep.report).
+and sweep_summary.csv, sweep_curves.png and the table then cover every job (trainkit.rundirs.sweeps.report).
 An Optuna search (hparams_search=...) is continued by its own command line, run again in DIR: its sweeper
-(trainkit.search) loads the study kept there and goes on until n_trials trials have finished.
+(trainkit.rundirs.search) loads the study kept there and goes on until n_trials trials have finished.
 """
 
 from __future__ import annotations
@@ -16,65 +16,15 @@ import argparse
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 
-from trainkit.errors import UserError
+from trainkit.rundirs.claim import quoted
+from trainkit.rundirs.sweeps import Job, SweepResumeError, multirun_config, plan, report
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-SEARCH_SWEEPER = "hydra_plugins.trainkit_optuna.OptunaSweeper"  # trainkit.search
-
-
-class SweepResumeError(UserError):
-    """A directory given to `trainkit sweep resume` that is not a sweep it can finish."""
-
-
-@dataclass
-class Job:
-    num: int
-    overrides: list[str]  # the job's own overrides, as Hydra hands them to it
-    dir: Path
-    status: str  # finished, failed, interrupted, crashed, running, or "not started"
-
-
-def _multirun(sweep_dir: Path) -> dict:
-    path = sweep_dir / "multirun.yaml"
-    if not path.is_file():
-        raise SweepResumeError(f"{sweep_dir} is not a sweep directory: it has no multirun.yaml, which Hydra writes "
-                               f"when `trainkit train -m ...` starts. Give the directory that the sweep's table named "
-                               f"(outputs/multirun/<date>/<time>).")
-    return yaml.safe_load(path.read_text()) or {}
-
-
-def plan(sweep_dir: Path) -> list[Job]:
-    """Every job of the sweep in DIR, in Hydra's order, with its directory and what that directory says."""
-    from hydra._internal.config_loader_impl import get_overrides_dirname
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from trainkit.commands.runs import read_run
-    from trainkit.rundirs import job_dir_name, job_number
-    from trainkit.sweep import job_dirs
-
-    hydra = _multirun(sweep_dir).get("hydra") or {}
-    task = [str(o) for o in (hydra.get("overrides") or {}).get("task") or []]
-    parser = OverridesParser.create()
-    (batch,) = BasicSweeper.split_arguments(parser.parse_overrides(task), None)
-    naming = (hydra.get("job") or {}).get("config", {}).get("override_dirname", {})
-    existing = {job_number(p): p for p in job_dirs(sweep_dir)}
-    jobs = []
-    for num, overrides in enumerate(batch):
-        found = existing.get(str(num))
-        if found is None:
-            dirname = get_overrides_dirname(parser.parse_overrides(overrides), naming.get("exclude_keys") or [],
-                                            naming.get("item_sep", ","), naming.get("kv_sep", "="))
-            jobs.append(Job(num, overrides, sweep_dir / job_dir_name(num, dirname), "not started"))
-        else:
-            jobs.append(Job(num, overrides, found, read_run(found).status))
-    return jobs
+SEARCH_SWEEPER = "hydra_plugins.trainkit_optuna.OptunaSweeper"  # trainkit.rundirs.search
 
 
 def _command(job: Job, sweep_dir: Path, retry_failed: bool) -> list[str] | None:
@@ -92,13 +42,8 @@ def _command(job: Job, sweep_dir: Path, retry_failed: bool) -> list[str] | None:
     return [*base, f"hydra.run.dir={quoted(job.dir)}"]
 
 
-def quoted(path: Path) -> str:
-    """A path as one Hydra override value: job directories have `=` and `,` in their names."""
-    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _sweeper(sweep_dir: Path) -> str:
-    hydra = _multirun(sweep_dir).get("hydra") or {}
+    hydra = multirun_config(sweep_dir).get("hydra") or {}
     sweeper = str((hydra.get("sweeper") or {}).get("_target_", BASIC_SWEEPER))
     if sweeper not in (BASIC_SWEEPER, SEARCH_SWEEPER):
         raise SweepResumeError(f"{sweep_dir} was run by {sweeper.rsplit('.', 1)[-1]}: `trainkit sweep resume` "
@@ -108,9 +53,9 @@ def _sweeper(sweep_dir: Path) -> str:
 
 
 def resume_search(sweep_dir: Path, retry_failed: bool, console: Console) -> int:
-    """Run the search's own command line again in its directory: the sweeper (trainkit.search) loads the study from
+    """Run the search's own command line again in its directory: the sweeper (trainkit.rundirs.search) loads the study from
     there, finishes the trials that were stopped, and runs new ones until n_trials have finished."""
-    hydra = _multirun(sweep_dir).get("hydra") or {}
+    hydra = multirun_config(sweep_dir).get("hydra") or {}
     if retry_failed:
         raise SweepResumeError(f"{sweep_dir} is an Optuna search: its failed trials are results that the sampler "
                                f"learns from and that count toward n_trials, so they are not run again. Resume it "
@@ -124,8 +69,6 @@ def resume_search(sweep_dir: Path, retry_failed: bool, console: Console) -> int:
 
 
 def resume(sweep_dir: Path, retry_failed: bool, console: Console) -> int:
-    from trainkit.sweep import report
-
     sweep_dir = Path(sweep_dir)
     if _sweeper(sweep_dir) == SEARCH_SWEEPER:
         return resume_search(sweep_dir, retry_failed, console)
@@ -158,10 +101,4 @@ def main(argv: list[str]) -> int:
     parser.add_argument("dir", type=Path, help="the sweep directory (outputs/multirun/<date>/<time>)")
     parser.add_argument("--retry-failed", action="store_true", help="also run the failed jobs again, from scratch")
     args = parser.parse_args(argv)
-    console = Console(highlight=False, soft_wrap=True)
-    try:
-        return resume(args.dir, args.retry_failed, console)
-    except UserError as err:
-        console.print("[bold red]error:[/bold red] ", end="")
-        console.print(str(err), markup=False)
-        return 1
+    return resume(args.dir, args.retry_failed, Console(highlight=False, soft_wrap=True))

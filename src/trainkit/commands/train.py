@@ -1,5 +1,6 @@
-"""`trainkit train`: find the run to resume, take the run directory's lock, and run the Trainer in it; with
-trainer.devices=N, launch N processes that do the same.
+"""`trainkit train`: find the run to resume, take the run directory's lock, build the Trainer from the config and run
+it; with trainer.devices=N, launch N processes that do the same. The cluster environment the process runs in
+(trainkit.clusters: one process, torchrun, SLURM) says how it joins its process group and what a pre-emption means.
 
 A process that runs again in the same job (a restart of torch elastic's process group, a requeued SLURM job)
 continues its run from the newest checkpoint in its run directory without being asked to.
@@ -10,19 +11,21 @@ from __future__ import annotations
 import gc
 import json
 import re
+import signal
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-from rich.console import Console
-
-from trainkit import registry, rundirs
+from trainkit import clusters, registry
+from trainkit.build import build_trainer
+from trainkit.commands import Context
 from trainkit.engine import checkpoint, distributed
 from trainkit.engine.signals import Interrupted, StopRequest
-from trainkit.errors import UserError
+from trainkit.errors import EXIT_CODES, UserError
 from trainkit.logging.text import shown
-from trainkit.trainer import ATTACHED, Trainer, resume_arg, write_summary
+from trainkit.rundirs import claim, resume
+from trainkit.trainer import Trainer, resume_arg, write_summary
+
 
 class GroupFailed(UserError):
     """A process of a data-parallel run failed, so every other one stopped too; the checkpoints stay."""
@@ -34,46 +37,53 @@ class GroupFailed(UserError):
         self.exit_code = exit_code
 
 
-RESTARTING = 75  # EX_TEMPFAIL: this process ends, and torch elastic starts the group again
+RESTARTING = EXIT_CODES["restart"]  # EX_TEMPFAIL: this process ends, and torch elastic starts the group again
 
 
-def train(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
+def train(cfg: Any, ctx: Context) -> dict[str, Any]:
     registry.load_plugins(cfg.get("plugins") or [])  # a launcher's worker process (joblib, SLURM) starts without them
-    distributed.from_slurm()
-    distributed.setup()  # a no-op for one process, and when the CLI already joined torchrun's group
+    cluster = clusters.detect(cfg.trainer.get("cluster", "auto"))
+    cluster.join()  # the process group, where the environment has several processes (a no-op for one)
     devices = int(cfg.trainer.get("devices", 1))
     if devices > 1 and distributed.world_size() == 1:
-        return _launch(cfg, run_dir, console, devices)
-    earlier = distributed.recall("error")
+        return _launch(cfg, ctx, devices, cluster)
+    earlier = cluster.recall("error")
     if earlier is not None:  # a restart would only replay the steps up to it
         if not distributed.is_main():
             raise SystemExit(1)  # rank 0 says why
         raise UserError(f"torch elastic restarted the processes, but a restart cannot help: {earlier}")
     try:
-        return _train(cfg, run_dir, console)
+        return _train(cfg, ctx, cluster)
     except UserError as exc:
         if not isinstance(exc, (Interrupted, GroupFailed)):  # a mistake or a diverged run, not a lost process
-            distributed.remember("error", str(exc))
+            cluster.remember("error", str(exc))
         raise
 
 
-def _train(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
+def _train(cfg: Any, ctx: Context, cluster: clusters.ClusterEnvironment) -> dict[str, Any]:
     main = distributed.is_main()
-    resume = _resume(cfg, run_dir, console) if main else None
-    resume = distributed.agree(resume)
-    if resume is not None:
-        run_dir = resume.run_dir
+    run_dir = ctx.run_dir
+    found = _resume(cfg, run_dir, ctx, cluster) if main else None
+    found = distributed.agree(found)
+    if found is not None:
+        run_dir = found.run_dir
     if main:
-        distributed.remember("run_dir", str(run_dir))  # where a restart of the process group continues
-    with rundirs.lock(run_dir) if main else nullcontext(), StopRequest() as stop:
-        trainer = Trainer(cfg, run_dir, console, callbacks=ATTACHED.get(), resume=resume, stop=stop)
-        if distributed.world_size() > 1:
-            _each_rank_keeps_its_partial_epoch(trainer)
+        cluster.remember("run_dir", str(run_dir))  # where a restart of the process group continues
+    with claim.lock(run_dir) if main else nullcontext(), StopRequest(cluster.stop_signals) as stop:
+        trainer = build_trainer(cfg, run_dir, resume=found.checkpoint if found else None, callbacks=ctx.callbacks,
+                                stop=stop, console=ctx.console)
+        for warning in trainer.data.warnings if main else []:
+            ctx.errors.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
         try:
             summary = trainer.run()
+        except Interrupted as exc:
+            requeued = cluster.requeue(exc.signum) if main else None
+            if requeued:
+                ctx.console.print(requeued)
+            raise
         except Exception as exc:
             if distributed.world_size() > 1 and distributed.lost_peer(exc):
-                raise _group_failed(trainer, run_dir, exc) from None
+                raise _group_failed(trainer, run_dir, exc, cluster) from None
             raise
     # Leave the process group before the interpreter exits: a gloo group still alive at exit can abort a worker
     # ("terminate called without an active exception") after the run has finished and saved. The trainer goes
@@ -84,48 +94,31 @@ def _train(cfg: DictConfig, run_dir: Path, console: Console) -> dict[str, Any]:
     return summary
 
 
-def _each_rank_keeps_its_partial_epoch(trainer: Trainer) -> None:
-    """Each rank sums the metrics of its own samples, but rank 0 alone writes checkpoints: a mid-epoch checkpoint
-    carries every rank's sums so far (`partial["ranks"]`), and each rank continues its epoch with its own, so a
-    resumed epoch's train/ metrics are those of an uninterrupted one."""
-    state, save = trainer.state, trainer.hooks.save_step
-    saved = state.partial.get("ranks")
-    if saved is not None and len(saved) == distributed.world_size():
-        state.partial = saved[distributed.rank()]
-
-    def save_step() -> None:  # the loop calls it on every rank after the same step
-        own = state.partial
-        state.partial = {**own, "ranks": distributed.gather(own)}
-        try:
-            save()
-        finally:
-            state.partial = own
-
-    trainer.hooks.save_step = save_step
-
-
-def _resume(cfg: DictConfig, run_dir: Path, console: Console) -> rundirs.Resume | None:
+def _resume(cfg: Any, run_dir: Path, ctx: Context, cluster: clusters.ClusterEnvironment) -> resume.Resume | None:
     newest = run_dir / "checkpoints" / "last.ckpt"
-    again = distributed.restarted()
+    again = cluster.restarted()
     if again and newest.is_file():  # the same job once more: its own run, whatever resume= says
-        console.print(f"{again}: continuing {shown(run_dir)} from its newest checkpoint.")
-        resume = rundirs.Resume(run_dir, newest, [])
+        ctx.console.print(f"{again}: continuing {shown(run_dir)} from its newest checkpoint.")
+        found = resume.Resume(run_dir, newest, [])
     elif cfg.get("resume"):
-        resume = rundirs.find_resume(str(cfg.resume), cfg, run_dir)
-        if resume is None:
-            console.print("resume=auto: no unfinished run with this config under outputs/; starting a new run.")
+        found = resume.find_resume(str(cfg.resume), cfg, run_dir)
+        if found is None:
+            ctx.console.print("resume=auto: no unfinished run with this config under outputs/; starting a new run.")
             return None
     else:
         return None
-    resume = rundirs.check_compatible(resume, checkpoint.load(resume.checkpoint)["config"], cfg)
-    rundirs.adopt(run_dir, resume.run_dir)
-    return resume
+    found = resume.check_compatible(found, checkpoint.load(found.checkpoint)["config"], cfg)
+    if found.changes:
+        ctx.console.print("changed since the checkpoint: " + ", ".join(f"{k} {old!r} → {new!r}"
+                                                                      for k, old, new in found.changes))
+    resume.adopt(run_dir, found.run_dir)
+    return found
 
 
-def _group_failed(trainer: Trainer, run_dir: Path, exc: Exception) -> GroupFailed:
+def _group_failed(trainer: Trainer, run_dir: Path, exc: Exception, cluster: clusters.ClusterEnvironment) -> GroupFailed:
     """What this process says when another one of its group is gone: the collective it was in failed."""
     gone = f"another process of this data-parallel run is gone ({_torch_said(exc)})"
-    left = distributed.restarts_left()
+    left = cluster.restarts_left()
     if left:
         return GroupFailed(f"{gone}. torch elastic restarts them all ({_restarts(left)} left), and they continue from "
                            f"the newest checkpoint in {shown(run_dir)}.", exit_code=RESTARTING)
@@ -155,24 +148,19 @@ def _continue_with(run_dir: Path) -> str:
             f"with the same command and {resume_arg(run_dir)}")
 
 
-def _launch(cfg: DictConfig, run_dir: Path, console: Console, devices: int) -> dict[str, Any]:
+def _launch(cfg: Any, ctx: Context, devices: int, cluster: clusters.ClusterEnvironment) -> dict[str, Any]:
     """`trainer.devices=N`: the same command in N processes (torch elastic launch) sharing this run directory;
     when one fails, all are restarted (trainer.max_restarts times) and continue from the newest checkpoint."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+    from trainkit.clusters.torchrun import launch
 
-    from trainkit.commands.sweep import quoted
-
-    console.print(f"data-parallel: {devices} processes, global batch {devices} × {cfg.data.batch_size} = "
-                  f"{devices * cfg.data.batch_size}")
+    run_dir = ctx.run_dir
+    ctx.console.print(f"data-parallel: {devices} processes, global batch {devices} × {cfg.data.batch_size} = "
+                      f"{devices * cfg.data.batch_size}")
     max_restarts = int(cfg.trainer.max_restarts)
-    hydra = HydraConfig.get()
-    # The user's own config directories (--config-dir) compose the same config in every process.
-    dirs = [f"--config-dir={source.path}" for source in hydra.runtime.config_sources
-            if source.provider == "command-line" and source.schema == "file"]
-    # A sweep job's directory (`3_data.batch_size=64,...`) holds `=` and `,`: quoted, it is one override value.
-    code = distributed.launch(devices, [*dirs, *hydra.overrides.task, f"hydra.run.dir={quoted(run_dir)}"],
-                              max_restarts)
+    # The user's own config directories (--config-dir) compose the same config in every process. A sweep job's
+    # directory (`3_data.batch_size=64,...`) holds `=` and `,`: quoted, it is one override value.
+    dirs = [f"--config-dir={d}" for d in ctx.config_dirs]
+    code = launch(devices, [*dirs, *ctx.overrides, f"hydra.run.dir={claim.quoted(run_dir)}"], max_restarts)
     summary = run_dir / "summary.json"  # rank 0 wrote it (a resumed run writes in the run it continued)
     result = json.loads(summary.read_text()) if summary.is_file() else {}
     if code > 128 and code not in (130, 143) and result.get("status") != "failed" and run_dir.is_dir():
@@ -181,9 +169,13 @@ def _launch(cfg: DictConfig, run_dir: Path, console: Console, devices: int) -> d
                  f"({_restarts(max_restarts)} used): {_continue_with(run_dir)}")
         write_summary(run_dir, {**result, "status": "failed", "run_dir": str(run_dir), "error": error})
         raise GroupFailed(error)
-    if code in (130, 143) or (code and HydraConfig.get().mode != RunMode.MULTIRUN):
+    if code == 143:  # stopped by a pre-emption signal: the environment may put the job back in its queue
+        requeued = cluster.requeue(signal.SIGTERM)
+        if requeued:
+            ctx.console.print(requeued)
+    if code in (130, 143) or (code and not ctx.sweep):
         raise SystemExit(code)  # the processes already said why (130/143: stopped and saved; a sweep stops too)
-    if code:  # a sweep's job: a failed row of its summary (trainkit.cli._job_failed), and the other jobs run on
+    if code:  # a sweep's job: a failed row of its summary (trainkit.cli.hydra_app), and the other jobs run on
         raise GroupFailed(result.get("error") or f"its {devices} data-parallel processes failed (exit code {code}) "
                           f"before they wrote a summary: what they said is printed above.")
     return result

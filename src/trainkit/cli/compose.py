@@ -1,0 +1,112 @@
+"""The Hydra adapter: trainkit's configs/ directory, the schemas and generated options Hydra composes with, and the
+pre-flight check that composes a line as Hydra will and checks every value before anything is written. Hydra's own
+errors (an unknown key or option, a malformed override) become one paragraph that names the key and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trainkit.cli.line import LEFT_TO_HYDRA, Invocation
+
+REQUIRED_EXAMPLES = {"ckpt": "outputs/DATE/TIME/checkpoints/best.ckpt (or the run directory)", "input": "test.csv"}
+
+
+def config_dir() -> Path:
+    """configs/ inside the installed wheel, else the source tree's top-level configs/."""
+    here = Path(__file__).resolve().parents[1]
+    for candidate in (here / "configs", here.parents[1] / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise SystemExit("trainkit: its configs/ directory is missing from the installation; reinstall trainkit.")
+
+
+def register_schemas(config_dirs: list[Path] = ()) -> None:
+    """The trainer's schema (typed keys), a generated option for every registered component without a YAML file,
+    and the resolver that names sweep jobs' directories. Hydra hands registered resolvers to its joblib and submitit
+    workers with the rest of its state."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    from trainkit.engine.settings import TrainerSettings
+    from trainkit.rundirs.claim import job_dir_name
+
+    store = ConfigStore.instance()
+    store.store(group="trainer", name="schema", node=TrainerSettings)
+    _store_registered_options(store, config_dirs)
+    OmegaConf.register_new_resolver("trainkit_job_dir", job_dir_name, replace=True)
+
+
+def _store_registered_options(store: Any, config_dirs: list[Path]) -> None:
+    """Every registered component without a YAML file of its own (a plugin's, torch's schedulers) gets a generated
+    option in its config group, its keys from its signature: `model=my_net`, `scheduler=ExponentialLR`."""
+    from trainkit import registry
+
+    for group in registry.REGISTRIES.values():
+        if group.group is None:  # chosen by detection, not by a config group (cluster environments)
+            continue
+        for entry in group.entries.values():
+            # A YAML file of the same name is the option (Hydra would take the node as its schema, and warn).
+            if not any((folder / group.group / f"{entry.name}.yaml").is_file() for folder in (config_dir(), *config_dirs)):
+                store.store(group=group.group, name=entry.name, node=registry.option_node(entry),
+                            provider="trainkit" if not entry.plugin else entry.origin)
+
+
+def compose(inv: Invocation, overrides: list[str]) -> Any:
+    """The config Hydra will compose for the invocation's command, or Hydra's complaint as one paragraph (usage
+    errors: exit 2)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from trainkit.errors import ConfigError, UsageError
+
+    register_schemas(inv.config_dirs)
+    dirs = inv.config_dirs
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            searchpath = [f"hydra.searchpath=[{','.join(f'file://{d.resolve()}' for d in dirs)}]"] * bool(dirs)
+            return hydra_compose(config_name=inv.command.config, overrides=[*overrides, *searchpath])
+    except (HydraException, OmegaConfBaseException) as exc:
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        said = " ".join(line.strip() for line in str(exc).split("Config search path")[0].splitlines() if line.strip())
+        detail = str(cause).split("\n")[0].strip() if cause is not exc else ""
+        message = f"{said}{': ' + detail if detail and detail not in said else ''}".replace("..", ".")
+        if type(cause).__name__ == "ValidationError":  # a value of the wrong type for its key
+            key = str(getattr(cause, "full_key", "") or "that key")
+            raise ConfigError(f"{message}. Give {key} a value of its type (trainkit {inv.name} --cfg job shows the "
+                              f"config).") from None
+        raise UsageError(f"{message}. trainkit {inv.name} --help lists the groups and options; --cfg job prints the "
+                         f"composed config.") from None
+
+
+def preflight(inv: Invocation) -> Any:
+    """Compose the line's config as Hydra will and check every value; the composed config, or None where the line
+    is Hydra's to read (a sweep: each job checks itself; --help and the like). No run directory exists yet."""
+    from trainkit.errors import UsageError
+    from trainkit.extras import require_extras
+
+    require_extras(inv.args, config_dir())
+    if any(a in LEFT_TO_HYDRA or a.startswith(("--config-path=", "--config-name=")) for a in inv.args):
+        return None
+    overrides = [a for a in inv.overrides() if not a.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))]
+    for i, word in enumerate(overrides):
+        if "=" not in word.lstrip("+~") and not word.startswith("~"):
+            before = overrides[i - 1] if i else ""
+            hint = (f" If it belongs to the value before it ({before} {word}), that value has a space in it: quote "
+                    f"the whole override, e.g. '{before} {word}'." if "=" in before else "")
+            raise UsageError(f"{word!r} is not an override (key=value, or group=option).{hint}")
+    cfg = compose(inv, overrides)
+    from omegaconf import OmegaConf
+
+    missing = [k for k in cfg if OmegaConf.is_missing(cfg, k)]
+    if missing:
+        examples = " ".join(f"{k}={REQUIRED_EXAMPLES.get(k, 'VALUE')}" for k in missing)
+        raise UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required, e.g. "
+                         f"trainkit {inv.name} {examples}")
+    if inv.command.config == "train":
+        from trainkit.build import preflight as check_values
+
+        check_values(cfg)
+    return cfg
