@@ -49,9 +49,9 @@ def compose():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from trainkit.cli import _register_schemas, config_dir
+    from trainkit.cli.compose import config_dir, register_schemas
 
-    _register_schemas()
+    register_schemas()
 
     def _compose(*overrides: str, config: str = "train", return_hydra: bool = False):
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -93,10 +93,9 @@ def cifar_root(tmp_path: Path) -> Path:
 def fit(cfg, run_dir: Path, epochs: int | None = None, resume: Path | None = None):
     """A Trainer of `cfg` trained in `run_dir` up to `epochs` (default trainer.max_epochs), from the checkpoint
     `resume` if given, in this process (no CLI start-up): the cheap way to prove that a resume is exact."""
-    from trainkit import rundirs
-    from trainkit.trainer import Trainer
+    from trainkit.build import build_trainer
 
-    trainer = Trainer(cfg, run_dir, resume=rundirs.Resume(run_dir, resume, []) if resume else None)
+    trainer = build_trainer(cfg, run_dir, resume=resume)
     try:
         trainer.fit(epochs)
     finally:

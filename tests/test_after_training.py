@@ -31,17 +31,20 @@ def command(name: str, *args: str, run_dir: Path) -> tuple[dict, str]:
     from hydra import compose, initialize_config_dir
     from rich.console import Console
 
-    from trainkit.cli import COMMANDS, RECIPE_ROOTS, _load, _register_schemas, config_dir
+    from trainkit.cli.compose import config_dir, register_schemas
+    from trainkit.cli.table import COMMANDS, load_target
+    from trainkit.commands import Context
 
     cmd = COMMANDS[name]
-    if cmd.recipe_overrides:
-        args = tuple(f"++{a}" if a.startswith(RECIPE_ROOTS) else a for a in args)
-    _register_schemas()
+    if cmd.open_roots:
+        args = tuple(f"++{a}" if a.startswith(cmd.open_roots) else a for a in args)
+    register_schemas()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name=cmd.config, overrides=list(args))
     run_dir.mkdir(parents=True, exist_ok=True)
     out = io.StringIO()
-    result = _load(cmd.target)(cfg, run_dir, Console(file=out, width=200, highlight=False, soft_wrap=True))
+    console = Console(file=out, width=200, highlight=False, soft_wrap=True)
+    result = load_target(cmd.target)(cfg, Context(run_dir, console=console, errors=console))
     return result, out.getvalue()
 
 

@@ -103,7 +103,7 @@ def test_gan_on_synthetic_points(tmp_path):
 def test_cnn_on_regression_data_is_refused_clearly(tmp_path):
     proc = run_cli("train", "model=cnn", cwd=tmp_path, check=False)
     assert proc.returncode == 1
-    assert "model=cnn does not fit data=synthetic_regression" in proc.stdout
+    assert "model=cnn does not fit data=synthetic_regression" in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not run_dirs(tmp_path), "no run directory left half-made"
 
@@ -111,7 +111,7 @@ def test_cnn_on_regression_data_is_refused_clearly(tmp_path):
 def test_missing_train_csv_names_the_key(tmp_path):
     proc = run_cli("train", "data=mnist_csv", cwd=tmp_path, check=False)
     assert proc.returncode == 1
-    assert "data.train_csv is required" in proc.stdout
+    assert "data.train_csv is required" in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
@@ -155,7 +155,7 @@ def test_eval_override_changes_the_stored_config(tmp_path, mnist_files):
 
 def test_eval_of_a_missing_checkpoint_is_a_clear_error(tmp_path):
     proc = run_cli("eval", "ckpt=nope.ckpt", cwd=tmp_path, check=False)
-    assert proc.returncode == 1 and "nope.ckpt does not exist" in proc.stdout
+    assert proc.returncode == 1 and "nope.ckpt does not exist" in proc.stderr
 
 
 def test_hydra_flags_pass_through(tmp_path):

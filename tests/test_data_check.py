@@ -11,14 +11,15 @@ from factories import MNIST_HEADER, write_cifar10, write_cifar_batch, write_mnis
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from trainkit.cli import config_dir
+from trainkit.cli.compose import config_dir
+from trainkit.commands import Context
 from trainkit.commands.data import CheckFailed, check
 
 
 def run_check(compose, tmp_path, *overrides):
     console = Console(record=True, width=240)
     try:
-        result = check(compose(*overrides, config="data_check"), tmp_path, console)
+        result = check(compose(*overrides, config="data_check"), Context(tmp_path, console=console, errors=console))
     finally:
         printed = console.export_text()
     return result, printed
@@ -91,7 +92,7 @@ def test_bad_rows_printed(compose, tmp_path):
     path.write_text("\n".join(lines) + "\n")
     console = Console(record=True, width=400)
     with pytest.raises(CheckFailed):
-        check(compose("data=mnist_csv", f"data.train_csv={path}", config="data_check"), tmp_path, console)
+        check(compose("data=mnist_csv", f"data.train_csv={path}", config="data_check"), Context(tmp_path, console=console, errors=console))
     printed = console.export_text()
     assert "line 3 has 2 pixel values" in printed and "line 8 has 785 pixel values" in printed
     assert printed.count("fatal:") == 2
@@ -109,7 +110,7 @@ def test_cifar_every_bad_batch_is_listed(compose, tmp_path):
     (folder / "test_batch").write_bytes((folder / "test_batch").read_bytes()[:100])
     console = Console(record=True, width=400)
     with pytest.raises(CheckFailed, match="2 fatal problems"):
-        check(compose("data=cifar10", f"data.root={tmp_path}", config="data_check"), tmp_path, console)
+        check(compose("data=cifar10", f"data.root={tmp_path}", config="data_check"), Context(tmp_path, console=console, errors=console))
     printed = console.export_text()
     assert "data_batch_2 has data of uint8 3×1024" in printed and "test_batch is truncated or corrupt" in printed
 
@@ -122,7 +123,7 @@ def test_cli_fatal_problem_exits_1_and_leaves_the_working_directory_alone(tmp_pa
     bad.write_text(MNIST_HEADER + "\n" + "3," * 784 + "300\n")
     proc = run_cli("data", "check", "data=mnist_csv", f"data.train_csv={bad}", cwd=cwd, check=False)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "error:" in proc.stdout and "line 2 column 785 (pixel783) is '300'" in proc.stdout
+    assert "error:" in proc.stderr and "line 2 column 785 (pixel783) is '300'" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
     assert sorted(p.name for p in cwd.iterdir()) == ["mine.txt"]  # no outputs/, no log, nothing removed
 

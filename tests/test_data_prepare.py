@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from factories import write_mnist_idx
 
+from trainkit.cli import main
 from trainkit.commands.data import prepare
 from trainkit.data import mnist_csv
 from trainkit.data.prepare import find_idx
@@ -64,8 +65,9 @@ def test_download_failure_says_what_to_do(tmp_path, monkeypatch, capsys):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
-    assert prepare(["mnist-csv", "--source", str(tmp_path), "--out", str(tmp_path / "out"), "--download"]) == 1
-    out = capsys.readouterr().out
+    assert main(["data", "prepare", "mnist-csv", "--source", str(tmp_path), "--out", str(tmp_path / "out"),
+                 "--download"]) == 1
+    out = capsys.readouterr().err
     assert "could not download MNIST" in out and "without --download" in out and "Traceback" not in out
 
 
@@ -94,14 +96,16 @@ def _break(source, how):
 def test_bad_idx_files_are_named(tmp_path, capsys, how, message):
     write_mnist_idx(tmp_path / "src", n_train=30)
     _break(tmp_path / "src", how)
-    assert prepare(["mnist-csv", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "out")]) == 1
-    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert main(["data", "prepare", "mnist-csv", "--source", str(tmp_path / "src"), "--out",
+                 str(tmp_path / "out")]) == 1
+    out = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     assert "error:" in out and message in out, out
 
 
 def test_source_that_is_not_a_folder(tmp_path, capsys):
-    assert prepare(["mnist-csv", "--source", str(tmp_path / "none"), "--out", str(tmp_path / "out")]) == 1
-    assert "is not a folder" in capsys.readouterr().out
+    assert main(["data", "prepare", "mnist-csv", "--source", str(tmp_path / "none"), "--out",
+                 str(tmp_path / "out")]) == 1
+    assert "is not a folder" in capsys.readouterr().err
 
 
 def test_renamed_idx_files_are_found(tmp_path):

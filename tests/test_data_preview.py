@@ -10,6 +10,7 @@ from factories import CIFAR_NAMES, cifar_images, mnist_images, write_mnist_csv
 from PIL import Image
 from rich.console import Console
 
+from trainkit.commands import Context
 from trainkit.commands.data import check
 from trainkit.data import mnist_csv
 from trainkit.data.base import DataMeta, Split
@@ -118,7 +119,7 @@ def test_cli_without_preview_writes_nothing(tmp_path):
 
 def test_preview_of_data_that_are_not_images_says_so_in_one_line(compose, tmp_path):
     console = Console(record=True, width=240)
-    result = check(compose(f"preview={tmp_path / 'x.png'}", config="data_check"), tmp_path, console)
+    result = check(compose(f"preview={tmp_path / 'x.png'}", config="data_check"), Context(tmp_path, console=console, errors=console))
     lines = [line for line in console.export_text().splitlines() if "preview" in line]
     assert lines == ["preview: nothing to preview, data=synthetic_regression is not images (one sample has shape 1, "
                      "not C×H×W); nothing written."]

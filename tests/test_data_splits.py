@@ -10,7 +10,7 @@ import pytest
 import torch
 from factories import write_cifar10, write_mnist_csv
 
-from trainkit.cli import config_dir
+from trainkit.cli.compose import config_dir
 from trainkit.data import cifar10, mnist_csv, synthetic
 from trainkit.data.base import SPLITS, DataError, DataSplits
 from trainkit.data.check import summarize

@@ -16,6 +16,7 @@ from torch import nn
 
 from conftest import fit, untimed
 
+from trainkit.commands import Context
 from trainkit.commands.train import train
 from trainkit.data.base import DataMeta
 from trainkit.engine import checkpoint
@@ -145,9 +146,9 @@ def test_ema_validates_and_saves_the_averaged_weights(compose, tmp_path, cifar_r
     trainer = fit(cfg, tmp_path / "run")
     task, opt = trainer.task, trainer.opt
     logged = trainer.state.history[-1]["val/loss"]
-    raw = evaluate(task, trainer.loaders["val"])["val/loss"]
+    raw = evaluate(task, trainer.data.val)["val/loss"]
     with opt.ema.swapped():
-        averaged = evaluate(task, trainer.loaders["val"])["val/loss"]
+        averaged = evaluate(task, trainer.data.val)["val/loss"]
     assert logged == pytest.approx(averaged, rel=1e-6) and abs(raw - averaged) > 1e-4
     saved = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.ckpt")["modules"]["net"]
     average = opt.ema.averages["net"].module.state_dict()
@@ -157,7 +158,7 @@ def test_ema_validates_and_saves_the_averaged_weights(compose, tmp_path, cifar_r
 # ------------------------------------------------------------------------------------------------- presets
 def run_preset(compose, tmp_path: Path, *overrides: str) -> dict:
     cfg = compose(*overrides, *QUIET)
-    return train(cfg, tmp_path / "run", Console(file=io.StringIO()))
+    return train(cfg, Context(tmp_path / "run", console=Console(file=io.StringIO())))
 
 
 def test_mnist_fast_learns(compose, tmp_path, mnist_files):

@@ -76,9 +76,9 @@ def base_configs():
     """The shipped train config for each model and optimizer, as the CLI composes it."""
     from hydra import compose, initialize_config_dir
 
-    from trainkit.cli import _register_schemas, config_dir
+    from trainkit.cli.compose import config_dir, register_schemas
 
-    _register_schemas()
+    register_schemas()
     configs = Configs()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         for model in ("mlp", "cnn", "gan"):

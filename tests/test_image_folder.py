@@ -181,7 +181,7 @@ def test_train_then_predict_a_folder_through_the_cli(tmp_path, monkeypatch, caps
     """A tiny colour folder at 12×10, trained at 16×16 (data.size) by `trainkit train`; `trainkit predict` (in this
     process, by the CLI's own path: one torch start less) resizes a folder of new images of another size to the
     model's 16×16 and names the classes by their folders."""
-    from trainkit.cli import run
+    from trainkit.api import run
 
     write_image_folder(tmp_path / "pets", colour=True, per_class={"train": 60, "test": 15})
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -201,8 +201,8 @@ def test_train_then_predict_a_folder_through_the_cli(tmp_path, monkeypatch, caps
 
 
 def test_data_check_runs_as_the_cli_does(tmp_path, monkeypatch, capsys):
-    """`trainkit data check data=image_folder data.root=DIR`, in this process (trainkit.cli.run, the CLI's path)."""
-    from trainkit.cli import run
+    """`trainkit data check data=image_folder data.root=DIR`, in this process (trainkit.api.run, the CLI's checks and files)."""
+    from trainkit.api import run
 
     write_image_folder(tmp_path / "pets", colour=True, per_class={"train": 30, "test": 6})
     monkeypatch.chdir(tmp_path)

@@ -16,7 +16,7 @@ import yaml
 
 from conftest import fit, untimed
 
-from trainkit.cli import config_dir
+from trainkit.cli.compose import config_dir
 from trainkit.engine import checkpoint
 
 TINY = ["trainer.progress=none", "trainer.tensorboard=false", "trainer.num_threads=1", "trainer.device=cpu",

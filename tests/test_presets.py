@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from trainkit.cli import config_dir
+from trainkit.cli.compose import config_dir
+from trainkit.commands import Context
 from trainkit.commands.train import train
 
 QUIET = ["trainer.progress=none", "trainer.tensorboard=false"]
@@ -17,7 +18,7 @@ QUIET = ["trainer.progress=none", "trainer.tensorboard=false"]
 
 def run(compose, tmp_path: Path, *overrides: str) -> dict:
     cfg = compose(*overrides, *QUIET)
-    return train(cfg, tmp_path / "run", Console(file=io.StringIO()))
+    return train(cfg, Context(tmp_path / "run", console=Console(file=io.StringIO())))
 
 
 def column(tmp_path: Path, name: str) -> list[float]:

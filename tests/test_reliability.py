@@ -194,7 +194,7 @@ def test_on_nan_skip_drops_that_update_and_goes_on(tmp_path):
 
 def test_diverging_run_fails_cleanly_through_the_cli(tmp_path):
     proc = run_cli("train", "optimizer=sgd", "optimizer.lr=1e12", "trainer.progress=none", cwd=tmp_path, check=False)
-    assert proc.returncode == 1 and "training diverged" in proc.stdout and "at step " in proc.stdout
+    assert proc.returncode == 1 and "training diverged" in proc.stderr and "at step " in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     (run_dir,) = run_dirs(tmp_path)
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
@@ -210,7 +210,7 @@ def test_malicious_checkpoint_through_eval_never_runs(tmp_path):
     torch.save({"format": "trainkit", "config": "seed: 0\n", "x": Payload()}, tmp_path / "evil.ckpt")
     for cmd in (("eval", "ckpt=evil.ckpt"), ("train", "resume=evil.ckpt")):
         proc = run_cli(*cmd, cwd=tmp_path, check=False, env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
-        assert proc.returncode == 1 and "system" in proc.stdout, proc.stdout
+        assert proc.returncode == 1 and "system" in proc.stderr, proc.stderr
         assert not target.exists()
 
 
@@ -218,7 +218,7 @@ def test_resume_with_another_model_is_refused_with_a_diff(tmp_path):
     run_cli("train", "trainer.max_epochs=1", "trainer.progress=none", cwd=tmp_path)
     (run_dir,) = run_dirs(tmp_path)
     proc = run_cli("train", "model.hidden=[8]", f"resume={run_dir}", cwd=tmp_path, check=False)
-    assert proc.returncode == 1 and "model.hidden: [500] → [8]" in proc.stdout
+    assert proc.returncode == 1 and "model.hidden: [500] → [8]" in proc.stderr
     out = run_cli("train", "trainer.max_epochs=2", f"resume={run_dir}", "trainer.progress=none", cwd=tmp_path).stdout
     assert "trainer.max_epochs 1 → 2" in out
     assert run_dirs(tmp_path) == [run_dir]
@@ -226,15 +226,15 @@ def test_resume_with_another_model_is_refused_with_a_diff(tmp_path):
 
 def test_a_second_writer_is_refused(tmp_path):
     run_dir = tmp_path / "outputs" / "a" / "b"
-    from trainkit.rundirs import lock
+    from trainkit.rundirs.claim import lock
 
     with lock(run_dir):
         proc = run_cli("train", f"hydra.run.dir={run_dir}", cwd=tmp_path, check=False)
-    assert proc.returncode == 1 and "in use by another trainkit process" in proc.stdout
+    assert proc.returncode == 1 and "in use by another trainkit process" in proc.stderr
 
 
 def test_runs_started_in_the_same_second_get_distinct_directories(tmp_path):
-    from trainkit.rundirs import claim
+    from trainkit.rundirs.claim import claim
 
     assert [Path(claim(str(tmp_path / "o" / "12-00-00"))).name for _ in range(3)] == ["12-00-00", "12-00-00_1", "12-00-00_2"]
 
@@ -255,7 +255,7 @@ def test_failed_save_keeps_the_previous_checkpoint_and_stops(tmp_path):
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     proc = subprocess.run([*TRAINKIT, *args], cwd=tmp_path, capture_output=True, text=True, env=env,
                           preexec_fn=_limit_file_size((sizes[0] + sizes[1]) // 2))
-    assert proc.returncode == 1 and "could not write checkpoint" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "could not write checkpoint" in proc.stderr, proc.stdout + proc.stderr
     (run_dir,) = run_dirs(tmp_path)
     assert checkpoint.load(run_dir / "checkpoints" / "last.ckpt")["fit"]["epoch"] == 1
     assert not list((run_dir / "checkpoints").glob(".*tmp")), "the temporary file is removed"
@@ -269,7 +269,7 @@ def test_full_disk_is_refused_before_the_first_step(tmp_path):
         pytest.skip("mounting a tmpfs needs privileges this machine does not give")
     try:
         proc = run_cli("train", f"hydra.run.dir={mnt}/run", cwd=tmp_path, check=False)
-        assert proc.returncode == 1 and "not enough free disk space" in proc.stdout, proc.stdout
+        assert proc.returncode == 1 and "not enough free disk space" in proc.stderr, proc.stderr
         assert "epoch 1/" not in proc.stdout, "refused before training"
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
@@ -278,4 +278,4 @@ def test_full_disk_is_refused_before_the_first_step(tmp_path):
 def test_checkpoint_on_a_fifo_does_not_hang(tmp_path):
     os.mkfifo(tmp_path / "pipe.ckpt")
     proc = run_cli("eval", "ckpt=pipe.ckpt", cwd=tmp_path, check=False, timeout=60)
-    assert proc.returncode == 1 and "not a regular file" in proc.stdout
+    assert proc.returncode == 1 and "not a regular file" in proc.stderr

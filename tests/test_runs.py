@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from trainkit import rundirs
-from trainkit.commands.runs import find_runs, main
+from trainkit.rundirs.claim import lock
+from trainkit.commands.runs import main
+from trainkit.rundirs.read import find_runs
 
 HOUR = 3600.0
 
@@ -65,7 +66,7 @@ def outputs(tmp_path, monkeypatch) -> Path:
 def test_statuses_newest_first_and_only_training_runs(outputs):
     live = make_run(outputs / "2026-01-01" / "17-00-00", age_h=0.1, epochs_done=1,
                     summary={"status": "interrupted", "epochs": 1})  # resumed: its summary is its past
-    with rundirs.lock(live):
+    with lock(live):
         runs = find_runs(outputs)
     assert [(r.path.relative_to(outputs).as_posix(), r.status) for r in runs] == [
         ("2026-01-01/15-00-00", "running"),
@@ -110,10 +111,12 @@ def test_compare_shows_config_differences_and_metrics_side_by_side(outputs, caps
 
 
 def test_bad_paths_are_errors_for_people(outputs, capsys):
-    assert main(["--compare", str(outputs / "2026-01-01" / "10-00-00"), "nowhere"]) == 1
-    assert "error: nowhere is not a run directory" in capsys.readouterr().out
-    assert main(["nowhere"]) == 1
-    assert "error: nowhere is not a directory" in capsys.readouterr().out
+    from trainkit.cli import main
+
+    assert main(["runs", "--compare", str(outputs / "2026-01-01" / "10-00-00"), "nowhere"]) == 1
+    assert "error: nowhere is not a run directory" in capsys.readouterr().err
+    assert main(["runs", "nowhere"]) == 1
+    assert "error: nowhere is not a directory" in capsys.readouterr().err
 
 
 def test_runs_through_the_cli_without_importing_torch(outputs):

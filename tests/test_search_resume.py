@@ -13,7 +13,7 @@ import pytest
 from conftest import stop_sweep_during_job, job_dir, run_cli
 
 from trainkit.errors import ConfigError
-from trainkit.search import SearchSettings, make_sampler, space
+from trainkit.rundirs.search import SearchSettings, make_sampler, space
 
 TRIAL = ["trainer.max_epochs=2", "data.n_train=512", "trainer.checkpoint_every_n_steps=4", "trainer.progress=none",
          "trainer.tensorboard=false"]
@@ -89,6 +89,6 @@ def test_a_search_refuses_retry_failed_and_an_unknown_sampler_names_the_choices(
     sweeper = "hydra_plugins.trainkit_optuna.OptunaSweeper"
     (sweep_dir / "multirun.yaml").write_text(f"hydra:\n  sweeper:\n    _target_: {sweeper}\n")
     proc = run_cli("sweep", "resume", str(sweep_dir), "--retry-failed", cwd=tmp_path, check=False)
-    assert proc.returncode == 1 and "its failed trials are results" in proc.stdout
+    assert proc.returncode == 1 and "its failed trials are results" in proc.stderr
     with pytest.raises(ConfigError, match="hydra.sweeper.sampler.name=tp is not a sampler.*tpe, random"):
         make_sampler({"name": "tp"})

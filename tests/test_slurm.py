@@ -67,8 +67,10 @@ def job_dirs(cwd: Path) -> list[Path]:
 
 
 def job_log(cwd: Path) -> str:
-    """What the SLURM job printed, every run of it (submitit's .submitit/<job>/<job>_0_log.out)."""
-    return "\n".join(p.read_text() for p in sorted(cwd.glob("outputs/multirun/*/*/.submitit/*/*_0_log.out")))
+    """What the SLURM job printed, every run of it: results (submitit's .submitit/<job>/<job>_0_log.out), then what
+    it said on standard error (the stop, errors: <job>_0_log.err)."""
+    return "\n".join(p.read_text() for suffix in ("out", "err")
+                     for p in sorted(cwd.glob(f"outputs/multirun/*/*/.submitit/*/*_0_log.{suffix}")))
 
 
 def timeless(row: dict) -> dict:

@@ -18,7 +18,7 @@ from factories import mnist_images, write_mnist_csv
 from PIL import Image
 
 import trainkit
-from trainkit.cli import run
+from trainkit.api import run
 from trainkit.errors import UserError
 from trainkit.trainer import Callback
 

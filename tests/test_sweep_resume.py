@@ -71,4 +71,4 @@ def test_failed_jobs_rerun_only_with_retry_failed(tmp_path):
 
 def test_resume_of_a_directory_that_is_not_a_sweep_says_so(tmp_path):
     proc = run_cli("sweep", "resume", str(tmp_path), cwd=tmp_path, check=False)
-    assert proc.returncode == 1 and "has no multirun.yaml" in proc.stdout
+    assert proc.returncode == 1 and "has no multirun.yaml" in proc.stderr

@@ -16,6 +16,8 @@ import yaml
 from conftest import job_dir, run_cli
 
 from trainkit import cli
+from trainkit.cli.compose import config_dir
+from trainkit.cli.table import load_target
 from trainkit.errors import UserError
 
 TINY = ["trainer.max_epochs=1", "data.n_train=256", "trainer.tensorboard=false", "trainer.progress=none"]
@@ -26,11 +28,12 @@ def read_summary(sweep_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def fake_train(cfg, run_dir: Path, console) -> dict:
+def fake_train(cfg, ctx) -> dict:
     """A stand-in for `train` (no torch): seed 1 crashes, seed 2 fails for a person, seed 5 is stopped by Ctrl-C,
     any other seed finishes with val/acc = seed / 10."""
     from trainkit.engine.signals import Interrupted
 
+    run_dir = ctx.run_dir
     if cfg.seed == 1:
         raise RuntimeError("boom")
     if cfg.seed == 2:
@@ -75,7 +78,7 @@ def fake_sweep(tmp_path, monkeypatch):
 
 def test_failed_jobs_are_rows_the_others_run_on_and_the_sweep_exits_1(fake_sweep, capsys):
     code, sweep_dir = fake_sweep("seed=0,1,2,3")
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert code == 1
     rows = read_summary(sweep_dir)
     # Best first by val/acc (max), then the jobs that did not finish.
@@ -87,11 +90,11 @@ def test_failed_jobs_are_rows_the_others_run_on_and_the_sweep_exits_1(fake_sweep
     for job in ("1", "2"):  # a failed job keeps its directory (overrides, summary.json with the error)
         assert json.loads((job_dir(sweep_dir, job) / "summary.json").read_text())["status"] == "failed"
     assert "Traceback" in (job_dir(sweep_dir, 1) / "train.log").read_text()
-    assert "job 2 failed; the sweep goes on: data.train_csv is required" in out
+    assert "job 2 failed; the sweep goes on: data.train_csv is required" in err  # errors: standard error
     assert "sweep: 4 jobs, 2 finished, best first by val/acc (max)" in out
     assert "best: job 3 (seed=3), val/acc 0.3000 at epoch 1, ahead of job 0 by 0.3000" in out
     assert "job 1 failed: RuntimeError: boom" in out  # under the table, whole
-    assert "2 of 4 jobs did not finish (job 1, 2)" in out
+    assert "2 of 4 jobs did not finish (job 1, 2)" in err
 
 
 def test_a_signal_stops_the_sweep_after_summarising_the_jobs_so_far(fake_sweep):
@@ -108,7 +111,7 @@ def test_a_search_in_which_every_trial_fails_still_summarises(fake_sweep, capsys
     assert code == 1
     assert [(r["job"], r["status"], r["error"]) for r in read_summary(sweep_dir)] == [
         ("0", "failed", "RuntimeError: boom"), ("1", "failed", "RuntimeError: boom")]
-    assert "2 of 2 jobs did not finish" in capsys.readouterr().out
+    assert "2 of 2 jobs did not finish" in capsys.readouterr().err
 
 
 def test_real_sweep_with_a_failing_job_then_runs_lists_and_compares_them(tmp_path):
@@ -146,7 +149,7 @@ def _hydra_cfg(*overrides: str):
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(cli.config_dir()), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
 
 
@@ -156,7 +159,7 @@ def _hydra_cfg(*overrides: str):
 ])
 def test_search_presets_follow_the_monitored_metric(preset, data, task):
     cfg = _hydra_cfg(f"hparams_search={preset}")
-    task_cls = cli._load(task)
+    task_cls = load_target(task)
     assert cfg.data.name == data
     assert cfg.hydra.sweeper.direction == ("maximize" if task_cls.monitor_mode == "max" else "minimize")
     assert {"optimizer", "optimizer.lr", "data.batch_size"} <= set(cfg.hydra.sweeper.params)
@@ -172,7 +175,7 @@ def test_a_missing_plugin_names_the_extra_to_install(arg, monkeypatch, capsys):
 
     monkeypatch.setattr(importlib.util, "find_spec", missing)
     assert cli.main(["train", "-m", arg]) == 1
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert f"error: {arg} needs " in out and "pip install 'trainkit[sweep]'" in out
 
 
@@ -183,15 +186,16 @@ def test_hparams_session_sits_beside_the_runs_curves(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import metadata
 
-    from trainkit.trainer import log_hparams
+    from trainkit.logging.trackers import TrackerRun
+    from trainkit.logging.trackers.tensorboard import TensorBoardTracker
+    from trainkit.rundirs.resume import flatten
 
     run_dir = tmp_path / "run"
-    (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra" / "overrides.yaml").write_text("- model=cnn\n- optimizer.lr=0.01\n")
     cfg = OmegaConf.create({"model": {"name": "cnn", "hidden": [120, 84]}, "optimizer": {"lr": 0.01},
                             "trainer": {"tensorboard": True, "num_threads": None}, "resume": None})
     summary = {"monitor": "val/acc", "best_value": 0.9, "steps": 40, "test": {"test/acc": 0.88}}
-    log_hparams(run_dir, cfg, summary)
+    run = TrackerRun(run_dir, flatten(OmegaConf.to_container(cfg)), ["model=cnn", "optimizer.lr=0.01"])
+    TensorBoardTracker(run).finish(summary, [])
 
     acc = EventAccumulator(str(run_dir / "tensorboard"))
     acc.Reload()
@@ -222,9 +226,9 @@ def test_joblib_runs_jobs_side_by_side_each_on_a_fair_share_of_threads(tmp_path)
 def test_sweep_curves_show_every_job_and_compare_plots_two(tmp_path):
     from PIL import Image
 
-    from trainkit import curves
-    from trainkit.commands.runs import read_run
-    from trainkit.sweep import job_dirs
+    from trainkit.rundirs import curves
+    from trainkit.rundirs.read import read_run
+    from trainkit.rundirs.sweeps import job_dirs
 
     proc = run_cli("train", "-m", "optimizer=sgd,adam,rmsprop", "trainer.max_epochs=3", "data.n_train=256",
                    "trainer.tensorboard=false", "trainer.progress=none", cwd=tmp_path)
@@ -244,12 +248,12 @@ def test_sweep_curves_show_every_job_and_compare_plots_two(tmp_path):
                   cwd=tmp_path).stdout
     assert "curves:" in out and plot.is_file()
     proc = run_cli("runs", "--plot", str(plot), cwd=tmp_path, check=False)
-    assert proc.returncode == 1 and "--plot PATH draws the runs of --compare A B" in proc.stdout
+    assert proc.returncode == 1 and "--plot PATH draws the runs of --compare A B" in proc.stderr
 
 
 def test_fail_fast_stops_the_sweep_at_the_first_failed_job(fake_sweep, capsys):
     code, sweep_dir = fake_sweep("seed=3,1,4", "sweep.fail_fast=true")
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert code == 1
     assert [(r["job"], r["status"]) for r in read_summary(sweep_dir)] == [("0", "finished"), ("1", "failed")]
     assert not list(sweep_dir.glob("2_*")), "no job starts after the first failure"
@@ -268,4 +272,4 @@ def test_a_failed_data_parallel_job_is_a_row_and_the_sweep_goes_on(tmp_path):
     said = f"{[(r['status'], r['error']) for r in rows.values()]}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert (rows["0"]["status"], rows["1"]["status"]) == ("failed", "finished"), said
     assert rows["0"]["error"].startswith("training diverged") and rows["1"]["optimizer.lr"] == "0.01"
-    assert "job 0 failed; the sweep goes on: training diverged" in proc.stdout
+    assert "job 0 failed; the sweep goes on: training diverged" in proc.stderr

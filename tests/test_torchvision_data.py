@@ -154,8 +154,8 @@ def test_only_the_test_split_has_the_same_metadata(tmp_path):
 
 def test_train_and_check_through_the_cli(tmp_path, monkeypatch, capsys):
     """`trainkit train data=torchvision data.dataset=FashionMNIST ...` and `trainkit data check` as the CLI runs
-    them, in this process (trainkit.cli.run): the config keys reach the reader, the run trains."""
-    from trainkit.cli import run
+    them, in this process (trainkit.api.run): the config keys reach the reader, the run trains."""
+    from trainkit.api import run
 
     write_mnist_idx(tmp_path / "data" / "FashionMNIST" / "raw", n_train=200, n_test=50, gz=False)
     monkeypatch.chdir(tmp_path)

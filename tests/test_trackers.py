@@ -187,7 +187,7 @@ def test_a_missing_tracker_extra_is_an_error_that_names_it(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
     with pytest.raises(MissingExtra, match=r"logger=mlflow needs the mlflow package.*trainkit\[mlflow\]"):
-        extras.require_tracker("mlflow")
+        extras.require_module("mlflow", "logger=mlflow", "mlflow")
 
 
 def test_trainer_tensorboard_false_still_switches_tensorboard_off(tmp_path):
