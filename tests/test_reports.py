@@ -15,6 +15,7 @@ from trainkit.reports.inference import RawInput
 from trainkit.reports.measures import confusion_matrix, energy_distance, frechet_distance, per_class_accuracy, r2_score
 from trainkit.reports.render import (BLUE, GREEN, RED, Series, bar_chart, confusion_image, image_grid, scatter_plot,
                                      to_tensor)
+from trainkit.tasks.gan import scatter_image
 
 
 def test_confusion_matrix_rows_are_true_classes():
@@ -150,6 +151,18 @@ def test_charts_drawn_at_once_on_threads_match_those_drawn_in_turn():
     with ThreadPoolExecutor(4) as pool:
         together = [np.asarray(image) for image in pool.map(lambda job: job(), jobs)]
     assert all(np.array_equal(a, b) for a, b in zip(alone, together))
+
+
+def test_gan_epoch_scatter_is_a_chart_tensor_of_about_the_asked_size():
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(512, 2, generator=g), torch.randn(512, 2, generator=g) * 2
+    picture = scatter_image(real, fake)
+    assert picture.dtype == torch.float32 and picture.shape[0] == 3
+    assert 200 <= picture.shape[1] <= 320 and 200 <= picture.shape[2] <= 320
+    assert 0 <= picture.min() and picture.max() <= 1
+    assert near(picture, GREEN).sum() > 100 and near(picture, RED).sum() > 100
+    fake_only = scatter_image(None, fake)
+    assert near(fake_only, GREEN).sum() == 0 and near(fake_only, RED).sum() > 100
 
 
 def test_image_grid_keeps_every_pixel():
