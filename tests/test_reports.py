@@ -1,8 +1,11 @@
 """Units of the after-training reports: the measures against closed forms, the raw-input wrapper against the
-batch loader, and the pictures' shapes."""
+batch loader, and what the pictures show."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 import pytest
 import torch
 
@@ -10,7 +13,9 @@ from trainkit.data.base import DataMeta, Split
 from trainkit.data.loader import BatchLoader
 from trainkit.reports.inference import RawInput
 from trainkit.reports.measures import confusion_matrix, energy_distance, frechet_distance, per_class_accuracy, r2_score
-from trainkit.reports.render import Series, bar_chart, confusion_image, image_grid, scatter_plot, to_tensor
+from trainkit.reports.render import (BLUE, GREEN, RED, Series, bar_chart, confusion_image, image_grid, scatter_plot,
+                                     to_tensor)
+from trainkit.tasks.gan import scatter_image
 
 
 def test_confusion_matrix_rows_are_true_classes():
@@ -72,12 +77,97 @@ def test_raw_input_normalizes_exactly_as_the_batch_loader(meta):
         assert torch.equal(RawInput(meta)(x.float()), from_loader)  # float pixel values 0..255 too
 
 
-def test_pictures_have_the_expected_layout():
-    names = [f"class{i}" for i in range(10)]
-    matrix = confusion_matrix(torch.arange(100) % 10, (torch.arange(100) * 7) % 10, 10)
-    assert confusion_image(matrix, names, "title").size[0] > 10 * 44
-    grid = image_grid(torch.rand(10, 1, 28, 28), ["a\nb"] * 10, nrow=4)
-    assert grid.size[0] >= 4 * 84 and grid.size[1] >= 3 * 84  # 3 rows of 4, zoomed 3×
+def near(image, rgb, tol: int = 3) -> np.ndarray:
+    """H×W mask of the pixels within `tol` of the colour `rgb` (0..255) in every channel."""
+    pixels = np.asarray(image.convert("RGB")).astype(int) if hasattr(image, "convert") else \
+        (image.permute(1, 2, 0).numpy() * 255).round().astype(int)
+    return (np.abs(pixels - np.array(rgb)) <= tol).all(-1)
+
+
+def test_confusion_image_grows_with_the_class_count():
+    sizes = []
+    for k in (3, 10, 100):
+        names = [f"class{i}" for i in range(k)]
+        matrix = confusion_matrix(torch.arange(100) % k, (torch.arange(100) * 7) % k, k)
+        image = confusion_image(matrix, names, "title")
+        assert image.mode == "RGB"
+        sizes.append(image.size)
+    assert sizes[1][0] > 10 * 44  # ten cells of 44 pixels, and the class names beside them
+    assert sizes[0][0] < sizes[1][0] < sizes[2][0] and sizes[0][1] < sizes[1][1] < sizes[2][1]
+
+
+def test_confusion_colour_is_the_square_root_of_the_share_of_the_true_class():
+    import matplotlib
+
+    blues = matplotlib.colormaps["Blues"]
+    shade = lambda share: [round(255 * c) for c in blues(share ** 0.5)[:3]]  # noqa: E731
+    image = confusion_image(torch.tensor([[1, 3], [2, 2]]), ["a", "b"], "t")
+    for share in (1 / 4, 3 / 4, 2 / 4):  # of each row
+        assert near(image, shade(share)).sum() > 300, share  # a cell's area, less its printed count
+    for share in (1 / 3, 3 / 5, 2 / 3, 2 / 5):  # of each column, or linear: not what is drawn
+        assert near(image, shade(share)).sum() < 50, share
+    assert near(image, shade(0.25 ** 2)).sum() < 50  # 0.25 would be this shade on a linear scale
+
+
+def test_scatter_plot_draws_each_series_in_its_colour():
+    g = torch.Generator().manual_seed(0)
+    plot = scatter_plot([Series(torch.randn(200, 2, generator=g), GREEN, "real"),
+                         Series(torch.randn(200, 2, generator=g) + 3, RED, "generated")], "t", "x", "y")
+    assert plot.mode == "RGB" and plot.size == (600, 480)
+    assert near(plot, GREEN).sum() > 500 and near(plot, RED).sum() > 500
+    assert near(plot, BLUE).sum() == 0
     plot = scatter_plot([Series(torch.randn(50, 2), (255, 0, 0), "points")], "t", "x", "y", diagonal=True)
     assert to_tensor(plot).shape == (3, 480, 600)
-    assert bar_chart([3, 0, 5], ["a", "b", "c"], "t").size == (600, 320)
+
+
+def test_scatter_plot_leaves_out_non_finite_points():
+    finite = torch.tensor([[0.0, 1.0], [1.0, 2.0], [2.0, 0.5]])
+    bad = torch.tensor([[float("nan"), 1.0], [1e3, float("inf")], [float("-inf"), 0.0]])
+    for diagonal in (False, True):
+        with_bad = scatter_plot([Series(torch.cat([finite, bad]), RED, "p")], "t", "x", "y", diagonal=diagonal)
+        without = scatter_plot([Series(finite, RED, "p")], "t", "x", "y", diagonal=diagonal)
+        assert np.array_equal(np.asarray(with_bad), np.asarray(without))  # the scales ignore them, too
+        only_bad = scatter_plot([Series(bad, RED, "p")], "t", "x", "y", diagonal=diagonal)
+        empty = scatter_plot([Series(torch.zeros(0, 2), RED, "p")], "t", "x", "y", diagonal=diagonal)
+        assert np.array_equal(np.asarray(only_bad), np.asarray(empty))  # the legend, no point
+
+
+def test_bar_heights_follow_the_values():
+    chart = bar_chart([3, 0, 5], ["a", "b", "c"], "t")
+    assert chart.mode == "RGB" and chart.size == (600, 320)
+    blue = near(chart, BLUE)
+    columns = blue.any(0).nonzero()[0]
+    thirds = [(columns < 200).any(), ((columns >= 200) & (columns < 400)).any(), (columns >= 400).any()]
+    assert thirds == [True, False, True]  # no bar for 0
+    left, right = blue[:, columns[0]].sum(), blue[:, columns[-1]].sum()
+    assert right / left == pytest.approx(5 / 3, rel=0.03)
+
+
+def test_charts_drawn_at_once_on_threads_match_those_drawn_in_turn():
+    """Each chart has its own figure: nothing (pyplot's current figure, rcParams) is shared between calls."""
+    jobs = [lambda i=i: scatter_plot([Series(torch.arange(20.0).view(10, 2) * i, RED, f"s{i}")], f"t{i}", "x", "y")
+            for i in range(4)]
+    alone = [np.asarray(job()) for job in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        together = [np.asarray(image) for image in pool.map(lambda job: job(), jobs)]
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together))
+
+
+def test_gan_epoch_scatter_is_a_chart_tensor_of_about_the_asked_size():
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(512, 2, generator=g), torch.randn(512, 2, generator=g) * 2
+    picture = scatter_image(real, fake)
+    assert picture.dtype == torch.float32 and picture.shape[0] == 3
+    assert 200 <= picture.shape[1] <= 320 and 200 <= picture.shape[2] <= 320
+    assert 0 <= picture.min() and picture.max() <= 1
+    assert near(picture, GREEN).sum() > 100 and near(picture, RED).sum() > 100
+    fake_only = scatter_image(None, fake)
+    assert near(fake_only, GREEN).sum() == 0 and near(fake_only, RED).sum() > 100
+
+
+def test_image_grid_keeps_every_pixel():
+    images = torch.rand(10, 1, 28, 28)
+    grid = image_grid(images, ["a\nb"] * 10, nrow=4)
+    assert grid.size[0] >= 4 * 84 and grid.size[1] >= 3 * 84  # 3 rows of 4, zoomed 3×
+    first = np.asarray(grid)[4:4 + 84:3, 4:4 + 84:3, 0]  # the first tile, one pixel of each 3×3 block
+    assert np.array_equal(first, (images[0, 0] * 255).round().to(torch.uint8).numpy())

@@ -1,7 +1,9 @@
-"""Pictures for people: a confusion matrix, captioned image grids, scatter plots and bar charts as PIL images.
+"""Pictures for people: a confusion matrix, scatter plots and bar charts (matplotlib figures) and captioned image
+grids (Pillow), each returned as a PIL image.
 
-Drawn with Pillow (already there through torchvision), so reports need no plotting library. The caller
-saves them (`image.save(path)`) or hands `to_tensor(image)` to TensorBoard.
+The charts are matplotlib figures drawn on the Agg canvas of each call's own Figure: no pyplot, no global backend or
+style is touched, and matplotlib is imported only when a chart is drawn (importing trainkit stays fast). The caller
+saves a picture (`image.save(path)`) or hands `to_tensor(image)` to TensorBoard.
 """
 
 from __future__ import annotations
@@ -9,14 +11,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-WHITE, BLACK, GREY, LIGHT = (255, 255, 255), (20, 20, 20), (110, 110, 110), (228, 228, 228)
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+WHITE, BLACK = (255, 255, 255), (20, 20, 20)
 GREEN, RED, BLUE = (40, 150, 60), (205, 40, 40), (31, 88, 160)
+DPI = 100  # a chart of size (600, 480) is 6 × 4.8 inches: fonts in points read as they do on a page
 
 
 def font(size: int = 13) -> ImageFont.ImageFont:
@@ -33,54 +40,88 @@ def _text_size(text: str, f: ImageFont.ImageFont) -> tuple[int, int]:
     return int(right - left), int(bottom - top)
 
 
-def _vertical_text(canvas: Image.Image, xy: tuple[int, int], text: str, f: ImageFont.ImageFont,
-                   fill: tuple[int, int, int]) -> None:
-    """Text rotated 90° counter-clockwise, its bottom-left corner at `xy` (bottom to top reading)."""
-    w, h = _text_size(text, f)
-    strip = Image.new("RGBA", (w + 2, h + 6), (0, 0, 0, 0))
-    ImageDraw.Draw(strip).text((0, 0), text, font=f, fill=fill)
-    rotated = strip.rotate(90, expand=True)
-    canvas.paste(rotated, (xy[0], xy[1] - rotated.height), rotated)
+def _figure(size: tuple[float, float]) -> Figure:
+    """A figure of `size` pixels with its own Agg canvas: nothing shared with pyplot or other calls."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, facecolor="white", layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _image(fig: Figure) -> Image.Image:
+    """The figure's pixels as an RGB image, straight from the canvas's buffer (no file, no PNG round trip)."""
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    return Image.fromarray(np.ascontiguousarray(rgba[:, :, :3]), "RGB")
+
+
+def _rgb(colour: tuple[int, int, int]) -> tuple[float, float, float]:
+    return tuple(c / 255 for c in colour)  # type: ignore[return-value]
+
+
+def _text_width(text: str, points: float) -> float:
+    """The width of `text` in points at a font size of `points`, measured without drawing."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import text_to_path
+
+    return text_to_path.get_text_width_height_descent(text, FontProperties(size=points), ismath=False)[0]
 
 
 def confusion_image(matrix: Tensor, names: Sequence[str], title: str) -> Image.Image:
-    """Rows are true classes, columns predicted ones; a cell's shade grows with its share of the row, its
-    number is the count (left out when the classes are too many to print legibly)."""
+    """Rows are true classes, columns predicted ones; a cell's shade grows with its share of the row (on a
+    square-root scale, so a few percent of errors still shows), its number is the count (left out when the classes
+    are too many to print legibly). The picture grows with the number of classes."""
+    from matplotlib.colors import PowerNorm
+
     k = len(names)
-    cell = 44 if k <= 12 else max(10, 520 // k)
-    f, small = font(13), font(11 if cell >= 30 else 9)
-    label_w = max(_text_size(n, f)[0] for n in names) + 10
-    top = 34 + label_w + 6  # title, then the vertical column labels
-    left = 26 + label_w
-    image = Image.new("RGB", (left + k * cell + 16, top + k * cell + 30), WHITE)
-    draw = ImageDraw.Draw(image)
-    draw.text((10, 8), title, font=f, fill=BLACK)
+    cell = 0.44 if k <= 12 else max(0.10, 5.28 / k)  # inches: the grid is 5.28 in across from 12 to 52 classes
+    label_pt = min(10.0, cell * 72 * 0.9)
+    label_in = max((_text_width(str(n), label_pt) for n in names), default=0) / 72
     rows = matrix.double()
-    shares = rows / rows.sum(1, keepdim=True).clamp_min(1)
-    for i in range(k):
-        for j in range(k):
-            s = shares[i, j].item() ** 0.5  # a square-root scale: a few percent of errors still shows
-            colour = tuple(int(255 * (1 - s) + c * s) for c in BLUE)
-            box = (left + j * cell, top + i * cell, left + (j + 1) * cell - 1, top + (i + 1) * cell - 1)
-            draw.rectangle(box, fill=colour, outline=LIGHT)
-            count = int(matrix[i, j])
-            if cell >= 22 and count:
-                text = str(count)
-                tw, th = _text_size(text, small)
-                draw.text((box[0] + (cell - tw) / 2, box[1] + (cell - th) / 2 - 1), text, font=small,
-                          fill=WHITE if s > 0.5 else BLACK)
-        w, h = _text_size(names[i], f)
-        draw.text((left - w - 6, top + i * cell + (cell - h) / 2 - 2), names[i], font=f, fill=BLACK)
-        _vertical_text(image, (left + i * cell + (cell - h) // 2 - 2, top - 6), names[i], f, BLACK)
-    _vertical_text(image, (4, top + k * cell // 2 + 20), "true", f, GREY)
-    draw.text((left + k * cell // 2 - 30, top + k * cell + 8), "predicted", font=f, fill=GREY)
-    return image
+    shares = (rows / rows.sum(1, keepdim=True).clamp_min(1)).numpy()
+    side = k * cell
+    width = max(side + label_in + 1.6, _text_width(title, 11) / 72 + 0.3)  # room for the title, too
+    fig = _figure((width * DPI, (side + label_in + 1.2) * DPI))
+    ax = fig.add_subplot()
+    # pcolormesh: cells with white edges between them, cheaper than a grid of minor ticks
+    shade = ax.pcolormesh(shares, cmap="Blues", norm=PowerNorm(0.5, vmin=0, vmax=1), edgecolors="white",
+                          linewidth=min(0.8, 0.08 * cell * 72))
+    ax.set_aspect("equal")
+    ax.invert_yaxis()  # the first true class on top
+    ticks = np.arange(k) + 0.5
+    ax.set_xticks(ticks, [str(n) for n in names], fontsize=label_pt, rotation=90)
+    ax.set_yticks(ticks, [str(n) for n in names], fontsize=label_pt)
+    ax.tick_params(length=0)
+    ax.set_xlabel("predicted", fontsize=10, color="0.35")
+    ax.set_ylabel("true", fontsize=10, color="0.35")
+    fig.suptitle(title, fontsize=11, x=0.02, ha="left")  # the axes are centred: align with the figure's edge
+    for edge in ax.spines.values():
+        edge.set_visible(False)
+    counts = matrix.long().tolist()
+    digits = max((len(str(c)) for row in counts for c in row), default=1)
+    count_pt = min(10.0, 0.85 * cell * 72 / (0.62 * digits))  # 0.62: a digit's width per point of font size
+    if count_pt >= 6:  # smaller is not legible
+        for i, row in enumerate(counts):
+            for j, count in enumerate(row):
+                if count:
+                    ax.text(j + 0.5, i + 0.5, str(count), ha="center", va="center", fontsize=count_pt,
+                            color="white" if shares[i, j] ** 0.5 > 0.6 else "black",
+                            in_layout=False)  # inside the cells: the layout need not measure them
+    bar = fig.colorbar(shade, ax=ax, shrink=0.8, pad=0.02, aspect=30, ticks=[0, 0.05, 0.2, 0.5, 1], format="{x:.0%}")
+    bar.set_label("share of the true class", fontsize=9)
+    bar.ax.tick_params(labelsize=8)
+    return _image(fig)
 
 
 def image_grid(images: Tensor, captions: Sequence[str] | None = None, nrow: int = 8,
                zoom: int | None = None) -> Image.Image:
     """N×C×H×W images in [0, 1] as one picture, `nrow` to a row, each with its caption lines below it.
-    Small images are enlarged by whole pixels (`zoom`, default: to about 96 pixels) so digits stay crisp."""
+    Small images are enlarged by whole pixels (`zoom`, default: to about 96 pixels) so digits stay crisp.
+
+    A picture, not a chart, so Pillow and not matplotlib: each tile is pasted pixel for pixel, where imshow in a
+    figure would resample it to the axes' size (blurred or aliased digits) and add axes nobody reads."""
     n, c, h, w = images.shape
     zoom = zoom or max(1, 96 // max(h, w))
     pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8)
@@ -114,70 +155,59 @@ class Series:
 
 def scatter_plot(series: Sequence[Series], title: str, xlabel: str, ylabel: str, diagonal: bool = False,
                  size: tuple[int, int] = (600, 480)) -> Image.Image:
-    """Points on shared axes with ticks and a legend; `diagonal` draws y = x on equal x and y ranges."""
-    pts = torch.cat([s.points[:, :2].double() for s in series]) if series else torch.zeros(1, 2)
-    pts = pts[torch.isfinite(pts).all(1)]
-    if len(pts) == 0:
-        pts = torch.zeros(1, 2, dtype=torch.float64)
-    lo, hi = pts.min(0).values.tolist(), pts.max(0).values.tolist()
-    if diagonal:
-        lo, hi = [min(lo)] * 2, [max(hi)] * 2
-    x_lo, x_hi = _padded(lo[0], hi[0])
-    y_lo, y_hi = _padded(lo[1], hi[1])
-    f = font(12)
-    image = Image.new("RGB", size, WHITE)
-    draw = ImageDraw.Draw(image)
-    left, right, top, bottom = 70, size[0] - 20, 46, size[1] - 50
-    to_px = lambda x, y: (left + (x - x_lo) / (x_hi - x_lo) * (right - left),  # noqa: E731
-                          bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top))
-    for t in _ticks(x_lo, x_hi):
-        px = to_px(t, y_lo)[0]
-        draw.line([(px, top), (px, bottom)], fill=LIGHT)
-        label = _tick_label(t)
-        draw.text((px - _text_size(label, f)[0] / 2, bottom + 6), label, font=f, fill=GREY)
-    for t in _ticks(y_lo, y_hi):
-        py = to_px(x_lo, t)[1]
-        draw.line([(left, py), (right, py)], fill=LIGHT)
-        label = _tick_label(t)
-        draw.text((left - _text_size(label, f)[0] - 6, py - 7), label, font=f, fill=GREY)
-    draw.rectangle((left, top, right, bottom), outline=GREY)
-    if diagonal:
-        a, b = max(x_lo, y_lo), min(x_hi, y_hi)
-        draw.line([to_px(a, a), to_px(b, b)], fill=GREY, width=1)
+    """Points on shared axes with a legend; `diagonal` draws y = x on equal x and y ranges. Points with a non-finite
+    coordinate are left out."""
+    small = min(size) < 400  # an epoch picture: smaller type, so the points keep most of the room
+    fig = _figure(size)
+    ax = fig.add_subplot()
+    finite = []
     for s in series:
-        for x, y in s.points[:, :2].double().tolist():
-            if math.isfinite(x) and math.isfinite(y):
-                px, py = to_px(x, y)
-                draw.ellipse((px - 2, py - 2, px + 2, py + 2), fill=s.colour)
-    draw.text((10, 6), title, font=font(13), fill=BLACK)
-    draw.text(((left + right) / 2 - _text_size(xlabel, f)[0] / 2, bottom + 26), xlabel, font=f, fill=BLACK)
-    _vertical_text(image, (8, (top + bottom) // 2 + _text_size(ylabel, f)[0] // 2), ylabel, f, BLACK)
-    x = right  # the legend, right-aligned above the plot: it never hides a point
-    for s in reversed(series):
-        x -= _text_size(s.label, f)[0] + 26
-        draw.ellipse((x, 29, x + 8, 37), fill=s.colour)
-        draw.text((x + 12, 26), s.label, font=f, fill=BLACK)
-    return image
+        pts = s.points[:, :2].detach().double().cpu().numpy()
+        pts = pts[np.isfinite(pts).all(1)]
+        finite.append(pts)
+        ax.scatter(pts[:, 0], pts[:, 1], s=6 if small else 10, color=_rgb(s.colour), linewidths=0, label=s.label)
+    both = np.concatenate(finite) if finite else np.zeros((0, 2))
+    if diagonal:
+        lo, hi = _padded(both.min(), both.max()) if len(both) else (-1.0, 1.0)
+        ax.plot([lo, hi], [lo, hi], color="0.5", linewidth=1, zorder=0, label="y = x")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal", adjustable="box")
+    elif not len(both):
+        ax.set_xlim(-1, 1)
+        ax.set_ylim(-1, 1)
+    text_pt = 7 if small else 10
+    ax.set_xlabel(xlabel, fontsize=text_pt)
+    ax.set_ylabel(ylabel, fontsize=text_pt)
+    ax.tick_params(labelsize=text_pt - 1)
+    ax.grid(color="0.9", linewidth=0.8)
+    ax.set_axisbelow(True)
+    if series:  # above the axes: a legend never hides a point
+        ax.legend(loc="lower right", bbox_to_anchor=(1, 1), ncols=len(series) + diagonal, frameon=False,
+                  fontsize=text_pt, markerscale=2, handletextpad=0.4, columnspacing=1, borderaxespad=0.2)
+    if title:
+        fig.suptitle(title, fontsize=text_pt + 1, x=0.02, ha="left")
+    return _image(fig)
 
 
 def bar_chart(values: Sequence[float], labels: Sequence[str], title: str, size: tuple[int, int] = (600, 320)) -> Image.Image:
     """One bar per label, its value printed above it."""
-    f = font(12)
-    image = Image.new("RGB", size, WHITE)
-    draw = ImageDraw.Draw(image)
-    left, right, top, bottom = 20, size[0] - 20, 50, size[1] - 40
-    top_value = max(max(values, default=0), 1e-12)
-    width = (right - left) / max(len(values), 1)
-    for i, (value, label) in enumerate(zip(values, labels)):
-        x0 = left + i * width
-        y0 = bottom - value / top_value * (bottom - top)
-        draw.rectangle((x0 + width * 0.15, y0, x0 + width * 0.85, bottom), fill=BLUE)
-        text = _tick_label(value)
-        draw.text((x0 + width / 2 - _text_size(text, f)[0] / 2, y0 - 16), text, font=f, fill=GREY)
-        draw.text((x0 + width / 2 - _text_size(label, f)[0] / 2, bottom + 6), label, font=f, fill=BLACK)
-    draw.line([(left, bottom), (right, bottom)], fill=GREY)
-    draw.text((left, 10), title, font=font(13), fill=BLACK)
-    return image
+    fig = _figure(size)
+    ax = fig.add_subplot()
+    labels = [str(label) for label in labels]
+    bars = ax.bar(range(len(values)), values, color=_rgb(BLUE), width=0.7)
+    ax.bar_label(bars, [_tick_label(v) for v in values], padding=2, fontsize=9, color="0.35")
+    room = (size[0] / DPI * 72) / max(len(labels), 1)  # points of width per bar
+    tilt = max((_text_width(label, 9) for label in labels), default=0) > 0.9 * room
+    ax.set_xticks(range(len(labels)), labels, fontsize=9, rotation=30 if tilt else 0,
+                  ha="right" if tilt else "center", rotation_mode="anchor")
+    ax.tick_params(axis="x", length=0)
+    ax.set_yticks([])
+    ax.margins(y=0.15)  # headroom for the values above the bars
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    ax.set_title(title, fontsize=11, loc="left")
+    return _image(fig)
 
 
 def _padded(lo: float, hi: float) -> tuple[float, float]:
@@ -185,15 +215,6 @@ def _padded(lo: float, hi: float) -> tuple[float, float]:
         return lo - 1, hi + 1
     pad = 0.05 * (hi - lo)
     return lo - pad, hi + pad
-
-
-def _ticks(lo: float, hi: float, target: int = 6) -> list[float]:
-    """Round numbers (1, 2 or 5 × a power of ten apart) inside [lo, hi]."""
-    raw = (hi - lo) / target
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.ceil(lo / step) * step
-    return [first + i * step for i in range(int((hi - first) / step) + 1)]
 
 
 def _tick_label(value: float) -> str:

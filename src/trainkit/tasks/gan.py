@@ -281,21 +281,11 @@ class GANTask:
 
 
 def scatter_image(real: Tensor | None, fake: Tensor, size: int = 256) -> Tensor:
-    """A 3×size×size picture of 2-D points: real in green, generated in red, on one shared scale."""
-    pts = fake[:, :2] if real is None else torch.cat([real[:, :2], fake[:, :2]])
-    low, high = pts.min(0).values, pts.max(0).values
-    span = (high - low).clamp_min(1e-6)
-    img = torch.ones(3, size, size)
+    """A 3×size×size picture (floats in [0, 1]) of 2-D points, the epoch picture of a GAN on points: a scatter plot
+    with real points in green and generated ones in red on shared axes, with ticks and a legend."""
+    from trainkit.reports.render import GREEN, RED, Series, scatter_plot, to_tensor
 
-    def plot(p: Tensor, color: tuple[float, float, float]) -> None:
-        ij = ((p[:, :2] - low) / span * (size - 3) + 1).long()
-        col, row = ij[:, 0], size - 1 - ij[:, 1]  # y grows upwards
-        for dr in (-1, 0, 1):
-            for dc in (-1, 0, 1):
-                for c in range(3):
-                    img[c, (row + dr).clamp(0, size - 1), (col + dc).clamp(0, size - 1)] = color[c]
-
+    series = [Series(fake, RED, "generated")]
     if real is not None:
-        plot(real, (0.2, 0.7, 0.2))
-    plot(fake, (0.85, 0.1, 0.1))
-    return img
+        series.insert(0, Series(real, GREEN, "real"))
+    return to_tensor(scatter_plot(series, "", "x", "y", size=(size, size)))
