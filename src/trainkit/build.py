@@ -477,7 +477,11 @@ def build_trainer(cfg: Any, run_dir: str | Path, *, resume: str | Path | None = 
     built.task.distribute(lambda module: distributed.wrap(module, built.device))
     steps_per_epoch = num_batches(built.loaders["train"], built.settings.limit_train_batches)
     opt = build_optimization(cfg, built.task, built.settings, built.device, steps_per_epoch)
-    recipe = Recipe(OmegaConf.to_yaml(OmegaConf.create(cfg), resolve=True), plugin_origins(cfg))
+    plugins = plugin_origins(cfg)
+    chosen = next((e for e in registry.TASKS.entries.values() if e.plugin and e.target is type(built.task)), None)
+    if chosen is not None:  # task=auto picked a plugin's task: a later command must load its module too
+        plugins.setdefault("task", chosen.origin)
+    recipe = Recipe(OmegaConf.to_yaml(OmegaConf.create(cfg), resolve=True), plugins)
     trackers = build_trackers(cfg, Path(run_dir), built.settings, saved) if distributed.is_main() else None
     try:
         return Trainer(built.task, data, opt, built.settings, run_dir, callbacks=callbacks, trackers=trackers,

@@ -25,5 +25,10 @@ def runs_frame(root: Path) -> Any:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=[*columns, "error"])
+    for column in frame.columns.difference(columns):  # override values as typed: numbers where they all are
+        try:
+            frame[column] = pd.to_numeric(frame[column])
+        except (ValueError, TypeError):
+            pass
     first = [c for c in columns if c in frame.columns]
     return frame[first + [c for c in frame.columns if c not in first]]

@@ -6,7 +6,9 @@ import ast
 import re
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "trainkit"
+from conftest import ROOT
+
+SRC = ROOT / "src" / "trainkit"
 
 
 def test_nothing_below_build_imports_hydra_or_omegaconf():
