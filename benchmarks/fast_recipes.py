@@ -90,7 +90,7 @@ class TestCurve(Callback):
         begin = time.perf_counter()
         ema = trainer.opt.ema
         with ema.swapped() if ema is not None else nullcontext():
-            acc = evaluate(trainer.task, trainer.loaders["test"], trainer.opt.autocast, "test/")["test/acc"]
+            acc = evaluate(trainer.task, trainer.data.test, trainer.opt.autocast, "test/")["test/acc"]
         self.points.append({"step": step, "train_s": begin - self.start - self.paused, "test_acc": acc})
         self.paused += time.perf_counter() - begin
 
@@ -115,7 +115,7 @@ def handwritten_curve(run: Any, args: argparse.Namespace, points: int) -> list[d
     import handwritten as hw
     from trainkit.build import build_task
 
-    cfg, data = run.cfg, run.built.data
+    cfg, data = run.cfg, run.data
     meta = data.meta
     x, y = hw.normalized(data.train.x, meta.mean, meta.std), data.train.y
     xt, yt = hw.normalized(data.test.x, meta.mean, meta.std), data.test.y
@@ -144,7 +144,7 @@ def curves(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         middle = load_avg()
         hw = handwritten_curve(run, args, points)
         out[name] = {"trainkit": tk, "handwritten": hw, "load_avg": [before, middle, load_avg()],
-                     "train_samples": len(run.built.data.train.x), "test_samples": len(run.built.data.test.x)}
+                     "train_samples": len(run.data.train.x), "test_samples": len(run.data.test.x)}
         say(f"curves {name}: trainkit {tk[-1]['test_acc']:.4f} after {tk[-1]['train_s']:.1f} s; hand-written "
             f"{hw[-1]['test_acc']:.4f} after {hw[-1]['train_s']:.1f} s (load {before:.2f}, {middle:.2f}, {load_avg():.2f})")
     return out

@@ -87,7 +87,7 @@ def probe_class() -> type:
 
             modules = trainer.task.modules()
             params = [p for m in modules.values() for p in m.parameters()]
-            loader = trainer.loaders["train"]
+            loader = trainer.data.train
             convs = [p for p in params if p.dim() == 4]
             self.info.update(
                 param_device=str(params[0].device),
@@ -307,7 +307,7 @@ def cifar10_fast(ctx: Ctx, name: str) -> dict[str, Any]:
             if ctx.device == "cuda":  # the epoch's kernels have finished before the clock is read
                 torch.cuda.synchronize()
             begin = time.perf_counter()
-            acc = evaluate(trainer.task, trainer.loaders["test"], trainer.opt.autocast, "test/")["test/acc"]
+            acc = evaluate(trainer.task, trainer.data.test, trainer.opt.autocast, "test/")["test/acc"]
             self.curve.append({"epoch": epoch, "train_s": begin - self.start - self.paused, "test_acc": acc})
             self.paused += time.perf_counter() - begin
 

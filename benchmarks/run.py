@@ -58,9 +58,9 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from trainkit.cli import _register_schemas, config_dir
+    from trainkit.cli.compose import config_dir, register_schemas
 
-    _register_schemas()
+    register_schemas()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return hydra_compose(config_name="train", overrides=overrides)
 
@@ -108,7 +108,8 @@ class TrainkitRun:
                  callbacks: tuple[Callback, ...] = ()) -> None:
         from rich.console import Console
 
-        from trainkit.trainer import Trainer
+        from trainkit.build import build_trainer
+        from trainkit.data.base import DataSplits, Split
 
         extra = [f"trainer.max_epochs={max_epochs}"] if max_epochs else []
         if quick and not any(o.startswith("trainer.limit_train_batches=") for o in overrides):
@@ -118,8 +119,13 @@ class TrainkitRun:
         self._devnull = open(os.devnull, "w")
         console = Console(file=self._devnull, force_terminal=True, width=120)
         self.timer = EpochTimer()
-        self.trainer = Trainer(self.cfg, run_dir, console, callbacks=[self.timer, *callbacks])
-        self.built, self.task, self.loaders = self.trainer.built, self.trainer.task, self.trainer.loaders
+        self.trainer = build_trainer(self.cfg, run_dir, callbacks=[self.timer, *callbacks], console=console)
+        data, self.task = self.trainer.data, self.trainer.task
+        self.loaders = {name: loader for name, loader in (("train", data.train), ("val", data.val),
+                                                          ("test", data.test)) if loader is not None}
+        # The splits as the readers gave them (the loaders hold the same tensors), for the hand-written contenders.
+        split = lambda loader: None if loader is None else Split(loader.x, loader.y)  # noqa: E731
+        self.data = DataSplits(split(data.train), split(data.val), split(data.test), data.meta)
         self.settings, self.opt = self.trainer.settings, self.trainer.opt
         self.rows: list[dict[str, float]] = []
 
@@ -184,7 +190,7 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                            f"data.batch_size={batch}", f"trainer.num_threads={torch.get_num_threads()}",
                            f"trainer.device={args.device}"],
                           tmp / f"{model}-{batch}", args.quick)
-        meta, train = run.built.data.meta, run.built.data.train
+        meta, train = run.data.meta, run.data.train
         x, y = hw.normalized(train.x, meta.mean, meta.std), train.y
         if args.quick:
             x, y = x[:20 * batch], y[:20 * batch]
@@ -254,7 +260,7 @@ def overhead(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     run = TrainkitRun(base, tmp / "overhead", args.quick)
     quiet = TrainkitRun([*base, "trainer.progress=none", "trainer.tensorboard=false"], tmp / "overhead-quiet",
                         args.quick)
-    meta, val = run.built.data.meta, run.built.data.val
+    meta, val = run.data.meta, run.data.val
     xv = hw.normalized(val.x, meta.mean, meta.std)
     net, eval_batch = run.task.net, run.loaders["val"].batch_size
 
@@ -346,7 +352,7 @@ def ops(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         run.epoch()
     run.close()
-    meta, train = run.built.data.meta, run.built.data.train
+    meta, train = run.data.meta, run.data.train
     x, y = hw.normalized(train.x, meta.mean, meta.std)[:steps * 128], train.y[:steps * 128]
     net = MLP(meta.in_shape, meta.num_outputs, hidden=[500])
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)  # the best loop: the optimizer trainkit's adam uses
@@ -617,7 +623,7 @@ def accuracy(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         reached = next((c for c in curve if target is not None and c["test_acc"] >= target), None)
         budget = reached["wall_s"] if reached else curve[-1]["wall_s"]
         # The tutorial recipe on the same training split, network and threads, for the same wall time.
-        meta, data = run.built.data.meta, run.built.data
+        meta, data = run.data.meta, run.data
         x, y = hw.normalized(data.train.x, meta.mean, meta.std), data.train.y
         xt, yt = hw.normalized(data.test.x, meta.mean, meta.std), data.test.y
         from trainkit.build import build_task

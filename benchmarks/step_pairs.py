@@ -43,7 +43,7 @@ def main() -> None:
                  f"trainer.num_threads={torch.get_num_threads()}", "trainer.progress=none", "trainer.tensorboard=false",
                  f"trainer.limit_train_batches={args.chunk}", "trainer.limit_eval_batches=1", "trainer.device=cpu"]
     run = bench.TrainkitRun(overrides, Path(tempfile.mkdtemp(prefix="trainkit-pairs-")))
-    meta, train = run.built.data.meta, run.built.data.train
+    meta, train = run.data.meta, run.data.train
     x, y = hw.normalized(train.x, meta.mean, meta.std), train.y
     torch.manual_seed(0)
     net = MLP(meta.in_shape, meta.num_outputs, hidden=[500])
