@@ -43,9 +43,11 @@ def mmd_rbf(a: Tensor, b: Tensor) -> Tensor:
 
 def build_gan(meta: DataMeta, arch: str = "auto", latent_dim: int = 64, g_hidden: Sequence[int] = (256, 512),
               d_hidden: Sequence[int] = (512, 256), g_channels: Sequence[int] = (64, 32),
-              d_channels: Sequence[int] = (32, 64), dropout: float = 0.3, conditional: bool = False) -> GAN:
-    """`model=gan`, sized from the data: images (convolutions by default) or (x, y) points (MLPs), its output squashed
-    into the data's pixel range; conditioned on the data's classes with `conditional`."""
+              d_channels: Sequence[int] = (32, 64), dropout: float = 0.3, conditional: bool = False,
+              activation: str = "leaky_relu") -> GAN:
+    """`model=gan`, sized from the data: images (convolutions by default) or (x, y) points (MLPs, with the
+    `activation` leaky_relu or relu), its output squashed into the data's pixel range; conditioned on the data's
+    classes with `conditional`."""
     sample_shape = GANTask.sample_shape(meta)
     if arch == "auto":  # convolutions for pictures, MLPs for points
         arch = "conv" if len(sample_shape) == 3 else "mlp"
@@ -53,7 +55,7 @@ def build_gan(meta: DataMeta, arch: str = "auto", latent_dim: int = 64, g_hidden
         raise ValueError(f"model.conditional=true draws samples of a chosen class, and data={meta.name} has no "
                          f"classes ({meta.kind} data): use model.conditional=false, or labelled classification data.")
     return GAN(sample_shape, arch, latent_dim, g_hidden, d_hidden, g_channels, d_channels, dropout,
-               GANTask.bounds(meta), meta.num_outputs if conditional else 0)
+               GANTask.bounds(meta), meta.num_outputs if conditional else 0, activation)
 
 
 @dataclass
