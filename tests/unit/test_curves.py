@@ -110,7 +110,7 @@ def test_residual_is_the_distance_from_the_family():
 
 def test_ks_uniform():
     n = 200
-    exact = (torch.arange(n, dtype=torch.float64) + 0.5) / n + 1  # the uniform's quantiles: the smallest possible statistic
+    exact = (torch.arange(n, dtype=torch.float64) + 0.5) / n + 1  # the uniform's quantiles: the smallest statistic
     assert ks_uniform(exact, 1, 2) == pytest.approx(0.5 / n)
     assert ks_uniform(torch.full((50,), 1.5), 1, 2) == pytest.approx(0.5)
     assert ks_uniform(torch.full((50,), 0.5), 1, 2) == 1.0 and ks_uniform(torch.full((50,), 7.0), 1, 2) == 1.0
@@ -125,8 +125,11 @@ def test_the_preset_builds_the_tutorials_networks(compose):
     cfg = compose("experiment=painter_gan", "data.n_train=64", "data.n_val=64", "data.n_test=64")
     task = build_task(cfg, build_data(cfg).meta)
     g, d = task.gan.generator.net, task.gan.discriminator.net
-    shape = lambda net: [(type(m).__name__, getattr(m, "in_features", None), getattr(m, "out_features", None))  # noqa: E731
-                         for m in net if not isinstance(m, nn.Flatten)]
+
+    def shape(net: nn.Module) -> list[tuple]:
+        return [(type(m).__name__, getattr(m, "in_features", None), getattr(m, "out_features", None))
+                for m in net if not isinstance(m, nn.Flatten)]
+
     assert shape(g) == [("Linear", 5, 128), ("ReLU", None, None), ("Linear", 128, 15)]
     assert shape(d) == [("Linear", 15, 128), ("ReLU", None, None), ("Linear", 128, 1)]
     assert task.gan.generator.low is None, "no squashing of the output"

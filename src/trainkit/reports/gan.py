@@ -20,7 +20,7 @@ from torch import Tensor
 from trainkit.reports.base import EvalInputs, Report, ReportTable, class_names, pixels01
 from trainkit.reports.inference import RawInput, batches
 from trainkit.reports.measures import energy_distance, frechet_distance, ks_uniform, subsample
-from trainkit.reports.render import (BLUE, GREEN, ORANGE, RED, SKY, Lines, Series, bar_chart, histogram, image_grid,
+from trainkit.reports.render import (GREEN, ORANGE, RED, SKY, Lines, Series, bar_chart, histogram, image_grid,
                                      line_plot, scatter_plot)
 
 MAX_POINTS = 2000  # the energy distance is quadratic in memory

@@ -259,8 +259,8 @@ class GANTask:
             judge = inputs.restore(options.feature_ckpt)
             if self.joint or self.curves is not None:
                 rep = gan.report(inputs, options.samples)
-                rep.notes.append("eval.feature_ckpt is for GANs on images; for points and curves the raw-value distance "
-                                 "is reported")
+                rep.notes.append("eval.feature_ckpt is for GANs on images; for points and curves the raw-value "
+                                 "distance is reported")
                 return rep
             classifier = self._feature_classifier(options.feature_ckpt, judge)
         return gan.report(inputs, options.samples, classifier)
