@@ -406,6 +406,7 @@ for _name, _target, _options in [
     ("mnist_csv", "trainkit.data.mnist_csv:load", {"inputs": "trainkit.data.mnist_csv:PixelRowInputs"}),
     ("cifar10", "trainkit.data.cifar10:load", {}),
     ("synthetic_regression", "trainkit.data.synthetic:load", {}),
+    ("curves", "trainkit.data.curves:load", {}),
     ("image_folder", "trainkit.data.image_folder:load", {"inputs": "trainkit.data.image_folder:FolderInputs"}),
     ("torchvision", "trainkit.data.torchvision_sets:load", {}),
 ]:

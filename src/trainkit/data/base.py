@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -42,6 +43,9 @@ class DataMeta:
     mean: tuple[float, ...] | None = None  # per-channel, after scaling; None: no normalization
     std: tuple[float, ...] | None = None
     target_shape: tuple[int, ...] = field(default_factory=tuple)  # one target: () for classes, (K,) for regression
+    # Samples that are whole curves y(x) of a known family (data=curves: trainkit.data.curves.Curves.spec()): a GAN
+    # learns x alone, draws the samples as curves, and judges them against the family. None: other data.
+    curve: dict[str, Any] | None = None
 
 
 SPLITS = ("train", "val", "test")  # every split a reader can return, and what `load(splits=...)` asks for by default

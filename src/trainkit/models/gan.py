@@ -1,6 +1,7 @@
 """A GAN: a generator maps latent noise to a sample of the data's shape; a discriminator maps a sample
 to one real/fake logit. Two architectures: DCGAN-style convolutions for images (`arch=conv`) and MLPs
-for images or (x, y) points (`arch=mlp`). Losses and update order live in tasks/gan.py.
+for images, (x, y) points or whole curves (`arch=mlp`, its hidden layers' activation LeakyReLU(0.2) or ReLU). Losses
+and update order live in tasks/gan.py.
 
 Class-conditional (`num_classes` > 0): the generator's input is the noise followed by a one-hot class code
 (InfoGAN's layout: one input vector, so the exported generator keeps one input), and the discriminator scores
@@ -18,6 +19,9 @@ from torch import Tensor, nn
 from trainkit.models.mlp import mlp_layers
 
 ARCHS = ("conv", "mlp")
+# The MLPs' activation: LeakyReLU keeps a gradient for negative inputs (the usual GAN choice); ReLU is the seeds'
+# painter's (Linear, ReLU, Linear).
+ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.2), "relu": nn.ReLU}
 
 
 def conv_generator(latent_dim: int, sample_shape: Sequence[int], channels: Sequence[int]) -> list[nn.Module]:
@@ -101,8 +105,12 @@ class GAN(nn.Module):
     def __init__(self, sample_shape: Sequence[int], arch: str = "mlp", latent_dim: int = 64,
                  g_hidden: Sequence[int] = (256, 512), d_hidden: Sequence[int] = (512, 256),
                  g_channels: Sequence[int] = (64, 32), d_channels: Sequence[int] = (32, 64), dropout: float = 0.3,
-                 bounds: tuple[Tensor, Tensor] | None = None, num_classes: int = 0) -> None:
+                 bounds: tuple[Tensor, Tensor] | None = None, num_classes: int = 0,
+                 activation: str = "leaky_relu") -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"model.activation={activation!r} is not an activation of the MLPs; choose one of: "
+                             f"{', '.join(ACTIVATIONS)}.")
         if arch == "conv":
             if len(sample_shape) != 3:
                 raise ValueError(f"model.arch=conv needs image data (C×H×W); this data has samples of shape "
@@ -111,8 +119,9 @@ class GAN(nn.Module):
             d_layers = conv_discriminator(sample_shape, d_channels, dropout)
         elif arch == "mlp":
             size = math.prod(sample_shape)
-            g_layers = mlp_layers(latent_dim + num_classes, g_hidden, size, activation=lambda: nn.LeakyReLU(0.2))
-            d_layers = [nn.Flatten(), *mlp_layers(size, d_hidden, 1, dropout, activation=lambda: nn.LeakyReLU(0.2))]
+            act = ACTIVATIONS[activation]
+            g_layers = mlp_layers(latent_dim + num_classes, g_hidden, size, activation=act)
+            d_layers = [nn.Flatten(), *mlp_layers(size, d_hidden, 1, dropout, activation=act)]
         else:
             raise ValueError(f"model.arch={arch!r} is not a GAN architecture; choose one of: {', '.join(ARCHS)}.")
         self.generator = Generator(latent_dim, sample_shape, g_layers, bounds, num_classes)

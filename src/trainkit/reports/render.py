@@ -1,5 +1,5 @@
-"""Pictures for people: a confusion matrix, scatter plots and bar charts (matplotlib figures) and captioned image
-grids (Pillow), each returned as a PIL image.
+"""Pictures for people: a confusion matrix, scatter plots, line plots, histograms and bar charts (matplotlib figures)
+and captioned image grids (Pillow), each returned as a PIL image.
 
 The charts are matplotlib figures drawn on the Agg canvas of each call's own Figure: no pyplot, no global backend or
 style is touched, and matplotlib is imported only when a chart is drawn (importing trainkit stays fast). The caller
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 WHITE, BLACK = (255, 255, 255), (20, 20, 20)
 GREEN, RED, BLUE = (40, 150, 60), (205, 40, 40), (31, 88, 160)
+ORANGE, SKY = (240, 130, 60), (90, 170, 240)
 DPI = 100  # a chart of size (600, 480) is 6 × 4.8 inches: fonts in points read as they do on a page
 
 
@@ -187,6 +188,74 @@ def scatter_plot(series: Sequence[Series], title: str, xlabel: str, ylabel: str,
                   fontsize=text_pt, markerscale=2, handletextpad=0.4, columnspacing=1, borderaxespad=0.2)
     if title:
         fig.suptitle(title, fontsize=text_pt + 1, x=0.02, ha="left")
+    return _image(fig)
+
+
+@dataclass
+class Lines:
+    """Curves on a line plot: N×P values at the plot's P x positions (or P values: one curve), one colour, one legend
+    label, a line width and an opacity."""
+
+    values: Tensor
+    colour: tuple[int, int, int]
+    label: str
+    width: float = 1.5
+    alpha: float = 1.0
+
+
+def line_plot(x: Tensor, lines: Sequence[Lines], title: str, xlabel: str, ylabel: str, notes: Sequence[str] = (),
+              ylim: tuple[float, float] | None = None, size: tuple[int, int] = (600, 480)) -> Image.Image:
+    """Curves over shared x positions, with a legend above the axes and `notes` (lines of text) at the top centre of
+    the axes, on a white box so a curve under them stays legible."""
+    small = min(size) < 400
+    text_pt = 7 if small else 10
+    fig = _figure(size)
+    ax = fig.add_subplot()
+    xs = x.detach().double().cpu().numpy()
+    for ln in lines:
+        values = ln.values.detach().double().cpu().reshape(-1, len(xs)).numpy()
+        for i, row in enumerate(values):
+            ax.plot(xs, row, color=_rgb(ln.colour), linewidth=ln.width, alpha=ln.alpha,
+                    label=ln.label if i == 0 else "_nolegend_")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_xlabel(xlabel, fontsize=text_pt)
+    ax.set_ylabel(ylabel, fontsize=text_pt)
+    ax.tick_params(labelsize=text_pt - 1)
+    ax.grid(color="0.9", linewidth=0.8)
+    ax.set_axisbelow(True)
+    if lines:
+        ax.legend(loc="lower right", bbox_to_anchor=(1, 1), ncols=min(len(lines), 2), frameon=False,
+                  fontsize=text_pt, handlelength=1.5, handletextpad=0.4, columnspacing=1, borderaxespad=0.2)
+    if notes:
+        ax.text(0.5, 0.97, "\n".join(notes), transform=ax.transAxes, va="top", ha="center", fontsize=text_pt,
+                bbox={"facecolor": "white", "edgecolor": "0.8", "alpha": 0.85, "boxstyle": "round,pad=0.3"})
+    if title:
+        fig.suptitle(title, fontsize=text_pt + 1, x=0.02, ha="left")
+    return _image(fig)
+
+
+def histogram(values: Tensor, low: float, high: float, title: str, xlabel: str, bins: int = 40,
+              reference: tuple[float, float, float] | None = None, reference_label: str = "",
+              size: tuple[int, int] = (600, 320)) -> Image.Image:
+    """A histogram of `values` on [low, high] as a density (values outside are counted in the end bins, so nothing
+    is hidden), and a reference density drawn over it: `reference` = (start, end, height), flat between start and end
+    and 0 elsewhere (a uniform distribution)."""
+    fig = _figure(size)
+    ax = fig.add_subplot()
+    v = values.detach().double().cpu().clamp(low, high).numpy()
+    ax.hist(v, bins=bins, range=(low, high), density=True, color=_rgb(BLUE), alpha=0.8)
+    if reference is not None:
+        start, end, height = reference
+        ax.plot([low, start, start, end, end, high], [0, 0, height, height, 0, 0], color=_rgb(ORANGE), linewidth=2,
+                label=reference_label)
+        ax.legend(loc="upper right", frameon=False, fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=10)
+    ax.set_ylabel("density", fontsize=10)
+    ax.tick_params(labelsize=9)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.set_title(title, fontsize=11, loc="left")
     return _image(fig)
 
 

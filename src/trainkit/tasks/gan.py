@@ -1,11 +1,13 @@
 """GAN training: the non-saturating loss with one discriminator step, then one generator step.
 
-Samples are the data's images, or (x, y) points for regression data (the GAN learns their joint
-distribution). A class-conditional GAN (`model.conditional=true`, classification data) learns each class's
+Samples are the data's images, whole curves (data that says its samples are curves of a family, `DataMeta.curve`:
+the seeds' painter), or (x, y) points for other vector data (the GAN learns their joint distribution). A
+class-conditional GAN (`model.conditional=true`, classification data) learns each class's
 images: it trains on the real batch's labels and draws every class equally often. Validation measures a
 kernel MMD between real and generated samples (lower is better). After training: distances to real data in
-its report, the generator (noise in, raw samples out) as its export, grids or point plots from `sample`; it
-takes no input to predict from.
+its report, the generator (noise in, raw samples out) as its export, grids, curves or point plots from `sample`; it
+takes no input to predict from. Curves are also judged against their family, in validation and in the report:
+the share of paintings between the family's bounds, the fit of a, and the discriminator's accuracy and score.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import Tensor, nn
 from torchvision.utils import make_grid
 
 from trainkit.data.base import DataMeta, Split
+from trainkit.data.curves import Curves
 from trainkit.engine.optimization import Optimization
 from trainkit.errors import ConfigError
 from trainkit.models.gan import GAN
@@ -43,9 +46,11 @@ def mmd_rbf(a: Tensor, b: Tensor) -> Tensor:
 
 def build_gan(meta: DataMeta, arch: str = "auto", latent_dim: int = 64, g_hidden: Sequence[int] = (256, 512),
               d_hidden: Sequence[int] = (512, 256), g_channels: Sequence[int] = (64, 32),
-              d_channels: Sequence[int] = (32, 64), dropout: float = 0.3, conditional: bool = False) -> GAN:
-    """`model=gan`, sized from the data: images (convolutions by default) or (x, y) points (MLPs), its output squashed
-    into the data's pixel range; conditioned on the data's classes with `conditional`."""
+              d_channels: Sequence[int] = (32, 64), dropout: float = 0.3, conditional: bool = False,
+              activation: str = "leaky_relu") -> GAN:
+    """`model=gan`, sized from the data: images (convolutions by default), curves or (x, y) points (MLPs, with the
+    `activation` leaky_relu or relu), an image's output squashed into the data's pixel range; conditioned on the
+    data's classes with `conditional`."""
     sample_shape = GANTask.sample_shape(meta)
     if arch == "auto":  # convolutions for pictures, MLPs for points
         arch = "conv" if len(sample_shape) == 3 else "mlp"
@@ -53,14 +58,14 @@ def build_gan(meta: DataMeta, arch: str = "auto", latent_dim: int = 64, g_hidden
         raise ValueError(f"model.conditional=true draws samples of a chosen class, and data={meta.name} has no "
                          f"classes ({meta.kind} data): use model.conditional=false, or labelled classification data.")
     return GAN(sample_shape, arch, latent_dim, g_hidden, d_hidden, g_channels, d_channels, dropout,
-               GANTask.bounds(meta), meta.num_outputs if conditional else 0)
+               GANTask.bounds(meta), meta.num_outputs if conditional else 0, activation)
 
 
 @dataclass
 class GANEvalOptions:
     """`trainkit eval`'s options for a GAN."""
 
-    samples: int = 64  # generated images in samples.png
+    samples: int = 64  # generated images in samples.png (curves: the paintings paintings.png draws)
     # A classifier checkpoint trained on the same images (model=mlp or cnn): the Fréchet distance between real and
     # generated images in its penultimate layer (test/fd), and the classes it sees in the generated images.
     feature_ckpt: str | None = None
@@ -83,24 +88,34 @@ class GANTask:
     def __init__(self, gan: GAN, meta: DataMeta, examples: Split | None = None, num_points: int = 512,
                  real_label: float = 0.9) -> None:
         self.gan, self.meta, self.real_label = gan, meta, real_label
-        # Images: generate pictures, normalized as the loader normalizes them. Anything else: (x, y) points.
-        self.joint = len(meta.in_shape) != 3
+        # Images: generate pictures, normalized as the loader normalizes them. Curves: whole paintings, as stored.
+        # Anything else: (x, y) points.
+        images = len(meta.in_shape) == 3
+        self.curves = Curves.from_spec(meta.curve) if meta.curve is not None and not images else None
+        self.joint = not images and self.curves is None
         self.mean = self.std = None  # per-channel, C×1×1: undo the loader's normalization for pictures
-        if not self.joint and meta.mean is not None:
+        if images and meta.mean is not None:
             self.mean = torch.tensor(meta.mean).view(-1, 1, 1)
             self.std = torch.tensor(meta.std).view(-1, 1, 1)
         z_gen = torch.Generator().manual_seed(_EVAL_NOISE_SEED)
         self.num_classes = gan.generator.num_classes  # 0: unconditional
         self.fixed_z = self._noise(num_points, z_gen)
-        # A few real samples (as stored) for the point-cloud pictures; a checkpoint carries them.
-        self.reference = None if examples is None or not self.joint else self._joined(examples.x, examples.y)
+        # A few real samples (as stored) for the point-cloud pictures and the curves' discriminator figures; a
+        # checkpoint carries them.
+        self.reference = None
+        if examples is not None and self.joint:
+            self.reference = self._joined(examples.x, examples.y)
+        elif examples is not None and self.curves is not None:
+            self.reference = examples.x.float()
         # What the training step runs: the two networks, or their DDP wrappers when data-parallel.
         self.g_train, self.d_train = gan.generator, gan.discriminator
 
     @staticmethod
     def sample_shape(meta: DataMeta) -> tuple[int, ...]:
-        """What the generator makes for this data: an image, or one (x, y) row."""
-        return tuple(meta.in_shape) if len(meta.in_shape) == 3 else (meta.in_shape[0] + meta.num_outputs,)
+        """What the generator makes for this data: an image, a curve's values, or one (x, y) row."""
+        if len(meta.in_shape) == 3 or meta.curve is not None:
+            return tuple(meta.in_shape)
+        return (meta.in_shape[0] + meta.num_outputs,)
 
     @staticmethod
     def bounds(meta: DataMeta) -> tuple[Tensor, Tensor] | None:
@@ -167,9 +182,29 @@ class GANTask:
         real, labels = self._real(batch), batch[1]
         noise = torch.Generator().manual_seed(_EVAL_NOISE_SEED)
         fake = self.gan(self._noise(len(real), noise, labels).to(real.device)).float()
-        d_real = torch.sigmoid(self._score(self.gan.discriminator, real, labels).float())
-        d_fake = torch.sigmoid(self._score(self.gan.discriminator, fake, labels).float())
-        return {"mmd": mmd_rbf(real, fake), "d_real": d_real.mean(), "d_fake": d_fake.mean()}
+        logit_real = self._score(self.gan.discriminator, real, labels).float()
+        logit_fake = self._score(self.gan.discriminator, fake, labels).float()
+        metrics = {"mmd": mmd_rbf(real, fake), "d_real": torch.sigmoid(logit_real).mean(),
+                   "d_fake": torch.sigmoid(logit_fake).mean()}
+        if self.curves is not None:  # per sample, so the epoch's means are over every painting
+            metrics.update(between=self.curves.between(fake).float(), residual=self.curves.fit(fake)[1].float(),
+                           d_acc=(logit_real > 0).float(), d_score=F.logsigmoid(logit_real) + F.logsigmoid(-logit_fake))
+        return metrics
+
+    @torch.inference_mode()
+    def discriminator_figures(self, real: Tensor, fake: Tensor) -> tuple[float, float]:
+        """The seeds' painter's two figures of the discriminator (unconditional): its accuracy on real samples (the
+        share it scores above 0.5; 0.5 when D has converged) and its score, mean log D(real) + mean log(1 − D(fake))
+        (the GAN value function: −log 4 ≈ −1.386 when G has converged)."""
+        was_training = self.gan.training
+        self.gan.eval()
+        d = self.gan.discriminator
+        device = next(d.parameters()).device
+        logit_real = torch.cat([d(part.to(device)).float().cpu() for part in real.split(4096)])
+        logit_fake = torch.cat([d(part.to(device)).float().cpu() for part in fake.split(4096)])
+        self.gan.train(was_training)
+        score = F.logsigmoid(logit_real).mean() + F.logsigmoid(-logit_fake).mean()
+        return (logit_real > 0).float().mean().item(), score.item()
 
     @torch.inference_mode()
     def epoch_images(self) -> dict[str, Tensor]:
@@ -177,11 +212,17 @@ class GANTask:
         self.gan.eval()
         device = next(self.gan.parameters()).device
         nrow = self.grid_columns(64)
-        z = self.fixed_z if self.joint else self.fixed_z[:8 * nrow]  # a point cloud, or 8 rows of images
+        # a point cloud or curves (the bounds' share of all of them), or 8 rows of images
+        z = self.fixed_z if self.joint or self.curves is not None else self.fixed_z[:8 * nrow]
         fake = self.gan(z.to(device)).float().cpu()
         self.gan.train(was_training)
         if self.joint:
             return {"samples": scatter_image(self.reference, fake)}
+        if self.curves is not None:
+            from trainkit.reports.gan import paintings_picture
+            from trainkit.reports.render import to_tensor
+
+            return {"paintings": to_tensor(paintings_picture(self, fake, shown=8, size=(480, 384)))}
         if self.mean is not None:
             fake = fake * self.std + self.mean
         return {"samples": make_grid(fake.clamp(0, 1), nrow=nrow, padding=2)}
@@ -216,9 +257,10 @@ class GANTask:
         classifier = None
         if options.feature_ckpt:
             judge = inputs.restore(options.feature_ckpt)
-            if self.joint:
+            if self.joint or self.curves is not None:
                 rep = gan.report(inputs, options.samples)
-                rep.notes.append("eval.feature_ckpt is for GANs on images; for points the raw-value distance is reported")
+                rep.notes.append("eval.feature_ckpt is for GANs on images; for points and curves the raw-value "
+                                 "distance is reported")
                 return rep
             classifier = self._feature_classifier(options.feature_ckpt, judge)
         return gan.report(inputs, options.samples, classifier)
@@ -254,6 +296,9 @@ class GANTask:
     def describe(self, uint8_input: bool = False) -> dict[str, Any]:
         latent, shape = self.gan.generator.latent_dim, list(self.gan.generator.sample_shape)
         raw = "pixel values 0..255" if self.mean is not None else "(x, y) points"
+        if self.curves is not None:
+            c = self.curves
+            raw = f"curves: y at {c.points} x evenly spaced from {c.x_low:g} to {c.x_high:g} ({c.formula})"
         values = "standard normal latent noise"
         if self.num_classes:
             from trainkit.reports.base import class_names
@@ -269,6 +314,12 @@ class GANTask:
         from trainkit.reports.render import GREEN, RED, Series, image_grid, scatter_plot
 
         fake = self.generate(n, seed=seed)
+        if self.curves is not None:
+            from trainkit.reports.gan import paintings_picture
+
+            header = [f"y({x:.4g})" for x in self.curves.x.tolist()]
+            table = (header, [[f"{v:.9g}" for v in row] for row in fake.tolist()])
+            return Drawn(paintings_picture(self, fake, shown=n, title=f"{n} generated paintings (seed {seed})"), table)
         if not self.joint:
             return Drawn(image_grid(fake, nrow=nrow or self.grid_columns(n)))
         series = [Series(fake, RED, "generated")]
