@@ -17,6 +17,8 @@ from typing import Any
 
 from trainkit.cli.table import COMMANDS, split_command, usage
 
+CHECK_FLAG = "--check"  # compose and check the line (every job of a sweep) and run nothing
+
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
@@ -91,6 +93,12 @@ def _run(name: str, rest: list[str], prog: str) -> int:
         return int(load_target(inv.command.target)(inv.args) or 0)
     from trainkit.cli import compose, hydra_app, rundir
 
+    check_only = CHECK_FLAG in inv.args
+    inv.args = [a for a in inv.args if a != CHECK_FLAG]
     compose.preflight(inv)
+    if check_only:
+        print(f"{' '.join(a for a in inv.line if a != CHECK_FLAG)}: checked{' every job' * inv.multirun}; nothing was "
+              f"run or written.")
+        return 0
     hydra_app.run(rundir.claim_run_dir(inv), prog)
     return 0

@@ -119,6 +119,7 @@ def preflight(inv: Invocation) -> Any:
     from trainkit.extras import require_extras
 
     trust.refuse_flags(inv)
+    _one_mode(inv)
     require_extras(inv.args, config_dir())
     if any(a in HYDRA_ONLY for a in inv.args):
         return None
@@ -139,6 +140,20 @@ def preflight(inv: Invocation) -> Any:
 
     refuse_search_without_multirun(inv, cfg.hydra_node)
     return cfg.config
+
+
+def _one_mode(inv: Invocation) -> None:
+    """Hydra runs one of: a run, a sweep (-m), --cfg, --info or shell completion; two of them are a usage error."""
+    from trainkit.errors import UsageError
+
+    modes = {"-m": ("-m", "--multirun"), "--cfg": ("--cfg", "-c"), "--info": ("--info", "-i"),
+             "--shell-completion": ("-sc", "--shell-completion")}
+    used = [m for m, flags in modes.items() if any(a in flags or a.startswith(tuple(f"{f}=" for f in flags))
+                                                   for a in inv.args)]
+    if len(used) > 1:
+        raise UsageError(f"{' and '.join(used)} cannot be used together: give one of -m (a sweep), --cfg (print the "
+                         f"config), --info. To check every job of a sweep without running it: trainkit {inv.name} -m "
+                         f"... --check.")
 
 
 class Checked:

@@ -204,15 +204,14 @@ class Search:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         # As Hydra's basic sweeper does: the sweep's command line, which `trainkit sweep resume` runs again.
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
-        study = optuna.create_study(storage=storage_url(self.settings, self.sweep_dir), load_if_exists=True,
-                                    study_name=self.settings.study_name, direction=self.settings.direction)
+        study = open_study(self.settings, self.sweep_dir)
         study.sampler = make_sampler(self.settings.sampler, len(study.trials))
         done = len(_ended(study))
         log.info("search: study %s in %s, %s, %d of %d trials done", study.study_name,
                  storage_url(self.settings, self.sweep_dir), self.settings.direction, done, self.settings.n_trials)
         self._finish_stopped_trials(study, searched, fixed)
         while (left := self.settings.n_trials - len(_ended(study))) > 0:
-            trials = [study.ask(searched) for _ in range(min(self.settings.n_jobs, left))]
+            trials = [_ask(study, searched) for _ in range(min(self.settings.n_jobs, left))]
             batch = [(t.number, trial_overrides(t.params, searched, fixed)) for t in trials]
             numbers = [n for n, _ in batch]
             consecutive = numbers == list(range(numbers[0], numbers[0] + len(numbers)))
@@ -239,6 +238,8 @@ class Search:
 
         found = {job_number(p): p for p in job_dirs(self.sweep_dir)}
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if set(trial.params) != set(searched):
+                raise _changed(study, f"trial {trial.number} has {', '.join(sorted(trial.params)) or 'no keys'}")
             overrides = trial_overrides(trial.params, searched, fixed)
             self._finish(study, trial.number, overrides, found.get(str(trial.number)))
         shutil.rmtree(self.sweep_dir / RESUME_DIR, ignore_errors=True)
@@ -263,6 +264,36 @@ class Search:
                 shutil.rmtree(job)
             log.info("trial %d: running it again (it saved no checkpoint)", number)
             self._launch(study, [(number, overrides)])
+
+
+def open_study(settings: SearchSettings, sweep_dir: Path) -> Study:
+    """The search's Optuna study, created or (a resumed search) loaded; a storage that cannot hold it (a damaged or
+    foreign optuna.db, a study of the other direction) is a ConfigError that names it."""
+    import optuna
+
+    url = storage_url(settings, sweep_dir)
+    try:
+        return optuna.create_study(storage=url, load_if_exists=True, study_name=settings.study_name,
+                                   direction=settings.direction)
+    except Exception as exc:  # SQLAlchemy's and Optuna's errors alike: the storage is the user's to fix
+        said = " ".join(str(exc).split("(Background on this error")[0].split())[:300]
+        where = url.removeprefix("sqlite:///")
+        raise ConfigError(f"the search's study cannot be opened in {where}: {type(exc).__name__}: {said}. If that file "
+                          f"is damaged (or from another program), move it away: the search then starts a new study "
+                          f"(its finished jobs stay, but the sampler no longer learns from them).") from None
+
+
+def _ask(study: Study, searched: dict[str, BaseDistribution]) -> Any:
+    try:
+        return study.ask(searched)
+    except ValueError as exc:  # a key searched over another kind of space than the study's earlier trials
+        raise _changed(study, " ".join(str(exc).split())) from None
+
+
+def _changed(study: Study, said: str) -> ConfigError:
+    return ConfigError(f"the search space is not the one study {study.study_name!r} began with ({said}): a resumed "
+                       f"search keeps its space (hydra.sweeper.params and the swept keys as first given). Resume it "
+                       f"with the same settings, or start a new search (a new sweep directory or study_name).")
 
 
 def _ended(study: Study) -> list:
