@@ -128,8 +128,9 @@ def explain_sbatch(stderr: str) -> str:
          "gpus_per_node or tasks_per_node (sinfo -o '%P %c %m %G' shows what the nodes have)"),
         (("invalid partition",), "that partition does not exist: set hydra.launcher.partition to one that sinfo lists"),
         (("time limit",), "the partition does not allow that time limit: lower hydra.launcher.timeout_min"),
-        (("controller", "connect", "slurm_load", "unable to contact"),
-         "SLURM's controller (slurmctld) does not answer: check that the cluster is up (sinfo), or ask its admins"),
+        (("controller", "connect", "slurm_load", "unable to contact", "configuration source", "slurm.conf"),
+         "SLURM's controller (slurmctld) does not answer, or this machine has no SLURM configuration: run the sweep "
+         "on the cluster's login node, check that the cluster is up (sinfo), or drop hydra/launcher=slurm"),
         (("account", "qos", "association"), "your SLURM account or QOS may not submit there: set "
                                             "hydra.launcher.additional_parameters.account=NAME (or qos)"),
     ]

@@ -23,6 +23,8 @@ def run(inv: Invocation, prog: str) -> None:
 
     register_schemas(inv.config_dirs)
     sys.argv = [prog, *flags_first(inv.args)]
+    if inv.launcher.startswith(SUBMITIT):
+        _sbatch_said_once()
     failed = True
     full_error = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises what it meets (no traceback of its own): said here, once
@@ -43,6 +45,31 @@ def run(inv: Invocation, prog: str) -> None:
         else:
             os.environ["HYDRA_FULL_ERROR"] = full_error
         remove_unused(inv, failed)
+
+
+SUBMITIT = "hydra_plugins.hydra_submitit_launcher."
+
+
+def _sbatch_said_once() -> None:
+    """submitit prints sbatch's standard error itself before it raises it; trainkit's paragraph says it (with the fix),
+    so submitit's own print is kept off the console."""
+    import contextlib
+    import io
+
+    try:
+        from submitit.core import utils
+    except ImportError:
+        return
+    original = utils.CommandFunction.__call__
+    if getattr(original, "trainkit_quiet", False):
+        return
+
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return original(self, *args, **kwargs)
+
+    call.trainkit_quiet = True  # type: ignore[attr-defined]
+    utils.CommandFunction.__call__ = call
 
 
 def _task_function(inv: Invocation):

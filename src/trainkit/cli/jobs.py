@@ -36,6 +36,7 @@ def check_sweep(inv: Invocation, overrides: list[str]) -> None:
                          f"command's keys (e.g. optimizer=sgd,adam) and give each hydra.* setting one value.")
     first = check_job(inv, [*hydra_lines, *(_first(o) for o in parsed)])
     sweeper = str(first.hydra_node.sweeper.get("_target_", BASIC_SWEEPER))
+    inv.launcher = str(first.hydra_node.launcher.get("_target_", ""))
     check_launcher(first.hydra_node.launcher)
     if sweeper == SEARCH_SWEEPER:
         jobs = _search_jobs(first.hydra_node.sweeper, parsed)

@@ -27,6 +27,7 @@ class Invocation:
     config_dirs: list[Path] = field(default_factory=list)  # the user's --config-dir folders
     created: set[Path] = field(default_factory=set)  # folders it made (resolved): the only ones an error may remove
     out_dir: Path | None = None  # its run directory, or a sweep's directory (-m), once claimed
+    launcher: str = ""  # a sweep's launcher (hydra.launcher._target_), once its line was checked
 
     @property
     def command(self) -> Command:
