@@ -28,6 +28,7 @@ class Invocation:
     created: set[Path] = field(default_factory=set)  # folders it made (resolved): the only ones an error may remove
     out_dir: Path | None = None  # its run directory, or a sweep's directory (-m), once claimed
     launcher: str = ""  # a sweep's launcher (hydra.launcher._target_), once its line was checked
+    had: set[str] | None = None  # what a run or sweep directory the user already had held: the rest is this line's
 
     @property
     def command(self) -> Command:

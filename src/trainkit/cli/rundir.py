@@ -54,6 +54,8 @@ def _claimed(inv: Invocation) -> Invocation:
         value = chosen.strip("'\"")
         if "${" not in value:  # made here, so that a file in the way or a name too long is said before Hydra starts
             inv.out_dir = Path(value)
+            if inv.out_dir.is_dir():  # the user's: what this line adds to it goes again if it fails
+                inv.had = set(os.listdir(inv.out_dir))
             inv.created.update(p.resolve() for p in make_dirs(Path(value), what))
         return inv
     made: list[Path] = []
@@ -72,9 +74,26 @@ def keeps(inv: Invocation, run_dir: Path, exc: BaseException) -> bool:
 
 
 def clean_up(inv: Invocation, run_dir: Path, exc: BaseException) -> None:
-    """No run directory left half-made by an error before any result (never one the user had, like `.`)."""
+    """No run directory left half-made by an error before any result. One the user had (like `.`) stays, without
+    what this line wrote in it (.hydra/, its log, its lock)."""
     if not keeps(inv, run_dir, exc):
         shutil.rmtree(run_dir, ignore_errors=True)
+    elif _is_users(inv, run_dir) and not getattr(exc, "keeps_run_dir", False) and not any(
+            run_dir.glob("checkpoints/*.ckpt")):
+        _remove_added(inv, run_dir)
+
+
+def _is_users(inv: Invocation, folder: Path) -> bool:
+    return inv.had is not None and inv.out_dir is not None and folder.resolve() == inv.out_dir.resolve()
+
+
+def _remove_added(inv: Invocation, folder: Path) -> None:
+    for name in set(os.listdir(folder)) - (inv.had or set()):
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def remove_unused(inv: Invocation, failed: bool = True) -> None:
@@ -84,9 +103,12 @@ def remove_unused(inv: Invocation, failed: bool = True) -> None:
     from trainkit.rundirs.claim import remove_made
 
     out = inv.out_dir
-    if failed and inv.multirun and out is not None and out.is_dir() and out.resolve() in inv.created:
+    if failed and inv.multirun and out is not None and out.is_dir():
         from trainkit.rundirs.sweeps import job_dirs
 
         if not job_dirs(out) and not any(p.is_dir() and p.name[:1].isdigit() for p in out.iterdir()):
-            shutil.rmtree(out, ignore_errors=True)
+            if out.resolve() in inv.created:
+                shutil.rmtree(out, ignore_errors=True)
+            elif _is_users(inv, out):
+                _remove_added(inv, out)
     remove_made(sorted(inv.created))
