@@ -79,7 +79,10 @@ def code_names(node: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ..
     if isinstance(node, dict):
         for key, value in node.items():
             here = (*path, str(key))
-            if str(key) in CODE_KEYS and not isinstance(value, (dict, list)):
+            # A logging handler's stream is looked up as code (ext://module.attr), and anything else in it breaks
+            # every log record; it must be one that ships too.
+            stream = str(key) == "stream" and "handlers" in path and any(p.endswith("logging") for p in path)
+            if (str(key) in CODE_KEYS or stream) and not isinstance(value, (dict, list)):
                 yield here, str(value)
             else:
                 yield from code_names(value, here)

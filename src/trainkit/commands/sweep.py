@@ -82,11 +82,19 @@ def resume_search(sweep_dir: Path, config: dict, retry_failed: bool, console: Co
         raise SweepResumeError(f"{sweep_dir} is an Optuna search: its failed trials are results that the sampler "
                                f"learns from and that count toward n_trials, so they are not run again. Resume it "
                                f"without --retry-failed.")
-    kept = [o for o in sweep_overrides(sweep_dir, config, "hydra") if not o.startswith(("hydra.sweep.dir=",
-                                                                                          "hydra.mode="))]
-    line = [*sweep_overrides(sweep_dir, config), *kept]
+    line = [*sweep_overrides(sweep_dir, config), *_kept_hydra(sweep_dir, config)]
+    said = check_line(["-m", *line])
+    if said is not None:
+        raise SweepResumeError(f"{sweep_dir}'s search cannot go on as its multirun.yaml stores it, so no trial was "
+                               f"started: {said}")
     console.print(f"search {sweep_dir}: continuing its study: trainkit train -m {' '.join(line)}", markup=False)
     return run_line(["-m", *line, f"hydra.sweep.dir={quoted(sweep_dir)}"])
+
+
+def _kept_hydra(sweep_dir: Path, config: dict) -> list[str]:
+    """The sweep's own hydra.* overrides that its jobs run with again (not its directory or mode)."""
+    return [o for o in sweep_overrides(sweep_dir, config, "hydra") if not o.startswith(("hydra.sweep.dir=",
+                                                                                         "hydra.mode="))]
 
 
 def check_line(args: list[str]) -> str | None:
@@ -130,7 +138,7 @@ def resume(sweep_dir: Path, retry_failed: bool, console: Console, plugins: list[
     jobs = plan(sweep_dir)
     lines = [(job, _command(job, sweep_dir, retry_failed)) for job in jobs]
     if any(line is not None for _, line in lines):  # every job the sweep has, checked before one starts
-        said = check_line(["-m", *overrides])
+        said = check_line(["-m", *overrides])  # as its jobs run: the command's overrides, one run each
         if said is not None:
             raise SweepResumeError(f"{sweep_dir}'s jobs cannot run as its multirun.yaml stores them, so none was "
                                    f"started: {said}")
