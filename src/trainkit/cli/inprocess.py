@@ -48,7 +48,7 @@ def run(name: str, args: list[str], callbacks: tuple[Any, ...] = ()) -> Any:
             kept = chosen is not None and keeps(inv, run_dir, exc)
             error = explain(exc, log=log if kept else None, doing=f"trainkit {name}")
             clean_up(inv, run_dir, error)
-            if error is exc:
+            if error is exc or isinstance(exc, KeyboardInterrupt):  # Ctrl-C in Python stays a KeyboardInterrupt
                 raise
             raise error from exc  # from Python, the original traceback stays reachable (__cause__)
         failed = False
