@@ -50,6 +50,9 @@ def test_a_target_typed_on_the_line_is_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "IMPORTED").exists() and tree(tmp_path) == before  # not imported, nothing made
     # The issue's own example, exactly: it used to print and exit 0.
     one_paragraph(run_cli("train", "+hydra.callbacks.evil._target_=builtins.print", cwd=tmp_path, check=False))
+    # A search path in a package: Hydra imports the package to look in it.
+    said = one_paragraph(run_cli("train", "hydra.searchpath=[pkg://evil]", cwd=tmp_path, check=False))
+    assert "would import the module 'evil'" in said and not (tmp_path / "IMPORTED").exists()
 
 
 def test_targets_in_a_config_dir_are_refused_wherever_they_hide(tmp_path):

@@ -152,7 +152,8 @@ WORDS = ["seed=1", "seed=1,2", "seed=-1", "seed=x", "model=nope", "model=cnn", "
          "trainer.max_epochs=0", "optimizer.lr=interval(0,1)", "seed=range(3,1)", "plugins=[no_such_module]",
          "plugins=[os.path]", "data=mnist_csv", "hparams_search=regression_optuna", "hydra/launcher=joblib",
          "hydra.launcher.n_jobs=0", "scheduler=step", "scheduler.step_size=0", "ckpt=missing.ckpt", "input=x.csv",
-         "resume=nowhere", "hydra.job.env_set.PYTHONPATH=/tmp", "seed=glob(*)", "key=${oc.env:HOME}", "'"]
+         "resume=nowhere", "hydra.job.env_set.PYTHONPATH=/tmp", "seed=glob(*)",
+         f"hydra.searchpath=[pkg://{MARKER_MODULE}]", "hydra.searchpath=[file://nowhere]", "key=${oc.env:HOME}", "'"]
 COMMANDS = ["train", "eval", "predict", "export", "sample", "data check", "runs", "list", "sweep resume", "fly", ""]
 
 

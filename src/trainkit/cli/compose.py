@@ -119,6 +119,7 @@ def preflight(inv: Invocation) -> Any:
     from trainkit.extras import require_extras
 
     trust.refuse_flags(inv)
+    trust.refuse_searchpath(inv)  # before anything composes (--help too): Hydra imports a pkg:// path's module
     _one_mode(inv)
     require_extras(inv.args, config_dir())
     if any(a in HYDRA_ONLY for a in inv.args):

@@ -40,6 +40,20 @@ def refuse_flags(inv: Any) -> None:
             raise UsageError(f"{used[0]}: trainkit does not take this Hydra flag: {instead}.")
 
 
+def refuse_searchpath(inv: Any) -> None:
+    """hydra.searchpath=[pkg://module] imports that module to look for configs in it: before any config is composed,
+    only folders (file://DIR, or a plain path) may be added to the search path."""
+    for override in inv.overrides():
+        key, _, value = override.lstrip("+~").partition("=")
+        if key.strip() != "hydra.searchpath":
+            continue
+        for entry in (e.strip().strip("'\"") for e in value.strip().strip("[]").split(",")):
+            if "://" in entry and not entry.startswith("file://"):
+                raise ConfigError(f"hydra.searchpath: {entry} would import the module {entry.split('://', 1)[1]!r} "
+                                  f"to look for configs in it, and a config may not choose code. Add a folder of "
+                                  f"configs instead: --config-dir DIR.")
+
+
 def check(hydra: Any, cfg: Any, inv: Any) -> None:
     """Refuse a composed config (`hydra`: its hydra node; `cfg`: the rest) that names code trainkit did not ship, or
     plugin modules the command line did not name."""
