@@ -36,9 +36,12 @@ def run(inv: Invocation, prog: str) -> None:
         failed = exc.code not in (0, None)
         _report_stopped_sweep(inv)
         raise
-    except BaseException as exc:  # Hydra's, a launcher's or a sweeper's error, a signal between jobs
+    except BaseException as exc:  # Hydra's, a launcher's or a sweeper's error, a signal before or between jobs
         _report_stopped_sweep(inv)
-        raise explain(exc, doing=f"trainkit {inv.name}") from None
+        error = explain(exc, doing=f"trainkit {inv.name}")
+        if not inv.multirun and inv.out_dir is not None:  # e.g. SIGTERM while Hydra set the run up: .hydra/ goes
+            clean_up(inv, inv.out_dir, error)
+        raise error from None
     finally:
         if full_error is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
