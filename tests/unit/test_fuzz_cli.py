@@ -400,3 +400,28 @@ def test_an_output_path_that_cannot_be_used_is_named_and_nothing_is_left(case_di
     assert_contract(said, ok=False)  # every case is refused: by its path, its checkpoint or sbatch
     (folder / "read_only").chmod(0o755)
     assert tree(folder) == before, tree(folder) ^ before
+
+
+# --- the Python API's in-process runner ---------------------------------------------------------------------------
+
+@examples(60)
+@given(name=st.sampled_from(["eval", "eval", "predict", "predict", "export", "sample", "train -m", "runs", "nope"]),
+       words=st.lists(st.one_of(st.sampled_from(WORDS + ["-m", "--cfg"]), st.text(max_size=6)), max_size=4))
+def test_the_python_api_returns_or_raises_trainkits_error_and_leaves_nothing(case_dir, name, words):
+    """trainkit.api.run(NAME, OVERRIDES) (what trainkit.train runs): refused lines raise UserError with the paragraph,
+    never another exception, and leave nothing behind. The checkpoint is missing, so nothing here runs for long."""
+    from trainkit.cli import inprocess
+    from trainkit.errors import UserError
+
+    folder = case_dir()
+    (folder / "afile").write_text("")
+    before = tree(folder)
+    with bounded():
+        try:
+            base = ["ckpt=missing.ckpt", *(["input=x.csv"] * (name == "predict"))]
+            inprocess.run(name, [*base, *words])
+            raise AssertionError("a line with a missing checkpoint ran")
+        except UserError as err:
+            assert str(err).strip() and "Traceback" not in str(err)
+    assert_not_imported(folder)
+    assert tree(folder) == before, tree(folder) ^ before
