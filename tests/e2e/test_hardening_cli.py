@@ -281,7 +281,7 @@ def _signal_when(args: list[str], cwd: Path, ready, signum: int) -> tuple[subpro
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), time.monotonic() - sent
 
 
-def test_predict_on_a_big_input_ends_on_sigterm_and_sigint_within_seconds(tmp_path):
+def test_predict_and_eval_of_big_inputs_end_on_sigterm_and_sigint_within_seconds(tmp_path):
     run_cli("train", *TINY, "hydra.run.dir=run", cwd=tmp_path)
     (tmp_path / "big.csv").write_text("x\n" + "0.25\n-1.5\n" * 1_500_000)
     made = lambda: bool(list((tmp_path / "outputs").glob("predict/*/*/.hydra")))  # noqa: E731
@@ -290,6 +290,21 @@ def test_predict_on_a_big_input_ends_on_sigterm_and_sigint_within_seconds(tmp_pa
         assert proc.returncode == code and took < 10, (took, proc.stderr)
         assert proc.stderr.startswith("stopped: stopped by") and "Traceback" not in proc.stderr
         assert not (tmp_path / "outputs").exists(), tree(tmp_path)
+    made = lambda: bool(list((tmp_path / "outputs").glob("eval/*/*/.hydra")))  # noqa: E731
+    proc, took = _signal_when(["eval", "ckpt=run", "data.n_test=3000000"], tmp_path, made, signal.SIGTERM)
+    assert proc.returncode == 143 and took < 10 and "Traceback" not in proc.stderr, (took, proc.stderr)
+    assert not (tmp_path / "outputs").exists(), tree(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_a_run_directory_in_a_folder_one_may_not_write_is_named(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    try:
+        said = one_paragraph(run_cli("eval", "ckpt=x.ckpt", "hydra.run.dir=locked/run", cwd=tmp_path, check=False))
+    finally:
+        locked.chmod(0o755)
+    assert "Permission denied; you may not write there" in said and not any(locked.iterdir())
 
 
 def test_sweep_resume_passes_sigterm_to_its_job_which_saves_then_it_summarises(tmp_path):
