@@ -14,13 +14,10 @@ from hydra.plugins.sweeper import Sweeper
 class OptunaSweeper(Sweeper):
     def __init__(self, direction: str, study_name: str, storage: str | None, n_trials: int, n_jobs: int,
                  sampler: Any, params: Any) -> None:
-        from omegaconf import OmegaConf
-
         from trainkit.rundirs.search import SearchSettings
 
-        plain = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in
-                 dict(sampler=sampler or {}, params=params or {}).items()}
-        self.settings = SearchSettings(direction, study_name, storage, int(n_trials), int(n_jobs), **plain)
+        self.settings = SearchSettings.of(dict(direction=direction, study_name=study_name, storage=storage,
+                                               n_trials=n_trials, n_jobs=n_jobs, sampler=sampler, params=params))
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         from hydra.core.plugins import Plugins

@@ -12,6 +12,8 @@ from trainkit.cli.table import COMMANDS, split_command
 def completion_command(args: list[str]) -> list[str] | None:
     """The line Hydra is to complete, or None when this printed the completion itself (a subcommand's name)."""
     line = os.environ.get("COMP_LINE", "")
+    if "://" in line and "file://" not in line:  # a package search path: Hydra would import it to complete
+        return None
     words = line.split()
     if len(words) < 2 or (len(words) == 2 and not line.endswith(" ")):
         prefix = words[1] if len(words) == 2 else ""

@@ -7,8 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trainkit.cli.line import LEFT_TO_HYDRA, Invocation
+from trainkit.cli.line import Invocation
 
+# Flags with which Hydra prints something and runs nothing (completion, help): left to Hydra, unchecked.
+HYDRA_ONLY = ("--help", "-h", "--hydra-help", "-sc", "--shell-completion")
 REQUIRED_EXAMPLES = {"ckpt": "outputs/DATE/TIME/checkpoints/best.ckpt (or the run directory)", "input": "test.csv"}
 
 
@@ -52,9 +54,9 @@ def _store_registered_options(store: Any, config_dirs: list[Path]) -> None:
                             provider="trainkit" if not entry.plugin else entry.origin)
 
 
-def compose(inv: Invocation, overrides: list[str]) -> Any:
-    """The config Hydra will compose for the invocation's command, or Hydra's complaint as one paragraph (usage
-    errors: exit 2)."""
+def compose(inv: Invocation, overrides: list[str], with_hydra: bool = False) -> Any:
+    """The config Hydra will compose for the invocation's command (with its `hydra` node if `with_hydra`), or Hydra's
+    complaint as one paragraph (usage errors: exit 2)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
@@ -63,11 +65,10 @@ def compose(inv: Invocation, overrides: list[str]) -> Any:
     from trainkit.errors import ConfigError, UsageError
 
     register_schemas(inv.config_dirs)
-    dirs = inv.config_dirs
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            searchpath = [f"hydra.searchpath=[{','.join(f'file://{d.resolve()}' for d in dirs)}]"] * bool(dirs)
-            return hydra_compose(config_name=inv.command.config, overrides=[*overrides, *searchpath])
+            return hydra_compose(config_name=inv.command.config, overrides=_with_searchpath(inv, overrides),
+                                 return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException) as exc:
         cause = exc.__cause__ if exc.__cause__ is not None else exc
         said = " ".join(line.strip() for line in str(exc).split("Config search path")[0].splitlines() if line.strip())
@@ -77,29 +78,102 @@ def compose(inv: Invocation, overrides: list[str]) -> Any:
             key = str(getattr(cause, "full_key", "") or "that key")
             raise ConfigError(f"{message}. Give {key} a value of its type (trainkit {inv.name} --cfg job shows the "
                               f"config).") from None
-        raise UsageError(f"{message}. trainkit {inv.name} --help lists the groups and options; --cfg job prints the "
-                         f"composed config.") from None
+        from trainkit.cli.hints import missing_option
+
+        hint = missing_option(inv, message)
+        if "LexerNoViableAlt" in message and any(not a.isascii() for a in overrides):
+            hint += (" A value with characters beyond ASCII (or spaces, or Hydra's special characters) must be "
+                     "quoted: key='value' (in a shell: \"key='value'\").")
+        raise UsageError(f"{message}.{hint} trainkit {inv.name} --help lists the groups and options; --cfg job prints "
+                         f"the composed config.") from None
+
+
+def _with_searchpath(inv: Invocation, overrides: list[str]) -> list[str]:
+    """The overrides, with the user's --config-dir folders on Hydra's search path (as Hydra's app puts them), beside
+    any hydra.searchpath the line gives itself."""
+    dirs = [f"file://{d.resolve()}" for d in inv.config_dirs]
+    if not dirs:
+        return list(overrides)
+    own = [o for o in overrides if o.lstrip("+").startswith("hydra.searchpath=")]
+    rest = [o for o in overrides if o not in own]
+    typed = [p.strip() for o in own for p in o.split("=", 1)[1].strip().strip("[]").split(",") if p.strip()]
+    return [*rest, f"hydra.searchpath=[{','.join([*typed, *dirs])}]"]
+
+
+def split_hydra(cfg: Any) -> tuple[Any, Any]:
+    """A config composed with its `hydra` node: (the command's config, the hydra node)."""
+    from omegaconf import open_dict
+
+    hydra = cfg.hydra
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, hydra
 
 
 def preflight(inv: Invocation) -> Any:
-    """Compose the line's config as Hydra will and check every value; the composed config, or None where the line
-    is Hydra's to read (a sweep: each job checks itself; --help and the like). No run directory exists yet."""
+    """Compose the line's config as Hydra will and check every value, and that no config chooses code
+    (trainkit.cli.trust); the composed config, or None where the line is Hydra's to read (--help and the like) or a
+    sweep (every job of it checked: trainkit.cli.jobs). No run directory exists yet."""
+    from trainkit.cli import trust
     from trainkit.errors import UsageError
     from trainkit.extras import require_extras
 
+    trust.refuse_flags(inv)
+    trust.refuse_searchpath(inv)  # before anything composes (--help too): Hydra imports a pkg:// path's module
+    _one_mode(inv)
     require_extras(inv.args, config_dir())
-    if any(a in LEFT_TO_HYDRA or a.startswith(("--config-path=", "--config-name=")) for a in inv.args):
+    if any(a in HYDRA_ONLY for a in inv.args):
         return None
-    overrides = [a for a in inv.overrides() if not a.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))]
+    overrides = inv.overrides()
     for i, word in enumerate(overrides):
         if "=" not in word.lstrip("+~") and not word.startswith("~"):
             before = overrides[i - 1] if i else ""
             hint = (f" If it belongs to the value before it ({before} {word}), that value has a space in it: quote "
                     f"the whole override, e.g. '{before} {word}'." if "=" in before else "")
             raise UsageError(f"{word!r} is not an override (key=value, or group=option).{hint}")
-    cfg = compose(inv, overrides)
+    if inv.multirun:
+        from trainkit.cli import jobs
+
+        jobs.check_sweep(inv, overrides)
+        return None
+    cfg = check_job(inv, overrides)
+    from trainkit.cli.jobs import refuse_search_without_multirun
+
+    refuse_search_without_multirun(inv, cfg.hydra_node)
+    return cfg.config
+
+
+def _one_mode(inv: Invocation) -> None:
+    """Hydra runs one of: a run, a sweep (-m), --cfg, --info or shell completion; two of them are a usage error."""
+    from trainkit.errors import UsageError
+
+    modes = {"-m": ("-m", "--multirun"), "--cfg": ("--cfg", "-c"), "--info": ("--info", "-i"),
+             "--shell-completion": ("-sc", "--shell-completion")}
+    used = [m for m, flags in modes.items() if any(a in flags or a.startswith(tuple(f"{f}=" for f in flags))
+                                                   for a in inv.args)]
+    if len(used) > 1:
+        raise UsageError(f"{' and '.join(used)} cannot be used together: give one of -m (a sweep), --cfg (print the "
+                         f"config), --info. To check every job of a sweep without running it: trainkit {inv.name} -m "
+                         f"... --check.")
+
+
+class Checked:
+    """A job's composed config and its hydra node, both checked."""
+
+    def __init__(self, config: Any, hydra_node: Any) -> None:
+        self.config, self.hydra_node = config, hydra_node
+
+
+def check_job(inv: Invocation, overrides: list[str]) -> Checked:
+    """Compose one job's config with its hydra node and check it: no code chosen by a config, every required key
+    given, and (train) every value."""
     from omegaconf import OmegaConf
 
+    from trainkit.cli import trust
+    from trainkit.errors import UsageError
+
+    cfg, hydra = split_hydra(compose(inv, overrides, with_hydra=True))
+    trust.check(hydra, cfg, inv)
     missing = [k for k in cfg if OmegaConf.is_missing(cfg, k)]
     if missing:
         examples = " ".join(f"{k}={REQUIRED_EXAMPLES.get(k, 'VALUE')}" for k in missing)
@@ -109,4 +183,4 @@ def preflight(inv: Invocation) -> Any:
         from trainkit.build import preflight as check_values
 
         check_values(cfg)
-    return cfg
+    return Checked(cfg, hydra)

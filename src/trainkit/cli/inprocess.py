@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from trainkit.cli import compose, line
-from trainkit.cli.rundir import claim_run_dir, clean_up, remove_unused
+from trainkit.cli.failure import explain
+from trainkit.cli.rundir import claim_run_dir, clean_up, keeps, remove_unused
 from trainkit.cli.table import COMMANDS
 from trainkit.commands import Context, execute
-from trainkit.errors import ConfigError, UserError
+from trainkit.errors import ConfigError
 from trainkit.rundirs import claim
 
 
@@ -29,21 +30,31 @@ def run(name: str, args: list[str], callbacks: tuple[Any, ...] = ()) -> Any:
                           f"with -m run there: trainkit {name} -m ...); from Python give overrides only.")
     inv = line.read(name, args)
     cfg = compose.preflight(inv)
-    inv = claim_run_dir(inv)
-    chosen = next((a.split("=", 1)[1] for a in inv.args if a.startswith("hydra.run.dir=")), None)
-    run_dir = Path(chosen) if chosen is not None else Path(".")  # data check: the working directory, untouched
+    failed = True
     try:
-        ctx = Context(run_dir, line=inv.line, overrides=args, config_dirs=inv.config_dirs, callbacks=callbacks)
-        if chosen is None:
-            return execute(COMMANDS[name].target, cfg, ctx)
-        claim.write_hydra_files(run_dir, cfg, args, name)
-        with _log_file(run_dir / f"{name.replace(' ', '_')}.log"):
-            return execute(COMMANDS[name].target, cfg, ctx)
-    except UserError as exc:
-        clean_up(inv, run_dir, exc)
-        raise
+        inv = claim_run_dir(inv)
+        chosen = next((a.split("=", 1)[1] for a in inv.args if a.startswith("hydra.run.dir=")), None)
+        run_dir = Path(chosen) if chosen is not None else Path(".")  # data check: the working directory, untouched
+        log = run_dir / f"{name.replace(' ', '_')}.log"
+        try:
+            ctx = Context(run_dir, line=inv.line, overrides=args, config_dirs=inv.config_dirs, callbacks=callbacks)
+            if chosen is None:
+                result = execute(COMMANDS[name].target, cfg, ctx)
+            else:
+                claim.write_hydra_files(run_dir, cfg, args, name)
+                with _log_file(log):
+                    result = execute(COMMANDS[name].target, cfg, ctx)
+        except (Exception, KeyboardInterrupt) as exc:  # trainkit's error, or any other as one paragraph
+            kept = chosen is not None and keeps(inv, run_dir, exc)
+            error = explain(exc, log=log if kept else None, doing=f"trainkit {name}")
+            clean_up(inv, run_dir, error)
+            if error is exc or isinstance(exc, KeyboardInterrupt):  # Ctrl-C in Python stays a KeyboardInterrupt
+                raise
+            raise error from exc  # from Python, the original traceback stays reachable (__cause__)
+        failed = False
+        return result
     finally:
-        remove_unused(inv)
+        remove_unused(inv, failed)
 
 
 class _log_file:
@@ -54,7 +65,7 @@ class _log_file:
 
     def __enter__(self) -> None:
         self.logger = logging.getLogger("trainkit")
-        self.handler = logging.FileHandler(self.path)
+        self.handler = logging.FileHandler(self.path, encoding="utf-8")
         self.handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
         self.level = self.logger.level
         self.logger.addHandler(self.handler)

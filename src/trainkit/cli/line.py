@@ -9,11 +9,9 @@ from pathlib import Path
 
 from trainkit.cli.table import COMMANDS, Command
 
-# Flags after which Hydra reads a value, and lines the pre-flight check leaves to Hydra (sweeps: each job checks itself).
+# Flags after which Hydra reads a value.
 VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-dir", "-cd", "--config-path", "-cp", "--config-name",
                "-cn", "--experimental-rerun", "-sc", "--shell-completion", "--info", "-i")
-LEFT_TO_HYDRA = ("-m", "--multirun", "--config-path", "-cp", "--config-name", "-cn",
-                 "--help", "-h", "--hydra-help", "-sc", "--shell-completion")
 # Flags with which nothing runs: no run directory is claimed for them.
 NO_RUN_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "-sc", "--shell-completion",
                 "--resolve", "-p", "--package")
@@ -27,7 +25,10 @@ class Invocation:
     args: list[str]  # what follows the command's name, as Hydra is to get it
     line: list[str]  # the command as typed (`trainkit eval ckpt=...`), for messages that say what to type
     config_dirs: list[Path] = field(default_factory=list)  # the user's --config-dir folders
-    created: set[Path] = field(default_factory=set)  # run directories it made: the only ones an error may remove
+    created: set[Path] = field(default_factory=set)  # folders it made (resolved): the only ones an error may remove
+    out_dir: Path | None = None  # its run directory, or a sweep's directory (-m), once claimed
+    launcher: str = ""  # a sweep's launcher (hydra.launcher._target_), once its line was checked
+    had: set[str] | None = None  # what a run or sweep directory the user already had held: the rest is this line's
 
     @property
     def command(self) -> Command:
@@ -35,7 +36,9 @@ class Invocation:
 
     @property
     def multirun(self) -> bool:
-        return any(a in ("-m", "--multirun") for a in self.args)
+        """-m, or hydra.mode=MULTIRUN, which Hydra takes as the same."""
+        return any(a in ("-m", "--multirun") or a.lstrip("+").replace(" ", "") == "hydra.mode=MULTIRUN"
+                   for a in self.args)
 
     @property
     def runs_nothing(self) -> bool:

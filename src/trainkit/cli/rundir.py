@@ -45,30 +45,70 @@ def _rank0_args(inv: Invocation, cluster: Any) -> list[str]:
 def _claimed(inv: Invocation) -> Invocation:
     if inv.command.run_dir is None or inv.runs_nothing:
         return inv
+    from trainkit.rundirs.claim import claim, make_dirs
+
     key, pattern = ("hydra.sweep.dir", SWEEP_DIR) if inv.multirun else ("hydra.run.dir", inv.command.run_dir)
+    what = "the sweep directory" if inv.multirun else "the run directory"
     chosen = next((a.split("=", 1)[1] for a in inv.args if a.startswith(f"{key}=")), None)
     if chosen is not None:
-        if not inv.multirun and not Path(chosen).exists():
-            inv.created.add(Path(chosen).resolve())
+        value = chosen.strip("'\"")
+        if "${" not in value:  # made here, so that a file in the way or a name too long is said before Hydra starts
+            inv.out_dir = Path(value)
+            if inv.out_dir.is_dir():  # the user's: what this line adds to it goes again if it fails
+                inv.had = set(os.listdir(inv.out_dir))
+            inv.created.update(p.resolve() for p in make_dirs(Path(value), what))
         return inv
-    from trainkit.rundirs.claim import claim
-
-    claimed = claim(time.strftime(pattern))
-    if not inv.multirun:
-        inv.created.add(Path(claimed).resolve())
+    made: list[Path] = []
+    claimed = claim(time.strftime(pattern), made)
+    inv.out_dir = Path(claimed)
+    inv.created.update(p.resolve() for p in [*made, Path(claimed)])
     inv.args = [*inv.args, f"{key}={claimed}"]
     return inv
 
 
+def keeps(inv: Invocation, run_dir: Path, exc: BaseException) -> bool:
+    """Whether an error leaves the run directory: one the user had (like `.`), one with checkpoints to resume from,
+    or an error that keeps it (a stop after saving, a failed data-parallel group)."""
+    return (run_dir.resolve() not in inv.created or getattr(exc, "keeps_run_dir", False)
+            or any(run_dir.glob("checkpoints/*.ckpt")))
+
+
 def clean_up(inv: Invocation, run_dir: Path, exc: BaseException) -> None:
-    """No run directory left half-made by an error before any result (never one the user had, like `.`)."""
-    made_here = run_dir.resolve() in inv.created
-    if made_here and not getattr(exc, "keeps_run_dir", False) and not any(run_dir.glob("checkpoints/*.ckpt")):
+    """No run directory left half-made by an error before any result. One the user had (like `.`) stays, without
+    what this line wrote in it (.hydra/, its log, its lock)."""
+    if not keeps(inv, run_dir, exc):
         shutil.rmtree(run_dir, ignore_errors=True)
+    elif _is_users(inv, run_dir) and not getattr(exc, "keeps_run_dir", False) and not any(
+            run_dir.glob("checkpoints/*.ckpt")):
+        _remove_added(inv, run_dir)
 
 
-def remove_unused(inv: Invocation) -> None:
-    """Run directories claimed for a line that never ran (its overrides did not compose): empty, so removed."""
-    for made in inv.created:
-        if made.is_dir() and not any(made.iterdir()):
-            made.rmdir()
+def _is_users(inv: Invocation, folder: Path) -> bool:
+    return inv.had is not None and inv.out_dir is not None and folder.resolve() == inv.out_dir.resolve()
+
+
+def _remove_added(inv: Invocation, folder: Path) -> None:
+    for name in set(os.listdir(folder)) - (inv.had or set()):
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def remove_unused(inv: Invocation, failed: bool = True) -> None:
+    """The folders this line made and left empty (a run directory it never used, a new date's folder) are removed;
+    so is, when the line failed, a sweep directory it made in which no job started (multirun.yaml, a study, a
+    launcher's scratch files are all it holds)."""
+    from trainkit.rundirs.claim import remove_made
+
+    out = inv.out_dir
+    if failed and inv.multirun and out is not None and out.is_dir():
+        from trainkit.rundirs.sweeps import job_dirs
+
+        if not job_dirs(out) and not any(p.is_dir() and p.name[:1].isdigit() for p in out.iterdir()):
+            if out.resolve() in inv.created:
+                shutil.rmtree(out, ignore_errors=True)
+            elif _is_users(inv, out):
+                _remove_added(inv, out)
+    remove_made(sorted(inv.created))

@@ -29,7 +29,7 @@ class SweepSummary(Callback):
         job_dir = Path(config.hydra.runtime.output_dir)
         if not job_dir.is_dir():  # a resumed search trial: `train` moved on into its own job directory
             return
-        run = read_run(job_dir)
+        run = read_run(job_dir)  # reads damaged files as saying nothing: it does not raise
         if run.status in ("finished", "running"):
             return
         Console(stderr=True, highlight=False, soft_wrap=True).print(
@@ -38,7 +38,12 @@ class SweepSummary(Callback):
         raise SystemExit(1)  # not an Exception: Hydra's callbacks runner would only warn; the CLI summarises
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        code = report(Path(config.hydra.sweep.dir), Console(highlight=False, soft_wrap=True))
+        try:
+            code = report(Path(config.hydra.sweep.dir), Console(highlight=False, soft_wrap=True))
+        except Exception as exc:  # a summary that cannot be written (a folder in its place, a full disk)
+            from trainkit.cli.failure import say
+
+            code = say(exc)
         if code:
             raise SystemExit(code)  # Hydra's callbacks runner would turn an Exception into a mere warning
 

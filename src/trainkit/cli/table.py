@@ -65,6 +65,7 @@ def usage() -> str:
         "usage: trainkit <command> [hydra overrides and flags]\n\ncommands:\n" + "\n".join(lines) + "\n\n"
         "Hydra commands take Hydra's flags: --help (the command's config groups and options), --cfg job\n"
         "(print the composed config), -m/--multirun, --config-dir DIR (your own config groups), --info.\n"
+        "--check composes and checks a line (every job of a sweep, -m) and runs nothing.\n"
         "Run `trainkit <command> --help` for a command's options.\n"
     )
 

@@ -14,6 +14,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from trainkit.errors import UsageError
 from trainkit.logging.text import number, shown
 from trainkit.rundirs.read import (
     Run,
@@ -132,8 +133,13 @@ def _delta(a: Any, b: Any) -> str:
     return f"{b - a:+.4g}" + (f" ({(b - a) / abs(a):+.1%})" if a else "")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one paragraph on standard error, exit 2, as every usage error
+        raise UsageError(f"trainkit runs: {message}. Usage: trainkit runs [DIR] [-n N] [--compare A B [--plot PATH]].")
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="trainkit runs", description="List past training runs (newest first), or compare two. It reads the "
         "files every run writes; nothing else is kept.")
     parser.add_argument("dir", nargs="?", type=Path, default=Path("outputs"),

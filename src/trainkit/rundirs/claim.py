@@ -10,18 +10,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from trainkit.errors import UserError
+from trainkit.errors import UserError, os_error_message
 
 
 class RunDirError(UserError):
     """A run directory that cannot be used: in use, missing, or not resumable."""
 
 
-def claim(pattern: str) -> str:
+def claim(pattern: str, made: list[Path] | None = None) -> str:
     """Create `pattern` as a new directory, or `pattern_1`, `pattern_2`... if taken: two runs started in
-    the same second get distinct directories (mkdir is atomic, so exactly one process wins each name)."""
+    the same second get distinct directories (mkdir is atomic, so exactly one process wins each name). The parent
+    folders it had to make (a new date's folder) are added to `made`, so that a refused line removes them again."""
     base = Path(pattern)
-    base.parent.mkdir(parents=True, exist_ok=True)
+    parents = make_dirs(base.parent)
+    if made is not None:
+        made.extend(parents)
     for n in range(1000):
         candidate = base if n == 0 else base.with_name(f"{base.name}_{n}")
         try:
@@ -29,7 +32,44 @@ def claim(pattern: str) -> str:
             return str(candidate)
         except FileExistsError:
             continue
+        except OSError as exc:
+            remove_made(parents)
+            raise RunDirError(os_error_message(exc, f"the run directory {candidate}")) from None
     raise RunDirError(f"could not create a new run directory next to {base}: 1000 names are taken.")
+
+
+def make_dirs(path: Path | str, what: str = "the run directory") -> list[Path]:
+    """Create the folder `path` and its missing parents; the folders this made, outermost first (only those may be
+    removed again). A file in the way, a name too long or a folder it may not write is a RunDirError that says so."""
+    made: list[Path] = []
+    try:
+        missing: list[Path] = []
+        probe = Path(path)
+        while not probe.is_dir() and probe != probe.parent:
+            missing.append(probe)
+            probe = probe.parent
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                if not folder.is_dir():
+                    raise
+                continue  # another process made it meanwhile: not this one's to remove
+            made.append(folder)
+    except OSError as exc:
+        remove_made(made)
+        raise RunDirError(os_error_message(exc, f"{what} {path}")) from None
+    return made
+
+
+def remove_made(folders: list[Path]) -> None:
+    """Remove the folders a command made (as make_dirs lists them), innermost first, where they are still empty: a
+    folder that something else wrote to meanwhile stays."""
+    for folder in sorted(set(folders), key=lambda p: len(p.parts), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def job_dir_name(num: int, overrides: str) -> str:

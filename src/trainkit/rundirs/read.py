@@ -49,11 +49,17 @@ class Run:
     @property
     def best_value(self) -> float | None:
         value = self.summary.get("best_value")
-        return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        try:
+            return value if math.isfinite(value) else None
+        except OverflowError:  # an integer beyond any float: a damaged summary.json
+            return None
 
     @property
     def monitor(self) -> str:
-        return self.summary.get("monitor") or ""
+        value = self.summary.get("monitor")
+        return value if isinstance(value, str) else ""
 
     @property
     def maximize(self) -> bool:
@@ -64,7 +70,7 @@ def _yaml(path: Path) -> Any:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: fast enough for hundreds of runs
     try:
         return yaml.load(path.read_text(), Loader=loader)
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):  # unreadable, not UTF-8, not YAML: a damaged file says nothing
         return None
 
 
@@ -79,14 +85,15 @@ def _json(path: Path) -> dict[str, Any]:
 def metric_rows(path: Path) -> list[dict[str, str]]:
     try:
         with path.open(newline="") as f:
-            return list(csv.DictReader(f))
-    except OSError:
+            return [row for row in csv.DictReader(f) if None not in row]  # a row with more cells than the header
+    except (OSError, ValueError, csv.Error):  # unreadable, not UTF-8, NUL bytes: a damaged file has no rows
         return []
 
 
 def overrides_of(path: Path) -> list[str]:
     """The overrides a run was started with, as typed (Hydra's .hydra/overrides.yaml)."""
-    return [str(o) for o in (_yaml(Path(path) / ".hydra" / "overrides.yaml") or [])]
+    found = _yaml(Path(path) / ".hydra" / "overrides.yaml")
+    return [str(o) for o in found] if isinstance(found, list) else []  # a damaged file: none known
 
 
 def read_run(path: Path) -> Run:
@@ -95,12 +102,17 @@ def read_run(path: Path) -> Run:
     started = config_file.stat().st_mtime if config_file.exists() else path.stat().st_mtime
     overrides = overrides_of(path)
     config = _yaml(config_file) or {}
-    max_epochs = (config.get("trainer") or {}).get("max_epochs") if isinstance(config, dict) else None
+    trainer = config.get("trainer") if isinstance(config, dict) else None
+    max_epochs = trainer.get("max_epochs") if isinstance(trainer, dict) else None
     summary = _json(path / "summary.json")
     if is_locked(path):
         status = "running"  # also a resumed run whose summary.json is from its interrupted past
     elif summary:
         status = str(summary.get("status", "finished"))
+        if status not in STATUS_STYLE:  # a damaged or hand-edited summary.json: not a status trainkit writes
+            summary = {"status": "failed", "error": f"summary.json says status {status[:40]!r}, which trainkit never "
+                                                    f"writes: the file was damaged or edited"}
+            status = "failed"
     elif not (path / ".lock").exists() and time.time() - started < STARTUP_GRACE_S:
         status = "running"
     else:
@@ -152,11 +164,16 @@ def run_row(run: Run) -> dict[str, Any]:
         "wall_time_s": s.get("wall_time_s"),
     }
     row.update(_param(o) for o in run.overrides)
-    for prefix, metrics in (("final:", s.get("final") or {}), ("best:", s.get("best") or {})):
+    for prefix, metrics in (("final:", _mapping(s.get("final"))), ("best:", _mapping(s.get("best")))):
         row.update({prefix + k: v for k, v in metrics.items() if k not in ("epoch", "step")})
-    row.update(s.get("test") or {})
+    row.update(_mapping(s.get("test")))
     row.update({"error": run.error, "path": str(run.path)})
     return row
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """A section of summary.json as a mapping of names to values ({} where a damaged file has something else)."""
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def best_cell(run: Run, with_name: bool = True) -> str:

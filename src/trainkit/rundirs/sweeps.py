@@ -18,7 +18,7 @@ from rich.table import Table
 from trainkit.errors import UserError
 from trainkit.logging.text import number
 from trainkit.rundirs.claim import job_dir_name, job_number
-from trainkit.rundirs.read import Run, best_cell, read_run, run_row, status_cell
+from trainkit.rundirs.read import Run, best_cell, overrides_of, read_run, run_row, status_cell
 
 SUMMARY_FILE = "sweep_summary.csv"
 CURVES_FILE = "sweep_curves.png"  # each job's train/loss and monitored metric per epoch (curves.py)
@@ -165,12 +165,42 @@ class Job:
 
 
 def multirun_config(sweep_dir: Path) -> dict:
+    """DIR/multirun.yaml, which Hydra writes when a sweep starts: the sweep's command line and settings. A directory
+    that is not a sweep's, or a multirun.yaml that cannot be read as one, is a SweepResumeError that says so."""
     path = sweep_dir / "multirun.yaml"
+    if not sweep_dir.is_dir():
+        raise SweepResumeError(f"{sweep_dir} is not a directory: give the sweep's directory, which the sweep's table "
+                               f"named (outputs/multirun/<date>/<time>).")
     if not path.is_file():
         raise SweepResumeError(f"{sweep_dir} is not a sweep directory: it has no multirun.yaml, which Hydra writes "
                                f"when `trainkit train -m ...` starts. Give the directory that the sweep's table named "
                                f"(outputs/multirun/<date>/<time>).")
-    return yaml.safe_load(path.read_text()) or {}
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise sweep_damaged(path, " ".join(str(exc).split())[:200]) from None
+    if config is None:
+        config = {}
+    if not isinstance(config, dict) or not isinstance(config.get("hydra", {}), dict):
+        raise sweep_damaged(path, "it is not a mapping with a hydra: section")
+    return config
+
+
+def sweep_damaged(path: Path, why: str) -> SweepResumeError:
+    return SweepResumeError(f"{path} is damaged ({why}), so the sweep's jobs cannot be worked out again. Each job's "
+                            f"directory keeps its own overrides (.hydra/overrides.yaml): finish a stopped job alone "
+                            f"with `trainkit train OVERRIDES resume=JOB_DIR`, or start the sweep again.")
+
+
+def sweep_overrides(sweep_dir: Path, config: dict, part: str = "task") -> list[str]:
+    """The sweep's overrides as typed (`task`: the command's; `hydra`: Hydra's own), from its multirun.yaml."""
+    overrides = (config.get("hydra") or {}).get("overrides") or {}
+    found = overrides.get(part) if isinstance(overrides, dict) else None
+    if found is None:
+        return []
+    if not isinstance(found, list) or not all(isinstance(o, (str, int, float, bool)) for o in found):
+        raise sweep_damaged(sweep_dir / "multirun.yaml", f"hydra.overrides.{part} is not a list of overrides")
+    return [str(o) for o in found]
 
 
 def plan(sweep_dir: Path) -> list[Job]:
@@ -178,22 +208,40 @@ def plan(sweep_dir: Path) -> list[Job]:
     from hydra._internal.config_loader_impl import get_overrides_dirname
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
-    hydra = multirun_config(sweep_dir).get("hydra") or {}
-    task = [str(o) for o in (hydra.get("overrides") or {}).get("task") or []]
+    config = multirun_config(sweep_dir)
+    hydra = config.get("hydra") or {}
+    task = sweep_overrides(sweep_dir, config)
     parser = OverridesParser.create()
-    (batch,) = BasicSweeper.split_arguments(parser.parse_overrides(task), None)
-    naming = (hydra.get("job") or {}).get("config", {}).get("override_dirname", {})
+    job_config = hydra.get("job") if isinstance(hydra.get("job"), dict) else {}
+    naming = ((job_config.get("config") or {}) if isinstance(job_config.get("config"), dict) else {}).get(
+        "override_dirname") or {}
+    naming = naming if isinstance(naming, dict) else {}
+    try:
+        (batch,) = BasicSweeper.split_arguments(parser.parse_overrides(task), None)
+        dirnames = [get_overrides_dirname(parser.parse_overrides(o), list(naming.get("exclude_keys") or []),
+                                          str(naming.get("item_sep", ",")), str(naming.get("kv_sep", "=")))
+                    for o in batch]
+    except (HydraException, ValueError, TypeError) as exc:
+        said = " ".join(str(exc).split("See https://")[0].split())[:200]
+        raise sweep_damaged(sweep_dir / "multirun.yaml", f"its overrides cannot be read: {said}") from None
     existing = {job_number(p): p for p in job_dirs(sweep_dir)}
     jobs = []
-    for num, overrides in enumerate(batch):
+    for num, (overrides, dirname) in enumerate(zip(batch, dirnames)):
         found = existing.get(str(num))
         if found is None:
-            dirname = get_overrides_dirname(parser.parse_overrides(overrides), naming.get("exclude_keys") or [],
-                                            naming.get("item_sep", ","), naming.get("kv_sep", "="))
-            jobs.append(Job(num, overrides, sweep_dir / job_dir_name(num, dirname), "not started"))
-        else:
-            jobs.append(Job(num, overrides, found, read_run(found).status))
+            target = sweep_dir / job_dir_name(num, dirname)
+            if target.exists() and not target.is_dir():
+                raise SweepResumeError(f"{target} is a file where job {num}'s directory goes: move it away, then "
+                                       f"resume again.")
+            jobs.append(Job(num, list(overrides), target, "not started"))
+            continue
+        typed = overrides_of(found)
+        if typed and typed != list(overrides):
+            raise SweepResumeError(f"job {num}'s directory {found} says it ran with {' '.join(typed)}, but the sweep "
+                                   f"in {sweep_dir / 'multirun.yaml'} gives job {num} {' '.join(overrides)}: one of "
+                                   f"the two was edited, so the sweep cannot be resumed as it is. Finish that job "
+                                   f"alone (trainkit train OVERRIDES resume={found}), or start the sweep again.")
+        jobs.append(Job(num, list(overrides), found, read_run(found).status))
     return jobs
-
-
