@@ -54,6 +54,18 @@ class Entry:
     def load(self) -> Any:
         return _resolve(self.target, self.origin)
 
+    @property
+    def chosen(self) -> str:
+        """How a config chooses it, e.g. `model=resmlp` (a tracker: `logger=NAME`)."""
+        group = REGISTRIES[self.kind].group if self.kind in REGISTRIES else None
+        return f"{group or self.kind}={self.name}"
+
+    @property
+    def described(self) -> str:
+        """`model=resmlp (the model registered by the plugin my_project.nets at my_project/nets.py:14)`."""
+        who = f"the plugin {self.origin} at {self.where}" if self.plugin else "trainkit"
+        return f"{self.chosen} (the {self.kind} registered by {who})"
+
     def load_inputs(self) -> Any:
         """The dataset's reader of new inputs, or None (then predict picks one by the samples' shape)."""
         return None if self.inputs is None else _resolve(self.inputs, self.origin)
@@ -94,6 +106,10 @@ class Registry:
     def add(self, name: str, target: Any, origin: str, where: str, **options: Any) -> None:
         if not isinstance(name, str) or not name or any(c in name for c in " ,=[]/"):
             raise PluginError(f"{where}: {name!r} cannot name a {self.kind}: use a word such as 'my_net'.")
+        if origin != BUILTIN and not callable(target):
+            raise PluginError(f"{where}: the {self.kind} {name!r} registered by {origin} is {type(target).__name__} "
+                              f"{str(target)[:60]!r}, not a class or function: register the class or function that "
+                              f"makes the {self.kind} (trainkit.register_{self.kind.split()[0]}).")
         earlier = self.entries.get(name)
         if earlier is not None and earlier.where != where:  # the same line run twice (a reload) is no conflict
             raise PluginError(
@@ -219,9 +235,10 @@ def load_plugins(modules: Iterable[str], how: str = "plugins=") -> None:
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     for module in modules:
-        if not isinstance(module, str) or not module.replace(".", "").replace("_", "").isalnum():
+        if not isinstance(module, str) or not all(part.isidentifier() for part in module.split(".")):
             raise PluginError(f"plugins: {module!r} is not a Python module name; give dotted names, e.g. "
-                              f"plugins=[my_project.nets].")
+                              f"plugins=[my_project.nets] on the command line, plugins=[\"my_project.nets\"] "
+                              f"from Python.")
         if module not in LOADED:
             _import(module, how)
 
@@ -237,7 +254,7 @@ def _import(module: str, how: str) -> Any:
                               f"installed packages. Run trainkit where {module.replace('.', '/')}.py is, or install "
                               f"the package that has it.") from None
         raise PluginError(_import_failure(module, how, exc)) from None
-    except Exception as exc:
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # an exit at import is the plugin's, not trainkit's
         raise PluginError(_import_failure(module, how, exc)) from None
     LOADED[module] = how
     return loaded
@@ -251,8 +268,44 @@ def _import_failure(module: str, how: str, exc: BaseException) -> str:
         own = [f for f in frames if "importlib" not in f.filename] or frames
         where = f"{own[-1].filename}:{own[-1].lineno}" if own else "?"
     said = " ".join(str(exc).split()) or type(exc).__name__
-    return (f"the plugin module {module} ({how.rstrip('=')}) failed to import: {where}: {type(exc).__name__}: {said}. "
+    plugin = f"the plugin module {module} ({how.rstrip('=').rstrip(': ')})"
+    if isinstance(exc, SystemExit):
+        return (f"{plugin} exited while it was imported: {where}: sys.exit({exc.code!r}). A plugin module defines and "
+                f"registers components; it must not end the process: remove that call, or put it under "
+                f"`if __name__ == \"__main__\":`.")
+    if isinstance(exc, KeyboardInterrupt):
+        return (f"{plugin} was interrupted while it was imported: {where}: KeyboardInterrupt. If you pressed Ctrl-C, "
+                f"run the command again; if the module raises KeyboardInterrupt itself, remove that line.")
+    return (f"{plugin} failed to import: {where}: {type(exc).__name__}: {said}. "
             f"Fix that line (python -c 'import {module}' shows the whole traceback).")
+
+
+LIBRARY_PATHS = (os.path.dirname(os.__file__), os.path.dirname(os.path.abspath(__file__)) + os.sep)
+
+
+def raised_at(exc: BaseException, entry: Entry | None = None) -> str:
+    """file:line where `exc` left the user's own code: the deepest frame outside Python's library, the installed
+    packages and trainkit; else the deepest in the file that registered `entry`; else where it was raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if not f.filename.startswith(LIBRARY_PATHS) and "site-packages" not in f.filename
+           and not f.filename.startswith("<")]
+    registered = entry.where.rpartition(":")[0] if entry is not None else None
+    found = own or [f for f in frames if f.filename == registered] or frames[-1:]
+    if not found:
+        return entry.where if entry is not None else "?"
+    return f"{found[-1].filename}:{found[-1].lineno}"
+
+
+def plugin_fault(entry: Entry, doing: str, exc: BaseException, fix: str = "") -> PluginError:
+    """`exc`, raised by a plugin's own code while trainkit was `doing` something with it, as one paragraph: which
+    component, who registered it where, the line that raised and what it said, and the fix."""
+    said = " ".join(str(exc).split())[:300]
+    what = f"{type(exc).__name__}: {said}" if said else type(exc).__name__
+    if isinstance(exc, SystemExit):
+        what = f"sys.exit({exc.code!r}) (a component must raise an exception, not end the process)"
+    return PluginError(f"{entry.described} failed while {doing}: {raised_at(exc, entry)}: {what}. "
+                       f"{fix or 'Fix that line in the plugin'} (trainkit list shows where each component is "
+                       f"registered).")
 
 
 def load_entry_points() -> None:
@@ -268,11 +321,13 @@ def load_entry_points() -> None:
         how = f"entry point {point.name} of {point.dist.name if point.dist else 'an installed package'}: "
         try:
             loaded = point.load()
-        except Exception as exc:
+            if callable(loaded) and not inspect.isclass(loaded) and not inspect.ismodule(loaded):
+                loaded()
+        except PluginError:
+            raise
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
             raise PluginError(_import_failure(point.value, how, exc)) from None
         LOADED[point.module] = how
-        if callable(loaded) and not inspect.isclass(loaded) and not inspect.ismodule(loaded):
-            loaded()
 
 
 def plugins_arg(args: list[str]) -> list[str]:
@@ -360,6 +415,11 @@ def _shown(value: Any) -> str:
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
+# The keys every dataset's config has, with their defaults: read by the batch loader and the trainer, never passed to
+# the dataset's function, so a plugin's dataset without a YAML file takes `data.batch_size=32` like a built-in.
+DATASET_KEYS: dict[str, Any] = {"batch_size": 64, "augment": {"crop_padding": 0, "hflip": False}, "on_device": True,
+                                "allow_missing_classes": False}
+
 # Keyword arguments that say how torch runs, not what is learned: left out of a generated option's keys.
 MECHANICS = {"foreach", "differentiable", "capturable", "fused", "maximize", "last_epoch", "verbose"}
 
@@ -369,7 +429,10 @@ def option_node(entry: Entry) -> dict[str, Any]:
     defaults (`???`, required, where it has none), so `model=my_net model.width=32` works without writing one. A
     tracker's option is `{NAME: {its keys}}`: several trackers merge into one `logger` section."""
     node: dict[str, Any] = {"name": entry.name} if entry.kind != "tracker" else {}
-    params = list(inspect.signature(entry.load()).parameters.values())
+    try:
+        params = list(inspect.signature(entry.load()).parameters.values())
+    except (TypeError, ValueError):  # a callable whose signature Python cannot read: its keys are typed as given
+        params = []
     skip = {"task": 2, "tracker": 1}.get(entry.kind, 0)  # a task's model and DataMeta; a tracker's TrackerRun
     for param in params[skip:]:
         if param.name in GIVEN or param.name in MECHANICS or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
@@ -381,6 +444,9 @@ def option_node(entry: Entry) -> dict[str, Any]:
             node[param.name] = default
         elif isinstance(default, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in default):
             node[param.name] = list(default)
+    if entry.kind == "dataset":
+        for key, default in DATASET_KEYS.items():
+            node.setdefault(key, dict(default) if isinstance(default, dict) else default)
     return {entry.name: node} if entry.kind == "tracker" else node
 
 
