@@ -114,20 +114,21 @@ def regular_file(path: str | Path, what: str) -> Path:
     device would block or stream for ever, a dangling link would fail deep inside a decoder. `what` names it in the
     error, e.g. "predict: input=x.csv"."""
     path = Path(path)
+    said = f"{what}: " if what else ""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         if os.path.islink(path):
-            raise DataError(f"{what}: {path} is a symbolic link to {os.readlink(path)}, which does not exist. Point the "
+            raise DataError(f"{said}{path} is a symbolic link to {os.readlink(path)}, which does not exist. Point the "
                             f"link at the file, or remove it.") from None
-        raise DataError(f"{what}: {path} does not exist.") from None
+        raise DataError(f"{said}{path} does not exist.") from None
     except OSError as err:  # a loop of links, a name too long, no permission to look
-        raise DataError(f"{what}: {path} cannot be read ({err.strerror or err}).") from None
+        raise DataError(f"{said}{path} cannot be read ({err.strerror or err}).") from None
     if not stat.S_ISREG(mode):
         kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
                 "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
                 else "not a regular file")
-        raise DataError(f"{what}: {path} is {kind}, not a file: trainkit reads regular files only (a pipe or a "
+        raise DataError(f"{said}{path} is {kind}, not a file: trainkit reads regular files only (a pipe or a "
                         f"device would block for ever). Give a file.")
     return path
 
@@ -143,7 +144,8 @@ def check_meta(meta: DataMeta) -> None:
     if not isinstance(meta.kind, str) or not meta.kind:
         raise bad("kind", meta.kind, 'a word naming what is learned, e.g. "classification" or "regression"')
     if not isinstance(meta.in_shape, (tuple, list)) or not meta.in_shape or not all(whole(d) for d in meta.in_shape):
-        raise bad("in_shape", meta.in_shape, "one sample's shape, whole numbers of at least 1, e.g. (2,) or (3, 32, 32)")
+        raise bad("in_shape", meta.in_shape, "one sample's shape, whole numbers of at least 1, e.g. (2,) or (3, 32, 32)"
+                  )
     meta.in_shape = tuple(meta.in_shape)
     if not whole(meta.num_outputs):
         raise bad("num_outputs", meta.num_outputs, "the number of classes or targets, a whole number of at least 1")
@@ -182,11 +184,13 @@ def check_split(split: Any, name: str, meta: DataMeta) -> Split:
     if x.dtype == torch.bool:
         raise DataError(f"its {name} split's x is bool; give numbers (uint8 pixels or floats, e.g. x.float()).")
     if x.dim() == 0 or tuple(x.shape[1:]) != tuple(meta.in_shape):
+        shape = "×".join(map(str, meta.in_shape))
         raise DataError(f"its {name} split holds samples of shape {list(x.shape[1:])}, but its DataMeta says "
-                        f"in_shape={list(meta.in_shape)}. Make the two agree (x: N×{'×'.join(map(str, meta.in_shape))}).")
+                        f"in_shape={list(meta.in_shape)}. Make the two agree (x: N×{shape}).")
     if len(x) == 0:
-        raise DataError(f"its {name} split is empty (0 samples): there is nothing to {'train' if name == 'train' else 'judge'}"
-                        f" on. Return samples in it{'' if name == 'train' else ', or None where there is no such split'}.")
+        training = name == "train"
+        raise DataError(f"its {name} split is empty (0 samples): there is nothing to {'train' if training else 'judge'}"
+                        f" on. Return samples in it{'' if training else ', or None where there is no such split'}.")
     if x.is_floating_point():
         x = x.float()
         bad = ~torch.isfinite(x.reshape(len(x), -1)).all(1)
@@ -219,7 +223,8 @@ def _targets(values: Any, name: str, meta: DataMeta) -> Tensor:
     y = _numbers(values, f"its {name} split's targets", expected)
     if y.is_floating_point() and not bool(torch.isfinite(y).all()):
         row = int((~torch.isfinite(y)).reshape(len(y), -1).any(1).nonzero()[0])
-        raise DataError(f"its {name} split's target of sample {row} is {y[row].tolist()}: targets must be finite numbers.")
+        raise DataError(f"its {name} split's target of sample {row} is {y[row].tolist()}: targets must be finite "
+                        f"numbers.")
     if meta.kind != "classification":
         expected = (len(y), *meta.target_shape)
         if tuple(y.shape) != expected and y.numel() == math.prod(expected):
@@ -241,7 +246,7 @@ def _targets(values: Any, name: str, meta: DataMeta) -> Tensor:
     outside = ((y < 0) | (y >= meta.num_outputs)).nonzero()
     if len(outside):
         row = int(outside[0])
-        raise DataError(f"its {name} split's label of sample {row} is {y[row].item()}, outside 0..{meta.num_outputs - 1} "
-                        f"(num_outputs={meta.num_outputs} classes; {len(outside)} labels are outside). Give class "
-                        f"indices from 0, or the right num_outputs.")
+        raise DataError(f"its {name} split's label of sample {row} is {y[row].item()}, outside "
+                        f"0..{meta.num_outputs - 1} (num_outputs={meta.num_outputs} classes; {len(outside)} labels "
+                        f"are outside). Give class indices from 0, or the right num_outputs.")
     return y
