@@ -249,6 +249,7 @@ def fit(
     epochs (default `settings.max_epochs`). Each epoch ends with validation, a metrics row and `hooks.save_epoch`."""
     state = state or FitState()
     end = settings.max_epochs if until is None else min(until, settings.max_epochs)
+    hooks.stop_requested()  # asked once now: from here a stop signal finishes the step and saves (engine/signals.py)
     while state.epoch < end and not state.stopped_early:
         train_metrics, elapsed, samples = _train_epoch(task, train_loader, opt, logger, settings, state, hooks)
         hooks.event("validation_start")
