@@ -254,9 +254,10 @@ def _check_task(task: Any, entry: registry.Entry) -> None:
                           f"the methods of trainkit.tasks.base.Task. Subclass trainkit.tasks.base.SingleNetTask (one "
                           f"network) or write them (docs/extending.md, 'The task contract').")
     if not isinstance(getattr(task, "monitor", None), str) or getattr(task, "monitor_mode", None) not in ("min", "max"):
-        raise PluginError(f"{entry.described}: its monitor={getattr(task, 'monitor', None)!r} and monitor_mode="
-                          f"{getattr(task, 'monitor_mode', None)!r} should be the validation metric that picks the best "
-                          f"checkpoint (e.g. \"val/acc\") and \"max\" or \"min\".")
+        monitor, mode = getattr(task, "monitor", None), getattr(task, "monitor_mode", None)
+        raise PluginError(f"{entry.described}: its monitor={monitor!r} and monitor_mode={mode!r} should be the "
+                          f"validation metric that picks the best checkpoint (e.g. \"val/acc\") and \"max\" or "
+                          f"\"min\".")
     modules = guarded(entry, "listing its modules (modules())", task.modules)
     groups = guarded(entry, "listing its parameters (param_groups())", task.param_groups)
     if not isinstance(modules, Mapping) or not modules or not all(isinstance(m, torch.nn.Module)
@@ -364,9 +365,9 @@ def probe_model(entry: registry.Entry, values: dict[str, Any], given: dict[str, 
     free = available_memory()
     if needed > free:
         gib = 2**30
-        raise ConfigError(f"model={entry.name} with these sizes has {params:,} parameters: about {needed / gib:.1f} GiB "
-                          f"for its weights, gradients and optimizer state, and this machine has {free / gib:.1f} GiB "
-                          f"free. Make model.* smaller (its widths and channels).")
+        raise ConfigError(f"model={entry.name} with these sizes has {params:,} parameters: about "
+                          f"{needed / gib:.1f} GiB for its weights, gradients and optimizer state, and this machine "
+                          f"has {free / gib:.1f} GiB free. Make model.* smaller (its widths and channels).")
     return probe
 
 
@@ -395,7 +396,8 @@ def _check_shapes(probe: torch.nn.Module, entry: registry.Entry, meta: DataMeta,
         raise ConfigError(f"model={name} does not take data={meta.name}'s samples (shape {list(in_shape)}): a forward "
                           f"pass of a batch of that shape fails{at} with {type(exc).__name__}: {said}. Size the model "
                           f"from in_shape (model.* keys), or give the data another shape.") from None
-    needs = f"the task needs {['batch', *out_shape]} (task={task.name}; data={meta.name} has num_outputs={meta.num_outputs})"
+    needs = (f"the task needs {['batch', *out_shape]} (task={task.name}; data={meta.name} has "
+             f"num_outputs={meta.num_outputs})")
     model = entry.described if entry.plugin else f"model={name}"
     if not isinstance(out, torch.Tensor):
         raise ConfigError(f"{model} returns {type(out).__name__}, not a tensor, for a batch of "
@@ -537,10 +539,11 @@ def _step_stand_in(cfg: Any, scheduler: Any) -> None:
 def _check_logger(cfg: Any) -> None:
     """`logger=` names registered trackers, each with a group of its options (or none)."""
     for name, options in _section(cfg, "logger").items():
-        registry.TRACKERS.get(name)
+        entry = registry.TRACKERS.get(name)
         if options is not None and not isinstance(options, Mapping):
             raise ConfigError(f"logger.{name}={_shown(options)} is not a group of options: give them as "
                               f"logger.{name}.KEY=VALUE.")
+        registry.check_keys(entry.load(), dict(options or {}), f"logger.{name}", f"logger={name}", {"run": None})
 
 
 def _chooses_plugin(cfg: Any) -> bool:

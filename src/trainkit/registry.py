@@ -371,7 +371,17 @@ def call_with(fn: Any, kwargs: dict[str, Any], key: str, what: str, given: dict[
     An unknown key, a key that trainkit sets itself, or a value of another type than its parameter's becomes an
     error that names the key and lists the settings of `what`."""
     given = given or {}
-    params = inspect.signature(fn).parameters
+    check_keys(fn, kwargs, key, what, given)
+    return fn(**given, **kwargs)
+
+
+def check_keys(fn: Any, kwargs: dict[str, Any], key: str, what: str, given: dict[str, Any] | None = None) -> None:
+    """What call_with checks before it calls: every key a setting of `fn`, every value of its parameter's type."""
+    given = given or {}
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a callable whose signature Python cannot read: it checks its keys itself
+        return
     takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
     unknown = sorted(k for k in kwargs if (k not in params and not takes_any) or k in given)
     if unknown:
@@ -385,7 +395,6 @@ def call_with(fn: Any, kwargs: dict[str, Any], key: str, what: str, given: dict[
             default = params[name].default
             said = "it has no default" if default is inspect.Parameter.empty else f"its default is {_shown(default)}"
             raise ConfigError(f"{key}.{name}={_shown(value)} is not {expected}, as {what} needs ({said}).")
-    return fn(**given, **kwargs)
 
 
 def _expected_type(param: inspect.Parameter, value: Any) -> str | None:
