@@ -597,6 +597,25 @@ def plugin_origins(cfg: Any) -> dict[str, str]:
     return registry.origins(component_names(cfg))
 
 
+def whole_number(value: Any, key: str, minimum: int = 1, example: int | None = None, who: str = "") -> int:
+    """`key`=value as a whole number of at least `minimum` (7.0 counts as 7), or an error that names the key (`who`:
+    what takes it, e.g. "trainkit.load(...).sample")."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{who + ': ' if who else ''}{key}={_shown(value)} must be a whole number of at least "
+                          f"{minimum}, e.g. {key}={example if example is not None else max(minimum, 1)}.")
+    return value
+
+
+def not_the_checkpoint(output: Path, checkpoint_path: Path, key: str = "output") -> None:
+    """A file a command writes must not be the checkpoint it reads, nor any other checkpoint (a .ckpt file)."""
+    if output.exists() and (os.path.samefile(output, checkpoint_path) or output.suffix == ".ckpt"):
+        which = "the checkpoint it reads" if os.path.samefile(output, checkpoint_path) else "a checkpoint"
+        raise ConfigError(f"{key}={output} is {which}: writing there would destroy it. Give {key}= a new file, or "
+                          f"leave it out (the command's run directory).")
+
+
 def batch_size(data: dict[str, Any]) -> int:
     """data.batch_size: a whole number of samples, at least 1."""
     value = data.get("batch_size", 64)
