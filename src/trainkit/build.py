@@ -262,10 +262,10 @@ def _check_task(task: Any, entry: registry.Entry) -> None:
     groups = guarded(entry, "listing its parameters (param_groups())", task.param_groups)
     if not isinstance(modules, Mapping) or not modules or not all(isinstance(m, torch.nn.Module)
                                                                   for m in modules.values()):
-        raise PluginError(f"{entry.described}: its modules() returned {str(modules)[:80]!r}; it returns a dict of "
+        raise PluginError(f"{entry.described}: its modules() returned {registry.brief(modules)}; it returns a dict of "
                           f"the nn.Modules to train, move and checkpoint, e.g. {{\"net\": self.net}}.")
     if not isinstance(groups, Mapping) or not groups:
-        raise PluginError(f"{entry.described}: its param_groups() returned {str(groups)[:80]!r}; it returns a dict "
+        raise PluginError(f"{entry.described}: its param_groups() returned {registry.brief(groups)}; it returns a dict "
                           f"of optimizer name to parameters, e.g. {{\"main\": list(self.net.parameters())}}.")
 
 
@@ -281,7 +281,7 @@ def _model(entry: registry.Entry, values: dict[str, Any], meta: DataMeta, task: 
         checked = probe_model(entry, values, given, meta, task, shapes) is not None
         net = guarded(entry, "building the model", call_with, factory, values, "model", entry.chosen, given)
     except ValueError as exc:
-        raise ConfigError(f"model={entry.name} does not fit data={meta.name}: {exc}") from None
+        raise _does_not_fit(entry, meta, exc) from None
     _check_module(net, entry)
     if shapes is not None and not checked:  # the meta device could not tell: one small batch on the CPU can
         with torch.no_grad(), _evaluating(net):
@@ -319,7 +319,7 @@ class _evaluating:
 
 def _check_module(net: Any, entry: registry.Entry) -> None:
     if not isinstance(net, torch.nn.Module):
-        raise PluginError(f"{entry.described} made {type(net).__name__} {str(net)[:60]!r}, not a torch.nn.Module: a "
+        raise PluginError(f"{entry.described} made {registry.brief(net)}, not a torch.nn.Module: a "
                           f"model is an nn.Module (a class that subclasses it, or a function that returns one).")
 
 
@@ -347,8 +347,10 @@ def probe_model(entry: registry.Entry, values: dict[str, Any], given: dict[str, 
     try:
         with torch.device("meta"):
             probe = call_with(factory, values, "model", entry.chosen, given)
-    except (UserError, ValueError):
+    except UserError:
         raise
+    except ValueError as exc:  # a model's refusal of its sizes or of the data
+        raise _does_not_fit(entry, meta, exc) from None
     except (Exception, SystemExit) as exc:
         if not entry.plugin:
             raise
@@ -369,6 +371,14 @@ def probe_model(entry: registry.Entry, values: dict[str, Any], given: dict[str, 
                           f"{needed / gib:.1f} GiB for its weights, gradients and optimizer state, and this machine "
                           f"has {free / gib:.1f} GiB free. Make model.* smaller (its widths and channels).")
     return probe
+
+
+def _does_not_fit(entry: registry.Entry, meta: DataMeta, exc: ValueError) -> ConfigError:
+    if not entry.plugin:
+        return ConfigError(f"model={entry.name} does not fit data={meta.name}: {exc}")
+    return ConfigError(f"{entry.described} does not fit data={meta.name}: {registry.raised_at(exc, entry)}: "
+                       f"ValueError: {' '.join(str(exc).split())[:300]}. Size it from in_shape and num_outputs (its "
+                       f"model.* keys), or fix that line.")
 
 
 def _meta_only(exc: BaseException) -> bool:
@@ -431,7 +441,9 @@ def build_optimization(cfg: Any, task: Task, settings: TrainerSettings, device: 
     for group, params in task.param_groups().items():
         params = list(params)
         if not params:
-            raise ConfigError(f"the task's {group!r} parameters are empty: its model has nothing to train (no "
+            chosen = registry.MODELS.entries.get(_section(cfg, "model").get("name"))
+            model = chosen.described if chosen is not None and chosen.plugin else "its model"
+            raise ConfigError(f"the task's {group!r} parameters are empty: {model} has nothing to train (no "
                               f"parameters, or all of them frozen). Give the model trainable layers.")
         optimizers[group] = _optimizer(name, params, values)
     updates_per_epoch = max(1, steps_per_epoch // settings.accumulate_grad_batches)
@@ -477,7 +489,7 @@ def _optimizer(name: str, params: Any, values: dict[str, Any]) -> torch.optim.Op
             raise
         raise registry.plugin_fault(entry, "making the optimizer", exc) from None
     if not isinstance(made, torch.optim.Optimizer):
-        raise PluginError(f"{entry.described} returned {type(made).__name__} {str(made)[:60]!r}, not a "
+        raise PluginError(f"{entry.described} returned {registry.brief(made)}, not a "
                           f"torch.optim.Optimizer: an optimizer is an Optimizer class, or a function that returns one "
                           f"built on the parameters it is given.")
     return made
@@ -665,9 +677,9 @@ def build_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, settings: Traine
         if not entry.plugin:
             raise
         raise registry.plugin_fault(entry, "making the scheduler", exc) from None
-    if main is not None and not all(callable(getattr(main, m, None)) for m in ("step", "state_dict",
-                                                                                "load_state_dict")):
-        raise PluginError(f"{entry.described} returned {type(main).__name__} {str(main)[:60]!r}, not a learning-rate "
+    if main is not None and (isinstance(main, torch.optim.Optimizer) or not all(
+            callable(getattr(main, m, None)) for m in ("step", "state_dict", "load_state_dict"))):
+        raise PluginError(f"{entry.described} returned {registry.brief(main)}, not a learning-rate "
                           f"scheduler: return a torch.optim.lr_scheduler object (or None for a constant rate).")
     if not warmup:
         return main

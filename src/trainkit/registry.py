@@ -260,13 +260,19 @@ def _import(module: str, how: str) -> Any:
     return loaded
 
 
+# Where Python's own library and trainkit live: frames there are not the user's code.
+LIBRARY_PATHS = (os.path.dirname(os.__file__), os.path.dirname(os.path.abspath(__file__)) + os.sep)
+
+
 def _import_failure(module: str, how: str, exc: BaseException) -> str:
     if isinstance(exc, SyntaxError) and exc.filename:
         where = f"{exc.filename}:{exc.lineno}"
     else:
         frames = traceback.extract_tb(exc.__traceback__)
-        own = [f for f in frames if "importlib" not in f.filename] or frames
-        where = f"{own[-1].filename}:{own[-1].lineno}" if own else "?"
+        own = [f for f in frames if "importlib" not in f.filename and not f.filename.startswith("<")] or frames
+        mine = [f for f in own if not f.filename.startswith(LIBRARY_PATHS) and "site-packages" not in f.filename]
+        last = (mine or own)[-1] if own else None
+        where = f"{last.filename}:{last.lineno}" if last is not None else "?"
     said = " ".join(str(exc).split()) or type(exc).__name__
     plugin = f"the plugin module {module} ({how.rstrip('=').rstrip(': ')})"
     if isinstance(exc, SystemExit):
@@ -278,9 +284,6 @@ def _import_failure(module: str, how: str, exc: BaseException) -> str:
                 f"run the command again; if the module raises KeyboardInterrupt itself, remove that line.")
     return (f"{plugin} failed to import: {where}: {type(exc).__name__}: {said}. "
             f"Fix that line (python -c 'import {module}' shows the whole traceback).")
-
-
-LIBRARY_PATHS = (os.path.dirname(os.__file__), os.path.dirname(os.path.abspath(__file__)) + os.sep)
 
 
 def raised_at(exc: BaseException, entry: Entry | None = None) -> str:
@@ -296,6 +299,11 @@ def raised_at(exc: BaseException, entry: Entry | None = None) -> str:
     return f"{found[-1].filename}:{found[-1].lineno}"
 
 
+def brief(value: Any) -> str:
+    """A value as a message shows it: its type and the start of its text, on one line."""
+    return f"{type(value).__name__} {' '.join(str(value).split())[:60]!r}"
+
+
 def plugin_fault(entry: Entry, doing: str, exc: BaseException, fix: str = "") -> PluginError:
     """`exc`, raised by a plugin's own code while trainkit was `doing` something with it, as one paragraph: which
     component, who registered it where, the line that raised and what it said, and the fix."""
@@ -306,6 +314,26 @@ def plugin_fault(entry: Entry, doing: str, exc: BaseException, fix: str = "") ->
     return PluginError(f"{entry.described} failed while {doing}: {raised_at(exc, entry)}: {what}. "
                        f"{fix or 'Fix that line in the plugin'} (trainkit list shows where each component is "
                        f"registered).")
+
+
+BLAME_ORDER = ("task", "model", "dataset", "optimizer", "scheduler", "tracker", "cluster environment")
+
+
+def blame(exc: BaseException, doing: str) -> PluginError | None:
+    """`exc` as a PluginError where a plugin's own code raised it (the deepest frame in a file that registered a
+    component: that file's task, else model, dataset, ...), for code that runs components it did not build (the loop:
+    a plugin's train_step). None where no plugin is in the traceback: trainkit's or torch's own, left as it is."""
+    by_file: dict[str, list[Entry]] = {}
+    for registry in REGISTRIES.values():
+        for entry in registry._entries.values():  # not `entries`: nothing is imported to find out
+            if entry.plugin:
+                by_file.setdefault(entry.where.rpartition(":")[0], []).append(entry)
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        found = by_file.get(frame.filename)
+        if found:
+            entry = min(found, key=lambda e: BLAME_ORDER.index(e.kind) if e.kind in BLAME_ORDER else len(BLAME_ORDER))
+            return plugin_fault(entry, doing, exc)
+    return None
 
 
 def load_entry_points() -> None:
