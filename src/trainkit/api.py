@@ -26,6 +26,9 @@ from trainkit.errors import ConfigError, UserError
 
 
 def _strings(value: Any, what: str, example: str) -> list[str]:
+    if isinstance(value, (Mapping, set, frozenset)):  # keys only, or no order: never what was meant
+        raise ConfigError(f"{what} takes a list of strings, e.g. {example}; it was given a {type(value).__name__} "
+                          f"{str(value)[:60]!r} (from a dict: [f\"{{k}}={{v}}\" for k, v in d.items()]).")
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise ConfigError(f"{what} takes a list of strings, e.g. {example}; it was given {type(value).__name__} "
                           f"{str(value)[:80]!r}.")
