@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -535,9 +536,11 @@ def _step_stand_in(cfg: Any, scheduler: Any) -> None:
     entry = registry.SCHEDULERS.get(_section(cfg, "scheduler", {"name": "none"}).get("name", "none"))
     plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     try:
-        for _ in range(3):
-            scheduler.step(1.0) if plateau else scheduler.step()
-        scheduler.load_state_dict(scheduler.state_dict())  # every checkpoint does this
+        with warnings.catch_warnings():  # torch's advice on the order of optimizer and scheduler steps: a stand-in's
+            warnings.simplefilter("ignore")
+            for _ in range(3):
+                scheduler.step(1.0) if plateau else scheduler.step()
+            scheduler.load_state_dict(scheduler.state_dict())  # every checkpoint does this
     except (Exception, SystemExit) as exc:
         if entry.plugin and not isinstance(exc, (ValueError, ArithmeticError)):
             raise registry.plugin_fault(entry, "stepping its scheduler", exc, "A scheduler is a torch LR scheduler, "
@@ -815,13 +818,14 @@ def refuse_fatal(cfg: Any, data: DataSplits) -> tuple[list[str], list[str]]:
 
 
 def build_trackers(cfg: Any, run_dir: Path, settings: TrainerSettings, saved: Any = None) -> Any:
-    """The trackers `logger=` chooses (default: tensorboard; trainer.tensorboard=false leaves it out), given the
-    flattened config as params; a resumed run continues the tracker runs whose ids its checkpoint carries."""
+    """The trackers `logger=` chooses (configs/train.yaml's default: tensorboard; trainer.tensorboard=false leaves it
+    out; `logger=[]`, which leaves no logger section, none), given the flattened config as params; a resumed run
+    continues the tracker runs whose ids its checkpoint carries."""
     from trainkit.logging.trackers import TrackerRun, open_trackers
     from trainkit.rundirs.read import overrides_of
     from trainkit.rundirs.resume import flatten
 
-    chosen = _section(cfg, "logger", {"tensorboard": {}})
+    chosen = _section(cfg, "logger")
     if not settings.tensorboard:
         chosen.pop("tensorboard", None)
     if not chosen:
