@@ -56,8 +56,8 @@ def _callbacks(value: Any, what: str) -> tuple[Any, ...]:
         if not isinstance(item, Callback):
             hint = (f"{item.__name__} is a class: give an object of it, callbacks=[{item.__name__}()]"
                     if isinstance(item, type) and issubclass(item, Callback) else
-                    f"{type(item).__name__} {str(item)[:60]!r} is not a trainkit.Callback: subclass it (class "
-                    f"MyCallback(trainkit.Callback): ...) and override the on_* methods you need")
+                    f"{type(item).__name__} {str(item)[:60]!r} is not a trainkit.trainer.Callback: subclass it "
+                    f"(class MyCallback(trainkit.Callback): ...) and override the on_* methods you need")
             raise ConfigError(f"{what}: {hint}.")
     return tuple(items)
 
