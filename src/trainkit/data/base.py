@@ -125,7 +125,7 @@ def regular_file(path: str | Path, what: str) -> Path:
     except OSError as err:  # a loop of links, a name too long, no permission to look
         raise DataError(f"{said}{path} cannot be read ({err.strerror or err}).") from None
     if not stat.S_ISREG(mode):
-        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
                 "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
                 else "not a regular file")
         raise DataError(f"{said}{path} is {kind}, not a file: trainkit reads regular files only (a pipe or a "
