@@ -113,7 +113,7 @@ class Trackers:
         for name, tracker in trackers.items():
             try:
                 Trackers({name: tracker})._each("end", status)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (closing after a failure: the first error is the one to show)
                 logging.getLogger("trainkit").warning("logger=%s could not close its run: %s", name, exc)
 
 
