@@ -137,7 +137,8 @@ class Registry:
         if plugins:
             return f"{said}; or of the loaded plugins': {', '.join(plugins)}."
         return (f"{said}. No plugin {self.kind} is loaded: a {self.kind} of your own is registered by a module you "
-                f"load with plugins=[your_module] (`trainkit list` shows every name).")
+                f"load with plugins=[your_module] (from Python: plugins=[\"your_module\"]; `trainkit list` shows every "
+                f"name).")
 
 
 MODELS = Registry("model", "model.name", "model")
