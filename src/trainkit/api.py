@@ -13,6 +13,7 @@ checkpoints as the command line, without touching sys.argv, the root logger or a
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -25,6 +26,9 @@ from trainkit.errors import ConfigError, UserError
 
 
 def _strings(value: Any, what: str, example: str) -> list[str]:
+    if isinstance(value, (Mapping, set, frozenset)):  # keys only, or no order: never what was meant
+        raise ConfigError(f"{what} takes a list of strings, e.g. {example}; it was given a {type(value).__name__} "
+                          f"{str(value)[:60]!r} (from a dict: [f\"{{k}}={{v}}\" for k, v in d.items()]).")
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise ConfigError(f"{what} takes a list of strings, e.g. {example}; it was given {type(value).__name__} "
                           f"{str(value)[:80]!r}.")
@@ -36,6 +40,28 @@ def _strings(value: Any, what: str, example: str) -> list[str]:
     return items
 
 
+def _callbacks(value: Any, what: str) -> tuple[Any, ...]:
+    """trainkit.Callback objects, checked before anything runs (a class where an object belongs, a function...)."""
+    from trainkit.trainer import Callback
+
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, (Callback, type)) else None
+    if items is None:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+            raise ConfigError(f"{what} takes a list of trainkit.Callback objects, e.g. callbacks=[MyCallback()]; it was "
+                              f"given {type(value).__name__} {str(value)[:60]!r}.")
+        items = list(value)
+    for item in items:
+        if not isinstance(item, Callback):
+            hint = (f"{item.__name__} is a class: give an object of it, callbacks=[{item.__name__}()]"
+                    if isinstance(item, type) and issubclass(item, Callback) else
+                    f"{type(item).__name__} {str(item)[:60]!r} is not a trainkit.trainer.Callback: subclass it "
+                    f"(class MyCallback(trainkit.Callback): ...) and override the on_* methods you need")
+            raise ConfigError(f"{what}: {hint}.")
+    return tuple(items)
+
+
 def run(name: str, overrides: Iterable[str] = (), callbacks: Iterable[Any] = ()) -> Any:
     """`trainkit NAME OVERRIDES` in this process (train, eval, predict, export, sample, data check): the same checks,
     run directory and files; returns what the command returns (train: the summary dict) and raises trainkit's error
@@ -43,8 +69,12 @@ def run(name: str, overrides: Iterable[str] = (), callbacks: Iterable[Any] = ())
     command line."""
     from trainkit.cli.inprocess import run as run_command
 
-    args = _strings(overrides, f"trainkit.{'train' if name == 'train' else 'api.run'}", '["model=cnn"]')
-    return run_command(name, args, tuple(callbacks))
+    if not isinstance(name, str):
+        raise ConfigError(f"trainkit.api.run takes a command's name, e.g. trainkit.api.run(\"eval\", [...]), not "
+                          f"{type(name).__name__} {str(name)[:60]!r}.")
+    what = f"trainkit.{'train' if name == 'train' else 'api.run'}"
+    args = _strings(overrides, what, '["model=cnn"]')
+    return run_command(name, args, _callbacks(callbacks, f"{what}(callbacks=...)"))
 
 
 def train(overrides: Iterable[str] = (), callbacks: Iterable[Any] = ()) -> dict[str, Any]:
@@ -75,7 +105,13 @@ def _logger(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         return {value: {}}
     if isinstance(value, Mapping):
-        return {str(k): dict(v or {}) for k, v in value.items()}
+        wrong = next((k for k, v in value.items() if not isinstance(k, str) or not isinstance(v, (Mapping, type(None)))),
+                     None)
+        if wrong is not None:
+            raise ConfigError(f"make_trainer(logger={{...}}) takes tracker names with a dict of their options each, "
+                              f"e.g. logger={{\"mlflow\": {{\"experiment\": \"x\"}}}}; {wrong!r} has "
+                              f"{type(value[wrong]).__name__} {str(value[wrong])[:40]!r}.")
+        return {k: dict(v or {}) for k, v in value.items()}
     return {name: {} for name in _strings(value, "make_trainer(logger=...)", '["tensorboard", "csv"]')}
 
 
@@ -98,13 +134,23 @@ def make_trainer(run_dir: str | Path | None = None, *, data: Any, model: Any, ta
     if isinstance(trainer, (str, bytes)) or (trainer is not None and not isinstance(trainer, Mapping)):
         raise ConfigError(f"make_trainer(trainer=...) takes a dict of trainer settings, e.g. "
                           f"trainer={{\"max_epochs\": 5}}; it was given {type(trainer).__name__}.")
+    if run_dir is not None and not isinstance(run_dir, (str, Path)):
+        raise ConfigError(f"make_trainer(run_dir=...) takes a folder's path, e.g. run_dir=\"outputs/my_run\", or None "
+                          f"(a new outputs/DATE/TIME); not {type(run_dir).__name__}.")
+    callbacks = _callbacks(callbacks, "make_trainer(callbacks=...)")
     recipe = {key: _group(value, key) for key, value in zip(GROUPS, (data, model, task, optimizer, scheduler))}
     recipe.update(trainer=dict(trainer or {}), seed=seed, logger=_logger(logger), plugins=modules, resume=None)
     preflight(recipe)  # before a run directory exists
+    made = run_dir is None or not Path(run_dir).exists()
     run_dir = Path(claim(time.strftime("outputs/%Y-%m-%d/%H-%M-%S")) if run_dir is None else run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_hydra_files(run_dir, recipe, [], "train")
-    return build_trainer(recipe, run_dir, callbacks=callbacks)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_hydra_files(run_dir, recipe, [], "train")
+        return build_trainer(recipe, run_dir, callbacks=callbacks)
+    except BaseException as exc:
+        if made and not getattr(exc, "keeps_run_dir", False) and not any(run_dir.glob("checkpoints/*.ckpt")):
+            shutil.rmtree(run_dir, ignore_errors=True)  # refused before any result: nothing half-made is left
+        raise
 
 
 class Model:
@@ -122,12 +168,25 @@ class Model:
         self.input_shape = tuple(self.task.example_input(1).shape[1:])  # one sample of what `module` takes
 
     def _shaped(self, x: Any) -> Tensor:
+        if isinstance(x, (str, bytes)):
+            raise UserError(f"trainkit.load({self.checkpoint}): inputs must be numbers (a tensor, a numpy array or "
+                            f"nested lists of numbers), not the {type(x).__name__} {x[:40]!r}; to predict on a file, "
+                            f"run trainkit predict ckpt={self.checkpoint} input=PATH.")
         try:
             x = torch.as_tensor(x)
-        except (TypeError, ValueError, RuntimeError) as exc:
+        except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
             raise UserError(f"trainkit.load({self.checkpoint}): inputs must be numbers (a tensor, a numpy array or "
                             f"nested lists of numbers), not {type(x).__name__} ({' '.join(str(exc).split())[:100]})."
                             ) from None
+        if x.is_complex() or x.dtype == torch.bool or x.numel() == 0:
+            what = "no values" if x.numel() == 0 else f"{str(x.dtype).removeprefix('torch.')} values"
+            raise UserError(f"trainkit.load({self.checkpoint}): inputs hold {what}; give real numbers (pixels 0..255, "
+                            f"x values), at least one sample.")
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            rows = ~torch.isfinite(x.reshape(x.shape[0] if x.dim() else 1, -1)).all(1)
+            raise UserError(f"trainkit.load({self.checkpoint}): inputs hold NaN or inf values (at {int(rows.sum())} "
+                            f"of {len(rows)} rows, the first at row {int(rows.nonzero()[0])}): the model would "
+                            f"answer anything for them. Drop or fill those values first.")
         shape = self.input_shape
         if tuple(x.shape[1:]) == shape:
             return x
@@ -154,6 +213,10 @@ class Model:
 
     def sample(self, n: int, seed: int = 0) -> Any:
         """`n` new samples, for a model that generates (trainkit sample): a PIL image and, for points, a table."""
+        from trainkit.build import whole_number
+
+        n = whole_number(n, "n", 1, 64, who="trainkit.load(...).sample")
+        seed = whole_number(seed, "seed", 0, 0, who="trainkit.load(...).sample")
         return self.task.sample(n, seed)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -30,12 +31,14 @@ from trainkit.engine import distributed
 from trainkit.engine.device import resolve_device
 from trainkit.engine.optimization import Optimization, Precision
 from trainkit.engine.settings import TrainerSettings
-from trainkit.errors import ConfigError
-from trainkit.registry import call_with
+from trainkit.errors import ConfigError, UserError
+from trainkit.registry import PluginError, call_with
 from trainkit.tasks.base import Task
 
 # data.* keys for the batch loader and the trainer, not the reader
-LOADER_KEYS = {"name", "batch_size", "augment", "on_device", "allow_missing_classes"}
+LOADER_KEYS = {"name", *registry.DATASET_KEYS}
+# What the loop calls on every task, and what it reads: a plugin's task without one is refused before training.
+TASK_METHODS = ("modules", "param_groups", "distribute", "train_step", "eval_step", "epoch_images")
 
 
 def plain(cfg: Any) -> dict[str, Any]:
@@ -77,6 +80,20 @@ def _shown(value: Any) -> str:
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def guarded(entry: registry.Entry, doing: str, fn: Any, *args: Any, fix: str = "", **kwargs: Any) -> Any:
+    """`fn(*args, **kwargs)`, where `fn` runs a plugin's code: what the plugin raises (an assert, an AttributeError, a
+    sys.exit) becomes a PluginError naming the component, where it is registered and the line that raised. trainkit's
+    own errors (a config key the component does not have) pass as they are; trainkit's own components are trusted."""
+    if not entry.plugin:
+        return fn(*args, **kwargs)
+    try:
+        return fn(*args, **kwargs)
+    except UserError:
+        raise
+    except (Exception, SystemExit) as exc:
+        raise registry.plugin_fault(entry, doing, exc, fix) from None
+
+
 def build_settings(cfg: Any) -> TrainerSettings:
     values = _section(cfg, "trainer")
     try:
@@ -87,42 +104,53 @@ def build_settings(cfg: Any) -> TrainerSettings:
 
 def build_data(cfg: Any, splits: tuple[str, ...] = ("train", "val", "test")) -> DataSplits:
     """The data the config names; `splits` limits what is read (eval reads only the split it evaluates)."""
+    entry, kwargs, key = _data_call(cfg, splits)
+    if _READ.get("key") == key:  # what preflight read and checked a moment ago: taken once, as it was left
+        from trainkit.engine.rng import set_rng_state
+
+        read = _READ.copy()
+        _READ.clear()
+        set_rng_state(read["rng"])
+        return read["data"]
+    data = guarded(entry, "reading its data", call_with, entry.load(), kwargs, "data", f"data={entry.name}",
+                   given={"splits": splits})
+    return plugin_data(data, entry) if entry.plugin else data
+
+
+def _data_call(cfg: Any, splits: tuple[str, ...]) -> tuple[registry.Entry, dict[str, Any], tuple[Any, ...]]:
+    """The dataset's entry, the keyword arguments its function is called with, and what identifies that read."""
     values = _section(cfg, "data")
     entry = registry.DATASETS.get(values.get("name"))
-    reader = entry.load()
     kwargs = {k: v for k, v in values.items() if k not in LOADER_KEYS}
-    if "seed" in inspect.signature(reader).parameters:
+    if "seed" in _params(entry.load()):
         kwargs.setdefault("seed", _seed(cfg))
     if "splits" in kwargs:  # the reader's own argument, chosen by the command, never by a config
         raise ConfigError("data.splits is not a setting of a dataset: remove it (trainkit reads the splits a command "
                           "needs).")
-    data = call_with(reader, kwargs, "data", f"data={entry.name}", given={"splits": splits})
-    return _plugin_data(data, entry) if entry.plugin else data
+    return entry, kwargs, (entry.name, id(entry.target), repr(sorted(kwargs.items())), tuple(splits))
 
 
-def _plugin_data(data: Any, entry: registry.Entry) -> DataSplits:
-    """What a plugin's dataset returned, as the loader needs it: tensors (numpy arrays are taken as they are), each
-    split's samples of the shape its DataMeta says."""
-    said = f"data={entry.name} (registered by {entry.origin} at {entry.where})"
+_READ: dict[str, Any] = {}  # the data preflight read for the build that follows it: key, data, RNG state after it
+
+
+def plugin_data(data: Any, entry: registry.Entry) -> DataSplits:
+    """What a plugin's dataset returned, checked and as the loader needs it: a DataMeta that can size a model, and
+    each split's samples (tensors or numpy arrays) of the shape it says, with one finite target per sample (a class
+    index in 0..num_outputs-1 for classification), none of them empty."""
+    from trainkit.data.base import check_meta, check_split
+
+    said = entry.described
     if not isinstance(data, DataSplits) or not isinstance(data.meta, DataMeta):
-        raise ConfigError(f"{said} returned {type(data).__name__}; a dataset returns trainkit.data.base.DataSplits"
+        raise PluginError(f"{said} returned {type(data).__name__}; a dataset returns trainkit.data.base.DataSplits"
                           f"(train, val, test, meta) with a DataMeta as its meta.")
-    meta = data.meta
-    for name in ("train", "val", "test"):
-        split = getattr(data, name)
-        if split is None:
-            continue
-        x, y = torch.as_tensor(split.x), None if split.y is None else torch.as_tensor(split.y)
-        if x.is_floating_point():
-            x = x.float()
-        if y is not None:
-            y = y.long() if meta.kind == "classification" else y.float()
-        if tuple(x.shape[1:]) != tuple(meta.in_shape) or (y is not None and len(y) != len(x)):
-            raise ConfigError(f"{said}: its {name} split holds samples of shape {list(x.shape[1:])} and "
-                              f"{len(x) if y is None else len(y)} labels for {len(x)} samples, but its DataMeta says "
-                              f"in_shape={list(meta.in_shape)}. Make the two agree (x: N×{'×'.join(map(str, meta.in_shape))}"
-                              f", one label per sample).")
-        setattr(data, name, Split(x, y))
+    try:
+        check_meta(data.meta)
+        for name in ("train", "val", "test"):
+            split = getattr(data, name)
+            if split is not None:
+                setattr(data, name, check_split(split, name, data.meta))
+    except DataError as err:
+        raise DataError(f"{said}: {err}") from None
     return data
 
 
@@ -130,8 +158,7 @@ def build_loaders(cfg: Any, data: DataSplits, device: torch.device,
                   settings: TrainerSettings) -> dict[str, BatchLoader]:
     values = _section(cfg, "data")
     size = batch_size(values)
-    augment = values.get("augment")
-    augment = call_with(Augment, augment, "data.augment", "data.augment") if augment else None
+    augment = build_augment(values.get("augment"), data.meta)
     train, val, shuffle = data.train, data.val, True
     if settings.overfit_batches:  # memorise the same few batches: train on them, validate on them
         keep = slice(0, settings.overfit_batches * size)
@@ -145,6 +172,26 @@ def build_loaders(cfg: Any, data: DataSplits, device: torch.device,
     if data.test is not None and data.test.y is not None:
         loaders["test"] = build_eval_loader(cfg, data.test, data.meta, device, settings)
     return loaders
+
+
+def build_augment(values: Any, meta: DataMeta | None = None) -> Augment | None:
+    """data.augment's crop and flip, or None where both are off; they crop and flip images (C×H×W samples)."""
+    if values is None or values == {}:
+        return None
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"data.augment={_shown(values)} is not a group of settings: give data.augment.hflip=true, "
+                          f"data.augment.crop_padding=4, or data.augment=null.")
+    augment = call_with(Augment, dict(values), "data.augment", "data.augment")
+    if isinstance(augment.crop_padding, bool) or not isinstance(augment.crop_padding, int) or augment.crop_padding < 0:
+        raise ConfigError(f"data.augment.crop_padding={_shown(augment.crop_padding)} must be a whole number of pixels, "
+                          f"0 or more (0: no crop).")
+    if not augment.crop_padding and not augment.hflip:
+        return None
+    if meta is not None and len(meta.in_shape) != 3:
+        raise ConfigError(f"data.augment crops and flips images, and data={meta.name} has samples of shape "
+                          f"{list(meta.in_shape)}, not C×H×W images: set data.augment.hflip=false and "
+                          f"data.augment.crop_padding=0.")
+    return augment
 
 
 def build_eval_loader(cfg: Any, split: Split, meta: DataMeta, device: torch.device,
@@ -168,33 +215,113 @@ def build_task(cfg: Any, meta: DataMeta, examples: Split | None = None, restorin
     if not entry.plugin:
         check_model_values(values)
     task_values = _section(cfg, "task")
-    task_name = task_values.pop("name", "auto")
-    if task_name == "auto":  # the model's own task (a GAN), else the one that learns the data's kind
-        task_name = entry.task or meta.kind
+    task_values.pop("name", None)
+    task_entry = task_of(cfg, entry, meta)
+    net = _model(entry, values, meta, task_entry, restoring)
+    return make_task(task_entry, net, meta, task_values, examples)
+
+
+def task_of(cfg: Any, model: registry.Entry, meta: DataMeta) -> registry.Entry:
+    """The task the config names; task=auto: the model's own task (a GAN), else the one that learns the data's kind."""
+    task_name = _section(cfg, "task").get("name", "auto")
+    if task_name == "auto":
+        task_name = model.task or meta.kind
         if task_name not in registry.TASKS:
             raise ConfigError(f"data={meta.name} is a {meta.kind!r} data set, and no task learns that: choose one with "
                               f"task=NAME. {registry.TASKS.choices()}")
-    task_entry = registry.TASKS.get(task_name)
-    task_cls = task_entry.load()
-    net = _model(entry, values, meta, task_cls, restoring)
-    given = {"examples": examples} if "examples" in inspect.signature(task_cls).parameters else {}
-    return call_with(partial(task_cls, net, meta), task_values, "task", f"task={task_name}", given)
+    return registry.TASKS.get(task_name)
 
 
-def _model(entry: registry.Entry, values: dict[str, Any], meta: DataMeta, task_cls: Any, restoring: bool) -> Any:
+def make_task(entry: registry.Entry, net: Any, meta: DataMeta, values: dict[str, Any], examples: Split | None) -> Task:
+    """The task class of `entry` around `net`, with the `task.*` keys; a plugin's task checked to have what the loop
+    calls (the Task protocol's training half), so a missing method is said now, not in the middle of an epoch."""
+    task_cls = entry.load()
+    try:
+        takes_examples = "examples" in inspect.signature(task_cls).parameters
+    except (TypeError, ValueError):
+        takes_examples = False
+    given = {"examples": examples} if takes_examples else {}
+    task = guarded(entry, "being constructed", call_with, partial(task_cls, net, meta), values, "task", entry.chosen,
+                   given)
+    if entry.plugin:
+        _check_task(task, entry)
+    return task
+
+
+def _check_task(task: Any, entry: registry.Entry) -> None:
+    missing = [m for m in TASK_METHODS if not callable(getattr(task, m, None))]
+    if missing:
+        raise PluginError(f"{entry.described} made a {type(task).__name__} without {', '.join(missing)}: a task has "
+                          f"the methods of trainkit.tasks.base.Task. Subclass trainkit.tasks.base.SingleNetTask (one "
+                          f"network) or write them (docs/extending.md, 'The task contract').")
+    if not isinstance(getattr(task, "monitor", None), str) or getattr(task, "monitor_mode", None) not in ("min", "max"):
+        monitor, mode = getattr(task, "monitor", None), getattr(task, "monitor_mode", None)
+        raise PluginError(f"{entry.described}: its monitor={monitor!r} and monitor_mode={mode!r} should be the "
+                          f"validation metric that picks the best checkpoint (e.g. \"val/acc\") and \"max\" or "
+                          f"\"min\".")
+    modules = guarded(entry, "listing its modules (modules())", task.modules)
+    groups = guarded(entry, "listing its parameters (param_groups())", task.param_groups)
+    if not isinstance(modules, Mapping) or not modules or not all(isinstance(m, torch.nn.Module)
+                                                                  for m in modules.values()):
+        raise PluginError(f"{entry.described}: its modules() returned {registry.brief(modules)}; it returns a dict of "
+                          f"the nn.Modules to train, move and checkpoint, e.g. {{\"net\": self.net}}.")
+    if not isinstance(groups, Mapping) or not groups:
+        raise PluginError(f"{entry.described}: its param_groups() returned {registry.brief(groups)}; it returns a dict "
+                          f"of optimizer name to parameters, e.g. {{\"main\": list(self.net.parameters())}}.")
+
+
+def _model(entry: registry.Entry, values: dict[str, Any], meta: DataMeta, task: registry.Entry,
+           restoring: bool) -> Any:
     """The model, once it is known to fit in memory and to take the data's samples; its own refusals (a value it has
     no use for, a shape that does not fit the data) become an error naming the key. `restoring`: a checkpoint's
     weights replace the model's own, so a model that takes `from_checkpoint` fetches no pretrained weights."""
     factory = entry.load()
-    params = inspect.signature(factory).parameters
+    given = _model_given(factory, meta, restoring)
+    shapes = _io_shapes(task, meta)
+    try:
+        checked = probe_model(entry, values, given, meta, task, shapes) is not None
+        net = guarded(entry, "building the model", call_with, factory, values, "model", entry.chosen, given)
+    except ValueError as exc:
+        raise _does_not_fit(entry, meta, exc) from None
+    _check_module(net, entry)
+    if shapes is not None and not checked:  # the meta device could not tell: one small batch on the CPU can
+        with torch.no_grad(), _evaluating(net):
+            _check_shapes(net, entry, meta, task, *shapes, device=torch.device("cpu"))
+    return net
+
+
+def _model_given(factory: Any, meta: DataMeta, restoring: bool) -> dict[str, Any]:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
     offered = {"in_shape": tuple(meta.in_shape), "num_outputs": meta.num_outputs, "meta": meta,
                "from_checkpoint": restoring}
-    given = {k: v for k, v in offered.items() if k in params}
-    try:
-        _fits_in_memory(factory, values, given, entry.name, getattr(task_cls, "io_shapes", None), meta)
-        return call_with(factory, values, "model", f"model={entry.name}", given)
-    except ValueError as exc:
-        raise ConfigError(f"model={entry.name} does not fit data={meta.name}: {exc}") from None
+    return {k: v for k, v in offered.items() if k in params}
+
+
+def _io_shapes(task: registry.Entry, meta: DataMeta) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    io_shapes = getattr(task.load(), "io_shapes", None)
+    return None if io_shapes is None else guarded(task, "giving its io_shapes", io_shapes, meta)
+
+
+class _evaluating:
+    """The module in eval mode for a check's forward pass (no batch statistics change), then as it was."""
+
+    def __init__(self, module: Any) -> None:
+        self.module, self.was = module, getattr(module, "training", False)
+
+    def __enter__(self) -> None:
+        self.module.eval()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.module.train(self.was)
+
+
+def _check_module(net: Any, entry: registry.Entry) -> None:
+    if not isinstance(net, torch.nn.Module):
+        raise PluginError(f"{entry.described} made {registry.brief(net)}, not a torch.nn.Module: a "
+                          f"model is an nn.Module (a class that subclasses it, or a function that returns one).")
 
 
 def check_model_values(values: dict[str, Any]) -> None:
@@ -211,45 +338,90 @@ def check_model_values(values: dict[str, Any]) -> None:
             raise ConfigError(f"model.{key}={value} must be a probability in [0, 1), e.g. 0.1 (0: no dropout).")
 
 
-def _fits_in_memory(factory: Any, kwargs: dict[str, Any], given: dict[str, Any], name: str, io_shapes: Any,
-                    meta: DataMeta) -> None:
+def probe_model(entry: registry.Entry, values: dict[str, Any], given: dict[str, Any], meta: DataMeta,
+                task: registry.Entry, shapes: Any) -> Any:
     """Refuse, before allocating, a model whose weights, gradients and optimizer state cannot fit in memory, or that
     does not take the data's samples to the task's outputs (one forward pass on the meta device: no memory, no
-    time)."""
-    with torch.device("meta"):
-        probe = call_with(factory, kwargs, "model", f"model={name}", given)
-        shapes = io_shapes(meta) if io_shapes is not None and isinstance(probe, torch.nn.Module) else None
-        if shapes is not None:
-            _check_shapes(probe, name, meta, *shapes)
+    time). Returns the meta-device model, or None where the meta device cannot tell (a plugin's model that reads
+    values while it is built, or runs an operation the meta device lacks): then the real one is checked."""
+    factory = entry.load()
+    try:
+        with torch.device("meta"):
+            probe = call_with(factory, values, "model", entry.chosen, given)
+    except UserError:
+        raise
+    except ValueError as exc:  # a model's refusal of its sizes or of the data
+        raise _does_not_fit(entry, meta, exc) from None
+    except (Exception, SystemExit) as exc:
+        if not entry.plugin:
+            raise
+        if _meta_only(exc):
+            return None
+        raise registry.plugin_fault(entry, "building the model", exc) from None
+    _check_module(probe, entry)
+    if shapes is not None:
+        with torch.device("meta"):
+            if not _check_shapes(probe, entry, meta, task, *shapes):
+                return None
     params = sum(p.numel() for p in probe.parameters())
     needed = params * 4 * 4  # float32 weights, gradients and two moments (Adam)
     free = available_memory()
     if needed > free:
         gib = 2**30
-        raise ConfigError(f"model={name} with these sizes has {params:,} parameters: about {needed / gib:.1f} GiB for "
-                          f"its weights, gradients and optimizer state, and this machine has {free / gib:.1f} GiB "
-                          f"free. Make model.* smaller (its widths and channels).")
+        raise ConfigError(f"model={entry.name} with these sizes has {params:,} parameters: about "
+                          f"{needed / gib:.1f} GiB for its weights, gradients and optimizer state, and this machine "
+                          f"has {free / gib:.1f} GiB free. Make model.* smaller (its widths and channels).")
+    return probe
 
 
-def _check_shapes(probe: torch.nn.Module, name: str, meta: DataMeta, in_shape: tuple[int, ...],
-                  out_shape: tuple[int, ...]) -> None:
-    """A batch of two samples of the data's shape through the model on the meta device: its output must be what
-    the task reads (e.g. one logit per class)."""
+def _does_not_fit(entry: registry.Entry, meta: DataMeta, exc: ValueError) -> ConfigError:
+    if not entry.plugin:
+        return ConfigError(f"model={entry.name} does not fit data={meta.name}: {exc}")
+    return ConfigError(f"{entry.described} does not fit data={meta.name}: {registry.raised_at(exc, entry)}: "
+                       f"ValueError: {' '.join(str(exc).split())[:300]}. Size it from in_shape and num_outputs (its "
+                       f"model.* keys), or fix that line.")
+
+
+def _meta_only(exc: BaseException) -> bool:
+    """An error the meta device causes (no values to read, an operation it lacks), not the model's own."""
+    return isinstance(exc, NotImplementedError) or (isinstance(exc, RuntimeError) and "meta" in str(exc).lower())
+
+
+def _check_shapes(probe: torch.nn.Module, entry: registry.Entry, meta: DataMeta, task: registry.Entry,
+                  in_shape: tuple[int, ...], out_shape: tuple[int, ...], device: torch.device | None = None) -> bool:
+    """A batch of two samples of the data's shape through the model (on the meta device unless `device`): its output
+    must be floats of the shape the task reads (e.g. one logit per class). False where the meta device cannot tell."""
+    name = entry.name
     try:
-        out = probe(torch.empty(2, *in_shape))
-    except NotImplementedError:  # an operation the meta device does not know (a RuntimeError too): training tells
-        return
-    except (RuntimeError, ValueError, IndexError) as exc:  # a layer that does not take what the one before gives
-        said = " ".join(str(exc).split())[:300]
+        out = probe(torch.zeros(2, *in_shape, device=device))
+    except (Exception, SystemExit) as exc:
+        if device is None and _meta_only(exc):  # an operation the meta device does not know: the real one will tell
+            return False
+        if entry.plugin and not isinstance(exc, (RuntimeError, ValueError, IndexError)) or isinstance(exc, SystemExit):
+            raise registry.plugin_fault(entry, f"running a batch of data={meta.name}'s samples (shape "
+                                               f"{list(in_shape)})", exc) from None
+        if not isinstance(exc, (RuntimeError, ValueError, IndexError)):
+            raise
+        said = " ".join(str(exc).split())[:300]  # a layer that does not take what the one before gives
+        at = f" ({registry.raised_at(exc, entry)})" if entry.plugin else ""
         raise ConfigError(f"model={name} does not take data={meta.name}'s samples (shape {list(in_shape)}): a forward "
-                          f"pass of a batch of that shape fails with {type(exc).__name__}: {said}. Size the model "
+                          f"pass of a batch of that shape fails{at} with {type(exc).__name__}: {said}. Size the model "
                           f"from in_shape (model.* keys), or give the data another shape.") from None
-    got = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
+    needs = (f"the task needs {['batch', *out_shape]} (task={task.name}; data={meta.name} has "
+             f"num_outputs={meta.num_outputs})")
+    model = entry.described if entry.plugin else f"model={name}"
+    if not isinstance(out, torch.Tensor):
+        raise ConfigError(f"{model} returns {type(out).__name__}, not a tensor, for a batch of "
+                          f"data={meta.name}'s samples, and {needs}. Return one tensor from forward().")
+    if not out.is_floating_point():
+        raise ConfigError(f"{model} returns {str(out.dtype).removeprefix('torch.')} outputs, and {needs} as "
+                          f"floats (logits, values) that a loss can differentiate. Return the last layer's output "
+                          f"as it is (no .long(), .argmax() or .round()).")
+    got = tuple(out.shape[1:])
     if got != tuple(out_shape):
-        raise ConfigError(f"model={name} gives outputs of shape {['batch', *got] if got is not None else type(out).__name__}"
-                          f" for data={meta.name}'s samples (shape {list(in_shape)}), and the task needs "
-                          f"{['batch', *out_shape]} ({meta.num_outputs} {'classes' if meta.kind == 'classification' else 'outputs'}). "
-                          f"Size its last layer from num_outputs.")
+        raise ConfigError(f"{model} gives outputs of shape {['batch', *got]} for data={meta.name}'s samples "
+                          f"(shape {list(in_shape)}), and {needs}. Size its last layer from num_outputs.")
+    return True
 
 
 def available_memory() -> int:
@@ -266,7 +438,15 @@ def build_optimization(cfg: Any, task: Task, settings: TrainerSettings, device: 
                        steps_per_epoch: int) -> Optimization:
     values = _section(cfg, "optimizer")
     name = registry.OPTIMIZERS.get(values.pop("name", None)).name
-    optimizers = {group: _optimizer(name, params, values) for group, params in task.param_groups().items()}
+    optimizers = {}
+    for group, params in task.param_groups().items():
+        params = list(params)
+        if not params:
+            chosen = registry.MODELS.entries.get(_section(cfg, "model").get("name"))
+            model = chosen.described if chosen is not None and chosen.plugin else "its model"
+            raise ConfigError(f"the task's {group!r} parameters are empty: {model} has nothing to train (no "
+                              f"parameters, or all of them frozen). Give the model trainable layers.")
+        optimizers[group] = _optimizer(name, params, values)
     updates_per_epoch = max(1, steps_per_epoch // settings.accumulate_grad_batches)
     schedulers = {k: build_scheduler(cfg, o, settings, updates_per_epoch, task.monitor_mode)
                   for k, o in optimizers.items()}
@@ -291,22 +471,36 @@ def _optimizer(name: str, params: Any, values: dict[str, Any]) -> torch.optim.Op
     for key, value in values.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"optimizer.{key}={value} is not a finite number; give optimizer={name} a real value.")
-    maker = registry.OPTIMIZERS.get(name).load()
+    entry = registry.OPTIMIZERS.get(name)
+    maker = entry.load()
     try:
-        return call_with(maker, values, "optimizer", f"optimizer={name}", {"params": params})
+        made = call_with(maker, values, "optimizer", f"optimizer={name}", {"params": params})
+    except UserError:
+        raise
     except (ValueError, TypeError, RuntimeError, LookupError) as exc:  # what torch's checks raise (betas=[]: Index)
         said = " ".join(str(exc).split())
         keys = [f"optimizer.{k}={v}" for k, v in values.items() if k.split("_")[0] in said.lower()
                 or (str(v) in said and not isinstance(v, bool))]
         where = f" ({', '.join(keys)})" if keys else f" (its settings: {values})"
-        raise ConfigError(f"optimizer={name} refuses its settings{where}: {getattr(maker, '__qualname__', name)} "
+        at = f" at {registry.raised_at(exc, entry)}" if entry.plugin else ""
+        raise ConfigError(f"optimizer={name} refuses its settings{where}: {getattr(maker, '__qualname__', name)}{at} "
                           f"says {said!r}. Change that optimizer.* value.") from None
+    except (Exception, SystemExit) as exc:
+        if not entry.plugin:
+            raise
+        raise registry.plugin_fault(entry, "making the optimizer", exc) from None
+    if not isinstance(made, torch.optim.Optimizer):
+        raise PluginError(f"{entry.described} returned {registry.brief(made)}, not a "
+                          f"torch.optim.Optimizer: an optimizer is an Optimizer class, or a function that returns one "
+                          f"built on the parameters it is given.")
+    return made
 
 
 def preflight(cfg: Any) -> None:
-    """Every value of a training config that can be checked without data, checked before anything is written:
-    the trainer's settings, the seed, the batch size, each group's keys, and the optimizer and scheduler
-    through torch's own argument checks on a stand-in parameter."""
+    """Every value of a training config that can be checked before anything is written: the trainer's settings, the
+    seed, the batch size, each group's keys, the trackers, and the optimizer and scheduler through torch's own
+    argument checks on a stand-in parameter (the scheduler stepped a few times). Where a plugin's model, dataset or
+    task is chosen, its code runs too (`_dry_run`): its data read and checked, its model run on the meta device."""
     settings = build_settings(cfg)
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
@@ -315,8 +509,7 @@ def preflight(cfg: Any) -> None:
     data = _section(cfg, "data")
     batch_size(data)
     registry.DATASETS.get(data.get("name"))
-    if data.get("augment"):
-        call_with(Augment, data["augment"], "data.augment", "data.augment")
+    build_augment(data.get("augment"))
     model = _section(cfg, "model")
     if not registry.MODELS.get(model.pop("name", None)).plugin:
         check_model_values(model)
@@ -326,7 +519,84 @@ def preflight(cfg: Any) -> None:
     values = _section(cfg, "optimizer")
     opt_name = registry.OPTIMIZERS.get(values.pop("name", None)).name
     stand_in = _optimizer(opt_name, [torch.nn.Parameter(torch.zeros(1))], values)
-    build_scheduler(cfg, stand_in, settings, 1, "min")
+    _step_stand_in(cfg, build_scheduler(cfg, stand_in, settings, STAND_IN_UPDATES, "min"))
+    _check_logger(cfg)
+    if _chooses_plugin(cfg):
+        _dry_run(cfg, settings)
+
+
+STAND_IN_UPDATES = 8  # optimizer updates per epoch of the stand-in run that preflight steps a scheduler through
+
+
+def _step_stand_in(cfg: Any, scheduler: Any) -> None:
+    """A few steps of the scheduler on the stand-in: torch checks some arguments only when it steps (StepLR's
+    step_size=0 divides by zero at the first epoch's end), and a plugin's scheduler shows what it is."""
+    if scheduler is None:
+        return
+    entry = registry.SCHEDULERS.get(_section(cfg, "scheduler", {"name": "none"}).get("name", "none"))
+    plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    try:
+        with warnings.catch_warnings():  # torch's advice on the order of optimizer and scheduler steps: a stand-in's
+            warnings.simplefilter("ignore")
+            for _ in range(3):
+                scheduler.step(1.0) if plateau else scheduler.step()
+            scheduler.load_state_dict(scheduler.state_dict())  # every checkpoint does this
+    except (Exception, SystemExit) as exc:
+        if entry.plugin and not isinstance(exc, (ValueError, ArithmeticError)):
+            raise registry.plugin_fault(entry, "stepping its scheduler", exc, "A scheduler is a torch LR scheduler, "
+                                        "or a function that returns one (or None)") from None
+        said = " ".join(str(exc).split()) or type(exc).__name__
+        keys = ", ".join(f"scheduler.{k}={_shown(v)}" for k, v in _section(cfg, "scheduler").items() if k != "name")
+        raise ConfigError(f"scheduler={entry.name} fails when it steps ({keys or 'its defaults'}): "
+                          f"{type(exc).__name__}: {said}. Change that scheduler.* value.") from None
+
+
+def _check_logger(cfg: Any) -> None:
+    """`logger=` names registered trackers, each with a group of its options (or none)."""
+    for name, options in _section(cfg, "logger").items():
+        entry = registry.TRACKERS.get(name)
+        if options is not None and not isinstance(options, Mapping):
+            raise ConfigError(f"logger.{name}={_shown(options)} is not a group of options: give them as "
+                              f"logger.{name}.KEY=VALUE.")
+        registry.check_keys(entry.load(), dict(options or {}), f"logger.{name}", f"logger={name}", {"run": None})
+
+
+def _chooses_plugin(cfg: Any) -> bool:
+    """Whether a plugin's model, dataset or task is chosen: their code runs in the dry run, before anything exists."""
+    task = _section(cfg, "task").get("name", "auto")
+    return (registry.MODELS.get(_section(cfg, "model").get("name")).plugin
+            or registry.DATASETS.get(_section(cfg, "data").get("name")).plugin
+            or (task != "auto" and registry.TASKS.get(task).plugin))
+
+
+def _dry_run(cfg: Any, settings: TrainerSettings) -> None:
+    """What a plugin does before training, done before anything is written: its dataset read and checked (kept for
+    the build that follows, with the random state after it, so the run is what it would have been), its model built
+    on the meta device and run on a batch of the data's shape, its task made around it."""
+    from trainkit.engine.rng import rng_state, seed_everything
+
+    seed_everything(_seed(cfg))
+    data = build_data(cfg)
+    if settings.devices == 1 or distributed.world_size() > 1:  # a launcher's parent process builds nothing itself
+        _READ.update(key=_data_call(cfg, ("train", "val", "test"))[2], data=data, rng=rng_state())
+    refuse_fatal(cfg, data)
+    build_augment(_section(cfg, "data").get("augment"), data.meta)
+    model = _section(cfg, "model")
+    entry = registry.MODELS.get(model.pop("name", None))
+    task_entry = task_of(cfg, entry, data.meta)
+    shapes = _io_shapes(task_entry, data.meta)
+    probe = probe_model(entry, model, _model_given(entry.load(), data.meta, False), data.meta, task_entry, shapes)
+    if probe is not None and task_entry.plugin:
+        values = _section(cfg, "task")
+        values.pop("name", None)
+        make_task(task_entry, probe, data.meta, values, examples(data.val) if data.val is not None else None)
+
+
+def _params(fn: Any) -> Any:
+    try:
+        return inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
 
 
 def component_names(cfg: Any) -> dict[str, Any]:
@@ -340,6 +610,25 @@ def plugin_origins(cfg: Any) -> dict[str, str]:
     """{kind: plugin module} for the components of `cfg` that plugins registered: a checkpoint keeps it, to say what to
     load when a later command lacks it."""
     return registry.origins(component_names(cfg))
+
+
+def whole_number(value: Any, key: str, minimum: int = 1, example: int | None = None, who: str = "") -> int:
+    """`key`=value as a whole number of at least `minimum` (7.0 counts as 7), or an error that names the key (`who`:
+    what takes it, e.g. "trainkit.load(...).sample")."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{who + ': ' if who else ''}{key}={_shown(value)} must be a whole number of at least "
+                          f"{minimum}, e.g. {key}={example if example is not None else max(minimum, 1)}.")
+    return value
+
+
+def not_the_checkpoint(output: Path, checkpoint_path: Path, key: str = "output") -> None:
+    """A file a command writes must not be the checkpoint it reads, nor any other checkpoint (a .ckpt file)."""
+    if output.exists() and (os.path.samefile(output, checkpoint_path) or output.suffix == ".ckpt"):
+        which = "the checkpoint it reads" if os.path.samefile(output, checkpoint_path) else "a checkpoint"
+        raise ConfigError(f"{key}={output} is {which}: writing there would destroy it. Give {key}= a new file, or "
+                          f"leave it out (the command's run directory).")
 
 
 def batch_size(data: dict[str, Any]) -> int:
@@ -379,11 +668,22 @@ def build_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, settings: Traine
     given = {k: v for k, v in offered.items() if k in params and k not in values}
     try:
         main = call_with(target, values, "scheduler", f"scheduler={name}", given)
+    except UserError:
+        raise
     except (TypeError, ValueError, ArithmeticError) as exc:  # torch's own checks of each argument
         said = " ".join(str(exc).split())
         settings_now = ", ".join(f"scheduler.{k}={_shown(v)}" for k, v in values.items())
-        raise ConfigError(f"scheduler={name} refuses its settings ({settings_now}): {said}. Change that "
-                          f"scheduler.* value.") from None
+        at = f" ({entry.described}, at {registry.raised_at(exc, entry)})" if entry.plugin else ""
+        raise ConfigError(f"scheduler={name}{at} refuses its settings ({settings_now or 'its defaults'}): {said}. "
+                          f"Change that scheduler.* value.") from None
+    except (Exception, SystemExit) as exc:
+        if not entry.plugin:
+            raise
+        raise registry.plugin_fault(entry, "making the scheduler", exc) from None
+    if main is not None and (isinstance(main, torch.optim.Optimizer) or not all(
+            callable(getattr(main, m, None)) for m in ("step", "state_dict", "load_state_dict"))):
+        raise PluginError(f"{entry.described} returned {registry.brief(main)}, not a learning-rate "
+                          f"scheduler: return a torch.optim.lr_scheduler object (or None for a constant rate).")
     if not warmup:
         return main
     ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup)
@@ -496,27 +796,36 @@ def training_data(cfg: Any, built: Built) -> Any:
     """The Trainer's data: the loaders, a few stored samples for checkpoints, and the data check. What `trainkit data
     check` would call fatal for training (a class missing from a split) is an error unless
     data.allow_missing_classes=true; copies of test samples in train are a warning, kept in summary.json."""
-    from trainkit.data.check import training_problems
     from trainkit.trainer import TrainingData
 
     data = built.data
-    fatal, warnings = training_problems(data)
-    if fatal and not _section(cfg, "data").get("allow_missing_classes", False):
-        raise DataError(f"data={data.meta.name}: {' '.join(fatal)} Fix the data, or set data.allow_missing_classes=true "
-                        f"if that is what you mean.")
+    fatal, warnings = refuse_fatal(cfg, data)
     loaders = built.loaders
     return TrainingData(data.meta, loaders["train"], loaders["val"], loaders.get("test"), examples(data.val),
                         warnings + fatal)
 
 
+def refuse_fatal(cfg: Any, data: DataSplits) -> tuple[list[str], list[str]]:
+    """What the data check calls fatal for training is an error unless data.allow_missing_classes=true;
+    (fatal, warnings) otherwise."""
+    from trainkit.data.check import training_problems
+
+    fatal, warnings = training_problems(data)
+    if fatal and not _section(cfg, "data").get("allow_missing_classes", False):
+        raise DataError(f"data={data.meta.name}: {' '.join(fatal)} Fix the data, or set data.allow_missing_classes=true "
+                        f"if that is what you mean.")
+    return fatal, warnings
+
+
 def build_trackers(cfg: Any, run_dir: Path, settings: TrainerSettings, saved: Any = None) -> Any:
-    """The trackers `logger=` chooses (default: tensorboard; trainer.tensorboard=false leaves it out), given the
-    flattened config as params; a resumed run continues the tracker runs whose ids its checkpoint carries."""
+    """The trackers `logger=` chooses (configs/train.yaml's default: tensorboard; trainer.tensorboard=false leaves it
+    out; `logger=[]`, which leaves no logger section, none), given the flattened config as params; a resumed run
+    continues the tracker runs whose ids its checkpoint carries."""
     from trainkit.logging.trackers import TrackerRun, open_trackers
     from trainkit.rundirs.read import overrides_of
     from trainkit.rundirs.resume import flatten
 
-    chosen = _section(cfg, "logger", {"tensorboard": {}})
+    chosen = _section(cfg, "logger")
     if not settings.tensorboard:
         chosen.pop("tensorboard", None)
     if not chosen:

@@ -54,6 +54,18 @@ class Entry:
     def load(self) -> Any:
         return _resolve(self.target, self.origin)
 
+    @property
+    def chosen(self) -> str:
+        """How a config chooses it, e.g. `model=resmlp` (a tracker: `logger=NAME`)."""
+        group = REGISTRIES[self.kind].group if self.kind in REGISTRIES else None
+        return f"{group or self.kind}={self.name}"
+
+    @property
+    def described(self) -> str:
+        """`model=resmlp (the model registered by the plugin my_project.nets at my_project/nets.py:14)`."""
+        who = f"the plugin {self.origin} at {self.where}" if self.plugin else "trainkit"
+        return f"{self.chosen} (the {self.kind} registered by {who})"
+
     def load_inputs(self) -> Any:
         """The dataset's reader of new inputs, or None (then predict picks one by the samples' shape)."""
         return None if self.inputs is None else _resolve(self.inputs, self.origin)
@@ -94,6 +106,10 @@ class Registry:
     def add(self, name: str, target: Any, origin: str, where: str, **options: Any) -> None:
         if not isinstance(name, str) or not name or any(c in name for c in " ,=[]/"):
             raise PluginError(f"{where}: {name!r} cannot name a {self.kind}: use a word such as 'my_net'.")
+        if origin != BUILTIN and not callable(target):
+            raise PluginError(f"{where}: the {self.kind} {name!r} registered by {origin} is {type(target).__name__} "
+                              f"{str(target)[:60]!r}, not a class or function: register the class or function that "
+                              f"makes the {self.kind} (trainkit.register_{self.kind.split()[0]}).")
         earlier = self.entries.get(name)
         if earlier is not None and earlier.where != where:  # the same line run twice (a reload) is no conflict
             raise PluginError(
@@ -121,7 +137,8 @@ class Registry:
         if plugins:
             return f"{said}; or of the loaded plugins': {', '.join(plugins)}."
         return (f"{said}. No plugin {self.kind} is loaded: a {self.kind} of your own is registered by a module you "
-                f"load with plugins=[your_module] (`trainkit list` shows every name).")
+                f"load with plugins=[your_module] (from Python: plugins=[\"your_module\"]; `trainkit list` shows every "
+                f"name).")
 
 
 MODELS = Registry("model", "model.name", "model")
@@ -219,9 +236,10 @@ def load_plugins(modules: Iterable[str], how: str = "plugins=") -> None:
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     for module in modules:
-        if not isinstance(module, str) or not module.replace(".", "").replace("_", "").isalnum():
+        if not isinstance(module, str) or not all(part.isidentifier() for part in module.split(".")):
             raise PluginError(f"plugins: {module!r} is not a Python module name; give dotted names, e.g. "
-                              f"plugins=[my_project.nets].")
+                              f"plugins=[my_project.nets] on the command line, plugins=[\"my_project.nets\"] "
+                              f"from Python.")
         if module not in LOADED:
             _import(module, how)
 
@@ -237,10 +255,14 @@ def _import(module: str, how: str) -> Any:
                               f"installed packages. Run trainkit where {module.replace('.', '/')}.py is, or install "
                               f"the package that has it.") from None
         raise PluginError(_import_failure(module, how, exc)) from None
-    except Exception as exc:
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # an exit at import is the plugin's, not trainkit's
         raise PluginError(_import_failure(module, how, exc)) from None
     LOADED[module] = how
     return loaded
+
+
+# Where Python's own library and trainkit live: frames there are not the user's code.
+LIBRARY_PATHS = (os.path.dirname(os.__file__), os.path.dirname(os.path.abspath(__file__)) + os.sep)
 
 
 def _import_failure(module: str, how: str, exc: BaseException) -> str:
@@ -248,11 +270,71 @@ def _import_failure(module: str, how: str, exc: BaseException) -> str:
         where = f"{exc.filename}:{exc.lineno}"
     else:
         frames = traceback.extract_tb(exc.__traceback__)
-        own = [f for f in frames if "importlib" not in f.filename] or frames
-        where = f"{own[-1].filename}:{own[-1].lineno}" if own else "?"
+        own = [f for f in frames if "importlib" not in f.filename and not f.filename.startswith("<")] or frames
+        mine = [f for f in own if not f.filename.startswith(LIBRARY_PATHS) and "site-packages" not in f.filename]
+        last = (mine or own)[-1] if own else None
+        where = f"{last.filename}:{last.lineno}" if last is not None else "?"
     said = " ".join(str(exc).split()) or type(exc).__name__
-    return (f"the plugin module {module} ({how.rstrip('=')}) failed to import: {where}: {type(exc).__name__}: {said}. "
+    plugin = f"the plugin module {module} ({how.rstrip('=').rstrip(': ')})"
+    if isinstance(exc, SystemExit):
+        return (f"{plugin} exited while it was imported: {where}: sys.exit({exc.code!r}). A plugin module defines and "
+                f"registers components; it must not end the process: remove that call, or put it under "
+                f"`if __name__ == \"__main__\":`.")
+    if isinstance(exc, KeyboardInterrupt):
+        return (f"{plugin} was interrupted while it was imported: {where}: KeyboardInterrupt. If you pressed Ctrl-C, "
+                f"run the command again; if the module raises KeyboardInterrupt itself, remove that line.")
+    return (f"{plugin} failed to import: {where}: {type(exc).__name__}: {said}. "
             f"Fix that line (python -c 'import {module}' shows the whole traceback).")
+
+
+def raised_at(exc: BaseException, entry: Entry | None = None) -> str:
+    """file:line where `exc` left the user's own code: the deepest frame outside Python's library, the installed
+    packages and trainkit; else the deepest in the file that registered `entry`; else where it was raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if not f.filename.startswith(LIBRARY_PATHS) and "site-packages" not in f.filename
+           and not f.filename.startswith("<")]
+    registered = entry.where.rpartition(":")[0] if entry is not None else None
+    found = own or [f for f in frames if f.filename == registered] or frames[-1:]
+    if not found:
+        return entry.where if entry is not None else "?"
+    return f"{found[-1].filename}:{found[-1].lineno}"
+
+
+def brief(value: Any) -> str:
+    """A value as a message shows it: its type and the start of its text, on one line."""
+    return f"{type(value).__name__} {' '.join(str(value).split())[:60]!r}"
+
+
+def plugin_fault(entry: Entry, doing: str, exc: BaseException, fix: str = "") -> PluginError:
+    """`exc`, raised by a plugin's own code while trainkit was `doing` something with it, as one paragraph: which
+    component, who registered it where, the line that raised and what it said, and the fix."""
+    said = " ".join(str(exc).split())[:300]
+    what = f"{type(exc).__name__}: {said}" if said else type(exc).__name__
+    if isinstance(exc, SystemExit):
+        what = f"sys.exit({exc.code!r}) (a component must raise an exception, not end the process)"
+    return PluginError(f"{entry.described} failed while {doing}: {raised_at(exc, entry)}: {what}. "
+                       f"{fix or 'Fix that line in the plugin'} (trainkit list shows where each component is "
+                       f"registered).")
+
+
+BLAME_ORDER = ("task", "model", "dataset", "optimizer", "scheduler", "tracker", "cluster environment")
+
+
+def blame(exc: BaseException, doing: str) -> PluginError | None:
+    """`exc` as a PluginError where a plugin's own code raised it (the deepest frame in a file that registered a
+    component: that file's task, else model, dataset, ...), for code that runs components it did not build (the loop:
+    a plugin's train_step). None where no plugin is in the traceback: trainkit's or torch's own, left as it is."""
+    by_file: dict[str, list[Entry]] = {}
+    for registry in REGISTRIES.values():
+        for entry in registry._entries.values():  # not `entries`: nothing is imported to find out
+            if entry.plugin:
+                by_file.setdefault(entry.where.rpartition(":")[0], []).append(entry)
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        found = by_file.get(frame.filename)
+        if found:
+            entry = min(found, key=lambda e: BLAME_ORDER.index(e.kind) if e.kind in BLAME_ORDER else len(BLAME_ORDER))
+            return plugin_fault(entry, doing, exc)
+    return None
 
 
 def load_entry_points() -> None:
@@ -268,11 +350,13 @@ def load_entry_points() -> None:
         how = f"entry point {point.name} of {point.dist.name if point.dist else 'an installed package'}: "
         try:
             loaded = point.load()
-        except Exception as exc:
+            if callable(loaded) and not inspect.isclass(loaded) and not inspect.ismodule(loaded):
+                loaded()
+        except PluginError:
+            raise
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
             raise PluginError(_import_failure(point.value, how, exc)) from None
         LOADED[point.module] = how
-        if callable(loaded) and not inspect.isclass(loaded) and not inspect.ismodule(loaded):
-            loaded()
 
 
 def plugins_arg(args: list[str]) -> list[str]:
@@ -316,7 +400,17 @@ def call_with(fn: Any, kwargs: dict[str, Any], key: str, what: str, given: dict[
     An unknown key, a key that trainkit sets itself, or a value of another type than its parameter's becomes an
     error that names the key and lists the settings of `what`."""
     given = given or {}
-    params = inspect.signature(fn).parameters
+    check_keys(fn, kwargs, key, what, given)
+    return fn(**given, **kwargs)
+
+
+def check_keys(fn: Any, kwargs: dict[str, Any], key: str, what: str, given: dict[str, Any] | None = None) -> None:
+    """What call_with checks before it calls: every key a setting of `fn`, every value of its parameter's type."""
+    given = given or {}
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a callable whose signature Python cannot read: it checks its keys itself
+        return
     takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
     unknown = sorted(k for k in kwargs if (k not in params and not takes_any) or k in given)
     if unknown:
@@ -330,7 +424,6 @@ def call_with(fn: Any, kwargs: dict[str, Any], key: str, what: str, given: dict[
             default = params[name].default
             said = "it has no default" if default is inspect.Parameter.empty else f"its default is {_shown(default)}"
             raise ConfigError(f"{key}.{name}={_shown(value)} is not {expected}, as {what} needs ({said}).")
-    return fn(**given, **kwargs)
 
 
 def _expected_type(param: inspect.Parameter, value: Any) -> str | None:
@@ -360,6 +453,11 @@ def _shown(value: Any) -> str:
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
+# The keys every dataset's config has, with their defaults: read by the batch loader and the trainer, never passed to
+# the dataset's function, so a plugin's dataset without a YAML file takes `data.batch_size=32` like a built-in.
+DATASET_KEYS: dict[str, Any] = {"batch_size": 64, "augment": {"crop_padding": 0, "hflip": False}, "on_device": True,
+                                "allow_missing_classes": False}
+
 # Keyword arguments that say how torch runs, not what is learned: left out of a generated option's keys.
 MECHANICS = {"foreach", "differentiable", "capturable", "fused", "maximize", "last_epoch", "verbose"}
 
@@ -369,7 +467,10 @@ def option_node(entry: Entry) -> dict[str, Any]:
     defaults (`???`, required, where it has none), so `model=my_net model.width=32` works without writing one. A
     tracker's option is `{NAME: {its keys}}`: several trackers merge into one `logger` section."""
     node: dict[str, Any] = {"name": entry.name} if entry.kind != "tracker" else {}
-    params = list(inspect.signature(entry.load()).parameters.values())
+    try:
+        params = list(inspect.signature(entry.load()).parameters.values())
+    except (TypeError, ValueError):  # a callable whose signature Python cannot read: its keys are typed as given
+        params = []
     skip = {"task": 2, "tracker": 1}.get(entry.kind, 0)  # a task's model and DataMeta; a tracker's TrackerRun
     for param in params[skip:]:
         if param.name in GIVEN or param.name in MECHANICS or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
@@ -381,6 +482,9 @@ def option_node(entry: Entry) -> dict[str, Any]:
             node[param.name] = default
         elif isinstance(default, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in default):
             node[param.name] = list(default)
+    if entry.kind == "dataset":
+        for key, default in DATASET_KEYS.items():
+            node.setdefault(key, dict(default) if isinstance(default, dict) else default)
     return {entry.name: node} if entry.kind == "tracker" else node
 
 

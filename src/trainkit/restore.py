@@ -5,6 +5,7 @@ split it evaluates).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from trainkit import registry
-from trainkit.build import build_data, build_eval_loader, build_runtime, build_task, component_names, examples, place
+from trainkit.build import (
+    build_data,
+    build_eval_loader,
+    build_runtime,
+    build_task,
+    component_names,
+    examples,
+    guarded,
+    place,
+)
 from trainkit.data.base import DataError, DataMeta, DataSplits, Split
 from trainkit.engine import checkpoint
 from trainkit.engine.optimization import Precision
@@ -121,6 +131,22 @@ def restore(ckpt: str | Path, overrides: DictConfig | None = None, line: list[st
     return Restored(path, payload, recipe, settings, device, task, line or [])
 
 
+def task_member(restored: Restored, name: str) -> Any:
+    """The restored task's method `name` (predict, report, deployable, ...), for a command to call. A plugin's task
+    without it is told what it lacks; what the plugin's method raises names the plugin and its line."""
+    task = restored.task
+    entry = next((e for e in registry.TASKS.entries.values() if e.plugin and e.target is type(task)), None)
+    member = getattr(task, name, None)
+    if not callable(member):
+        who = entry.described if entry is not None else f"the task {type(task).__name__}"
+        raise registry.PluginError(f"{who} has no {name}() method, which this command calls (the Task protocol of "
+                                   f"trainkit.tasks.base; docs/extending.md, 'The task contract'). Add it, or subclass "
+                                   f"trainkit.tasks.base.SingleNetTask.")
+    if entry is None:
+        return member
+    return lambda *args, **kwargs: guarded(entry, f"running its {name}()", member, *args, **kwargs)
+
+
 def require_plugins(payload: dict[str, Any], recipe: DictConfig, path: Path, kinds: tuple[str, ...],
                     line: list[str] | None = None) -> None:
     """Every component of `kinds` that the checkpoint's recipe names must be registered now. A checkpoint never loads
@@ -143,7 +169,7 @@ def require_plugins(payload: dict[str, Any], recipe: DictConfig, path: Path, kin
             f"{path} was trained with the {kind} {name!r} of the plugin module {module}, which is not loaded (a "
             f"checkpoint never loads code by itself). Load it: {command} (where {module} is importable: its folder is "
             f"the working directory or on PYTHONPATH, or its package is installed); from Python, "
-            f"trainkit.load(..., plugins=[{','.join(plugins)}])."
+            f"trainkit.load(..., plugins=[{', '.join(json.dumps(p) for p in plugins)}])."
         )
 
 

@@ -17,8 +17,8 @@ from trainkit.engine.loop import evaluate, num_batches
 from trainkit.errors import ConfigError
 from trainkit.logging.text import number, shown
 from trainkit.registry import call_with
-from trainkit.reports.base import EvalInputs, Report
-from trainkit.restore import eval_loader, read_split, restore
+from trainkit.reports.base import EvalInputs, NoOptions, Report
+from trainkit.restore import eval_loader, read_split, restore, task_member
 
 
 def _options(cfg: DictConfig, task: Any) -> Any:
@@ -26,7 +26,7 @@ def _options(cfg: DictConfig, task: Any) -> Any:
     values = OmegaConf.to_container(cfg.eval, resolve=True) if cfg.get("eval") is not None else {}
     if not isinstance(values, dict):
         raise ConfigError(f"eval={values!r} is not a group of options: give them as eval.KEY=VALUE.")
-    return call_with(task.eval_options, values, "eval", f"the report of this checkpoint's task "
+    return call_with(getattr(task, "eval_options", NoOptions), values, "eval", f"the report of this checkpoint's task "
                      f"({type(task).__name__})")
 
 
@@ -38,7 +38,7 @@ def run_eval(cfg: DictConfig, ctx: Context) -> dict[str, Any]:
     restored = restore(cfg.ckpt, cfg, line=ctx.line)
     task = restored.task
     opts = _options(cfg, task)
-    data, train = read_split(restored, split, with_train=task.report_uses_train)
+    data, train = read_split(restored, split, with_train=bool(getattr(task, "report_uses_train", False)))
     stored = data.test if split == "test" else data.val
     if stored is None or stored.y is None:
         raise ConfigError(
@@ -51,7 +51,7 @@ def run_eval(cfg: DictConfig, ctx: Context) -> dict[str, Any]:
     samples = min(loader.num_samples, limit * loader.batch_size)
     inputs = EvalInputs(task, loader, stored.x[:samples], stored.y[:samples], restored.meta, split,
                         restored.autocast, limit, train, restore=lambda path: restore(path, line=ctx.line).task)
-    report = task.report(inputs, opts)
+    report = task_member(restored, "report")(inputs, opts)
     metrics.update(report.scalars)
     files = {name: run_dir / f"{name}.png" for name in report.images}
     for name, image in report.images.items():

@@ -24,11 +24,12 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from torch import Tensor, nn
 
+from trainkit.build import not_the_checkpoint
 from trainkit.commands import Context
 from trainkit.errors import ConfigError
 from trainkit.extras import require_onnx
 from trainkit.logging.text import shown
-from trainkit.restore import Restored, restore
+from trainkit.restore import Restored, restore, task_member
 
 FORMATS = {"torchscript": ".pt", "torch_export": ".pt2", "onnx": ".onnx"}
 LOADERS = {
@@ -46,14 +47,16 @@ def run_export(cfg: DictConfig, ctx: Context) -> dict[str, Any]:
     if fmt == "onnx":
         require_onnx()  # before the slow part
     restored = restore(cfg.ckpt, cfg, line=ctx.line)
-    task = restored.task
-    model = task.deployable().cpu()
-    example = task.example_input(2)
-    info = describe(restored, fmt)
     output = Path(str(cfg.output)).expanduser() if cfg.get("output") else run_dir / f"model{FORMATS[fmt]}"
+    if output.is_dir():
+        output = output / f"model{FORMATS[fmt]}"
+    not_the_checkpoint(output, restored.path)
+    model = task_member(restored, "deployable")().cpu()
+    example = task_member(restored, "example_input")(2)
+    info = describe(restored, fmt)
     output.parent.mkdir(parents=True, exist_ok=True)
     {"torchscript": _torchscript, "torch_export": _torch_export, "onnx": _onnx}[fmt](model, example, output, info)
-    check = task.example_input(8, seed=1)
+    check = task_member(restored, "example_input")(8, seed=1)
     with torch.inference_mode():
         expected = model(check)
     difference = (reload_and_run(fmt, output, check) - expected).abs().max().item()
@@ -69,7 +72,7 @@ def describe(restored: Restored, fmt: str) -> dict[str, Any]:
     return {
         "trainkit_version": __version__, "checkpoint": str(restored.path), "epoch": restored.epoch,
         "data": restored.meta.name, "model": OmegaConf.select(restored.recipe, "model.name"),
-        **restored.task.describe(uint8_input=fmt == "torchscript"),  # TorchScript's graph takes uint8 as well
+        **task_member(restored, "describe")(uint8_input=fmt == "torchscript"),  # TorchScript's takes uint8 too
     }
 
 

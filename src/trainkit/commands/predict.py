@@ -20,30 +20,35 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from trainkit import registry
+from trainkit.build import not_the_checkpoint, whole_number
 from trainkit.commands import Context
-from trainkit.data.base import DataError
+from trainkit.data.base import DataError, regular_file
 from trainkit.data.inputs import Inputs, default_reader
 from trainkit.errors import ConfigError
 from trainkit.logging.text import shown
 from trainkit.reports.inference import batches
-from trainkit.restore import Restored, restore
+from trainkit.restore import Restored, restore, task_member
 
 
 def run_predict(cfg: DictConfig, ctx: Context) -> dict[str, Any]:
-    batch_size = int(cfg.batch_size)
-    if batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size} must be at least 1.")
+    batch_size = whole_number(cfg.get("batch_size"), "batch_size", 1, 1024)
     restored = restore(cfg.ckpt, cfg, line=ctx.line)
     columns = _columns(restored)  # the task says no here, before any input is read, if it takes none
     reader = _reader(restored)
     path = Path(str(cfg.input)).expanduser()
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise DataError(f"predict: input={path} does not exist. Set input= to {reader.expected()}.")
+    if not path.is_dir():  # a FIFO or a device would block whatever reads it
+        regular_file(path, "predict: input")
     inputs = reader.read(path)
     output = _output_path(cfg.get("output"), ctx.run_dir, inputs.output)
+    if output.exists() and not path.is_dir() and output.resolve() == path.resolve():
+        raise ConfigError(f"output={output} is the input file itself: predictions written there would replace the "
+                          f"inputs as they are read. Give output= another file.")
+    not_the_checkpoint(output, restored.path)
     predicted = _write(restored, inputs, columns, output, batch_size, ctx.console)
     result: dict[str, Any] = {"input": str(cfg.input), "kind": inputs.format, "rows": inputs.count, "output": str(output)}
-    score = getattr(restored.task, "score", None)
+    score = task_member(restored, "score") if callable(getattr(restored.task, "score", None)) else None  # optional
     if inputs.labels is not None and score is not None:
         for name, value in score(predicted, inputs.labels).items():
             result[name] = value
@@ -66,7 +71,7 @@ def _columns(restored: Restored) -> list[str]:
     """The task's output columns, asked of an empty batch."""
     empty = torch.zeros(0, *restored.meta.in_shape)
     with torch.inference_mode():
-        return list(restored.task.predict(empty).columns)
+        return list(task_member(restored, "predict")(empty).columns)
 
 
 def _output_path(value: str | None, run_dir: Path, default: str) -> Path:
@@ -84,6 +89,7 @@ def _write(restored: Restored, inputs: Inputs, columns: list[str], output: Path,
     """Run every chunk in batches and write its rows; returns the prediction per input. A submission keeps only the
     first column (the prediction), under its own header."""
     keep = columns[:1] if inputs.submission else columns
+    predict = task_member(restored, "predict")
     predicted: list[Any] = []
     progress = Progress(TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TimeRemainingColumn(), console=console, transient=True, disable=not console.is_terminal)
@@ -95,7 +101,7 @@ def _write(restored: Restored, inputs: Inputs, columns: list[str], output: Path,
             done = 0
             for batch in batches(x, batch_size):
                 with restored.autocast():
-                    out = restored.task.predict(batch)
+                    out = predict(batch)
                 rows = lead[done:done + len(batch)]
                 done += len(batch)
                 writer.writerows(row + [_cell(out.columns[c][i]) for c in keep] for i, row in enumerate(rows))

@@ -13,25 +13,27 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from trainkit.build import not_the_checkpoint, whole_number
 from trainkit.commands import Context
-from trainkit.errors import ConfigError
 from trainkit.logging.text import shown
-from trainkit.restore import restore
+from trainkit.restore import restore, task_member
 from trainkit.tasks.base import CannotDo
 
 
 def run_sample(cfg: DictConfig, ctx: Context) -> dict[str, Any]:
     run_dir, console = ctx.run_dir, ctx.console
-    n = int(cfg.n)
-    if n < 1:
-        raise ConfigError(f"n={n} must be at least 1: the number of samples to draw.")
+    n = whole_number(cfg.get("n"), "n", 1, 64)  # the number of samples to draw
+    nrow = None if cfg.get("nrow") is None else whole_number(cfg.nrow, "nrow", 1, 8)  # images per row of the grid
     restored = restore(cfg.ckpt, cfg, line=ctx.line)
     seed = int(restored.recipe.seed)
+    output = Path(str(cfg.output)).expanduser() if cfg.get("output") else run_dir / "samples.png"
+    if output.is_dir():
+        output = output / "samples.png"
+    not_the_checkpoint(output, restored.path)
     try:
-        drawn = restored.task.sample(n, seed, int(cfg.nrow) if cfg.get("nrow") else None)
+        drawn = task_member(restored, "sample")(n, seed, nrow)
     except CannotDo as err:
         raise CannotDo(f"ckpt={restored.path}: {err}") from None
-    output = Path(str(cfg.output)).expanduser() if cfg.get("output") else run_dir / "samples.png"
     output.parent.mkdir(parents=True, exist_ok=True)
     drawn.image.save(output)
     result: dict[str, Any] = {"checkpoint": str(restored.path), "n": n, "seed": seed, "output": str(output)}

@@ -5,8 +5,12 @@ Readers never normalize, augment or batch: the batch loader does that, per batch
 
 from __future__ import annotations
 
+import math
+import os
+import stat
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -106,3 +110,146 @@ def check_fractions(who: str, val_fraction: float, test_fraction: float, test_of
     if not 0 <= test_fraction < 1:
         raise DataError(f"{who}: data.test_fraction={test_fraction!r} is not 0 ({test_off}) or a fraction below 1. "
                         f"Set e.g. data.test_fraction=0.2.")
+
+
+def regular_file(path: str | Path, what: str) -> Path:
+    """`path`, known to be a regular file (following symbolic links) before anything opens it: a FIFO, a socket or a
+    device would block or stream for ever, a dangling link would fail deep inside a decoder. `what` names it in the
+    error, e.g. "predict: input=x.csv"."""
+    path = Path(path)
+    said = f"{what}: " if what else ""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise DataError(f"{said}{path} is a symbolic link to {os.readlink(path)}, which does not exist. Point the "
+                            f"link at the file, or remove it.") from None
+        raise DataError(f"{said}{path} does not exist.") from None
+    except OSError as err:  # a loop of links, a name too long, no permission to look
+        raise DataError(f"{said}{path} cannot be read ({err.strerror or err}).") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
+                "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "not a regular file")
+        raise DataError(f"{said}{path} is {kind}, not a file: trainkit reads regular files only (a pipe or a "
+                        f"device would block for ever). Give a file.")
+    return path
+
+
+def check_meta(meta: DataMeta) -> None:
+    """A DataMeta that can size a model and normalize its samples, or a DataError naming the field."""
+    def bad(field: str, value: Any, should: str) -> DataError:
+        return DataError(f"its DataMeta has {field}={value!r}, which should be {should}.")
+
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
+    if not isinstance(meta.name, str) or not meta.name:
+        raise bad("name", meta.name, "the data set's name, a word")
+    if not isinstance(meta.kind, str) or not meta.kind:
+        raise bad("kind", meta.kind, 'a word naming what is learned, e.g. "classification" or "regression"')
+    if not isinstance(meta.in_shape, (tuple, list)) or not meta.in_shape or not all(whole(d) for d in meta.in_shape):
+        raise bad("in_shape", meta.in_shape, "one sample's shape, whole numbers of at least 1, e.g. (2,) or (3, 32, 32)"
+                  )
+    meta.in_shape = tuple(meta.in_shape)
+    if not whole(meta.num_outputs):
+        raise bad("num_outputs", meta.num_outputs, "the number of classes or targets, a whole number of at least 1")
+    if meta.class_names is not None:
+        names = meta.class_names
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names) or (
+                meta.kind == "classification" and len(names) != meta.num_outputs):
+            raise bad("class_names", names, f"None or a list of {meta.num_outputs} names (one per class)")
+        meta.class_names = list(names)
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+    if not number(meta.scale) or meta.scale <= 0:
+        raise bad("scale", meta.scale, "a positive number that x is divided by (255.0 for uint8 pixels, else 1.0)")
+    if (meta.mean is None) != (meta.std is None):
+        raise bad("mean" if meta.std is None else "std", None, "given with the other: mean and std normalize together")
+    channels = meta.in_shape[0]
+    for field_name in ("mean", "std"):
+        values = getattr(meta, field_name)
+        if values is None:
+            continue
+        if not isinstance(values, (list, tuple)) or len(values) not in (1, channels) or not all(map(number, values)) \
+                or (field_name == "std" and not all(v > 0 for v in values)):
+            raise bad(field_name, values, f"None or {channels} finite numbers (one per channel or feature, after "
+                                          f"scaling){', each above 0' if field_name == 'std' else ''}")
+        setattr(meta, field_name, tuple(float(v) for v in values))
+    if not isinstance(meta.target_shape, (tuple, list)) or not all(whole(d) for d in meta.target_shape):
+        raise bad("target_shape", meta.target_shape, "one target's shape: () for a class index, (K,) for K targets")
+    meta.target_shape = tuple(meta.target_shape)
+
+
+def check_split(split: Any, name: str, meta: DataMeta) -> Split:
+    """A split as the loader needs it: x a numeric tensor of N samples of meta.in_shape, y None or one finite target
+    per sample (for classification a class index in 0..num_outputs-1, as int64), never empty; or a DataError."""
+    if not isinstance(split, Split):
+        raise DataError(f"its {name} split is {type(split).__name__}, not a trainkit.data.base.Split(x, y).")
+    x = _numbers(split.x, f"its {name} split's x", "a tensor or numpy array of numbers (uint8 pixels or floats)")
+    if x.dtype == torch.bool:
+        raise DataError(f"its {name} split's x is bool; give numbers (uint8 pixels or floats, e.g. x.float()).")
+    if x.dim() == 0 or tuple(x.shape[1:]) != tuple(meta.in_shape):
+        shape = "×".join(map(str, meta.in_shape))
+        raise DataError(f"its {name} split holds samples of shape {list(x.shape[1:])}, but its DataMeta says "
+                        f"in_shape={list(meta.in_shape)}. Make the two agree (x: N×{shape}).")
+    if len(x) == 0:
+        training = name == "train"
+        raise DataError(f"its {name} split is empty (0 samples): there is nothing to {'train' if training else 'judge'}"
+                        f" on. Return samples in it{'' if training else ', or None where there is no such split'}.")
+    if x.is_floating_point():
+        x = x.float()
+        bad = ~torch.isfinite(x.reshape(len(x), -1)).all(1)
+        if bool(bad.any()):
+            raise DataError(f"its {name} split's sample {int(bad.nonzero()[0])} holds NaN or inf values "
+                            f"({int(bad.sum())} of {len(x)} samples do): a model learns nothing from them. Drop or "
+                            f"fill them.")
+    y = None if split.y is None else _targets(split.y, name, meta)
+    if y is not None and len(y) != len(x):
+        raise DataError(f"its {name} split has {len(y)} targets for {len(x)} samples: give one per sample.")
+    return Split(x, y)
+
+
+def _numbers(values: Any, what: str, expected: str) -> Tensor:
+    try:
+        t = torch.as_tensor(values)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        dtype = getattr(values, "dtype", None)
+        kind = f"{type(values).__name__} of {dtype}" if dtype is not None else type(values).__name__
+        said = "" if dtype is not None else f" ({' '.join(str(exc).split())[:100]})"
+        raise DataError(f"{what} are {kind}, not numbers{said}. Give {expected}.") from None
+    if t.is_complex():
+        raise DataError(f"{what} are {str(t.dtype).removeprefix('torch.')} numbers; give {expected}.")
+    return t
+
+
+def _targets(values: Any, name: str, meta: DataMeta) -> Tensor:
+    expected = (f"class indices 0..{meta.num_outputs - 1} (the names go in DataMeta.class_names)"
+                if meta.kind == "classification" else "a tensor or numpy array of numbers")
+    y = _numbers(values, f"its {name} split's targets", expected)
+    if y.is_floating_point() and not bool(torch.isfinite(y).all()):
+        row = int((~torch.isfinite(y)).reshape(len(y), -1).any(1).nonzero()[0])
+        raise DataError(f"its {name} split's target of sample {row} is {y[row].tolist()}: targets must be finite "
+                        f"numbers.")
+    if meta.kind != "classification":
+        expected = (len(y), *meta.target_shape)
+        if tuple(y.shape) != expected and y.numel() == math.prod(expected):
+            y = y.reshape(expected)  # N targets for target_shape (1,): one column
+        if tuple(y.shape) != expected:
+            raise DataError(f"its {name} split's targets have shape {list(y.shape)}, but its DataMeta says "
+                            f"target_shape={list(meta.target_shape)}: expected {list(expected)}.")
+        return y.float()
+    if y.dim() != 1:
+        raise DataError(f"its {name} split's class labels have shape {list(y.shape)}; give one class index per sample, "
+                        f"shape [N] (e.g. y.squeeze(1)).")
+    if y.is_floating_point():
+        fractional = (y != y.round()).nonzero()
+        if len(fractional):
+            row = int(fractional[0])
+            raise DataError(f"its {name} split's label of sample {row} is {y[row].item()}, not a class index: class "
+                            f"labels are whole numbers 0..{meta.num_outputs - 1} (a fraction would be truncated).")
+    y = y.long()
+    outside = ((y < 0) | (y >= meta.num_outputs)).nonzero()
+    if len(outside):
+        row = int(outside[0])
+        raise DataError(f"its {name} split's label of sample {row} is {y[row].item()}, outside "
+                        f"0..{meta.num_outputs - 1} (num_outputs={meta.num_outputs} classes; {len(outside)} labels "
+                        f"are outside). Give class indices from 0, or the right num_outputs.")
+    return y

@@ -55,7 +55,7 @@ def summarize(data: DataSplits) -> Report:
     if data.meta.kind == "classification":
         report.warnings += _class_problems(report)
         report.warnings += _copies(splits)
-    report.warnings += _blank(report) + _normalization(report)
+    report.warnings += _blank(report) + _normalization(report) + _unscaled(data)
     if data.test is None:
         report.warnings.append("no test split: `trainkit train` reports no test metrics, and `trainkit eval` "
                                "needs one (for mnist_csv set data.test_csv).")
@@ -145,14 +145,27 @@ def _normalization(report: Report) -> list[str]:
             f"data.mean={fmt(train.mean)} data.std={fmt(train.std)}."]
 
 
+def _unscaled(data: DataSplits) -> list[str]:
+    """uint8 samples that the batch loader does not scale: the model would see 0..255, where it was meant to see 0..1
+    (a DataMeta written without scale=255.0)."""
+    split = next((s for s in (data.train, data.val, data.test) if s is not None), None)
+    meta = data.meta
+    if split is None or split.x.dtype != torch.uint8 or meta.scale != 1.0:
+        return []
+    return [f"data={meta.name} holds uint8 samples (pixels 0..255?) and its DataMeta says scale=1.0, so the model "
+            f"trains on values 0..{int(split.x.max()) if len(split) else 255}. If they are pixels, give "
+            f"DataMeta(..., scale=255.0) (and a mean and std of the scaled pixels, or none)."]
+
+
 def training_problems(data: DataSplits) -> tuple[list[str], list[str]]:
     """What `trainkit train` refuses and what it warns about before training, cheaply: (fatal, warnings).
 
     Fatal for classification: a training split of one class, or a val/test split with classes the training
     split has none of (the model cannot learn them; a label column read wrongly looks exactly like this).
-    Warnings: val/test samples that are exact copies of training samples (their metrics overstate)."""
+    Warnings: val/test samples that are exact copies of training samples (their metrics overstate), and uint8
+    samples that are not scaled."""
     if data.meta.kind != "classification" or data.train is None or data.train.y is None:
-        return [], []
+        return [], _unscaled(data)
     names = data.meta.class_names or [str(i) for i in range(data.meta.num_outputs)]
     train = torch.bincount(data.train.y, minlength=data.meta.num_outputs)
     fatal = []
@@ -171,5 +184,5 @@ def training_problems(data: DataSplits) -> tuple[list[str], list[str]]:
                          + ", ".join(f"{names[c]} ({int(counts[c])} {name} samples)" for c in unseen)
                          + f"; training counts per class: {train.tolist()}. The model cannot learn them.")
     splits = {name: s for name, s in (("train", data.train), ("val", data.val), ("test", data.test)) if s is not None}
-    warnings = [w for w in _copies(splits) if not w.startswith("train:")]
+    warnings = [w for w in _copies(splits) if not w.startswith("train:")] + _unscaled(data)
     return fatal, warnings

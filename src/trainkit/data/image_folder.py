@@ -15,7 +15,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainkit.data.base import SPLITS, DataError, DataMeta, DataSplits, Split, asked_splits, carve, check_fractions
+from trainkit.data.base import (
+    SPLITS,
+    DataError,
+    DataMeta,
+    DataSplits,
+    Split,
+    asked_splits,
+    carve,
+    check_fractions,
+    regular_file,
+)
 from trainkit.data.cache import cached, user_cache_dir
 from trainkit.data.images import SUFFIXES, ImageError, channel_stats, probe_images, read_images
 from trainkit.data.inputs import ImageInputs
@@ -192,9 +202,16 @@ def _list_files(folder: Path, classes: list[str], problems: list[str] | None = N
                 path = Path(top) / file_name
                 if file_name.startswith("."):
                     continue  # .DS_Store and the like
+                problem = None
                 if os.path.splitext(file_name)[1].lower() not in SUFFIXES:
                     problem = (f"{WHO}: {path} is not an image file (by its suffix; images are "
                                f"{', '.join(SUFFIXES)}). Move it out of the class folder {folder / name}.")
+                else:
+                    try:  # a dangling link or a FIFO: the listing would fail on it, a decoder block on it
+                        regular_file(path, WHO)
+                    except DataError as err:
+                        problem = str(err).replace(" Give a file.", " Remove it from the class folder.")
+                if problem is not None:
                     if problems is None:
                         raise DataError(problem)
                     problems.append(problem)

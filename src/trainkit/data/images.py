@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainkit.data.base import DataError
+from trainkit.data.base import DataError, regular_file
 
 CHUNK = 256  # files per worker task: large enough that a task's overhead is small next to its decoding
 SERIAL_BELOW = 2 * CHUNK  # fewer files than this decode in this process: a pool would cost more than it saves
@@ -115,6 +115,8 @@ def _pool(workers: int) -> Executor:
 
 
 def _unreadable(path: Path, err: Exception) -> str:
+    if isinstance(err, DataError):  # not a regular file (regular_file says what it is)
+        return str(err).removesuffix(" Give a file.").rstrip(".")
     if isinstance(err, FileNotFoundError):
         return f"{path} does not exist"
     if isinstance(err, IsADirectoryError):
@@ -142,6 +144,7 @@ def _decode(path: Path, channels: int, size: tuple[int, int] | None = None) -> n
     """One file as uint8 C×H×W; resized to `size` (H, W) when given and different."""
     from skimage import color, io, util  # here, not at the top: importing skimage costs half a second
 
+    regular_file(path, "")  # a FIFO would block the decoder for ever
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # imageio's legacy plugins, tried on a foreign file
         image = io.imread(path)
@@ -189,6 +192,7 @@ def _probe(path: Path) -> tuple[int, int, int]:
     picture to tell its size; the pixels are decoded later by scikit-image (through imageio's Pillow plugin)."""
     from PIL import Image
 
+    regular_file(path, "")
     with Image.open(path) as image:
         width, height = image.size
         mode = image.mode

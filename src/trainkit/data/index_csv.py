@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainkit.data.base import DataError, Split
+from trainkit.data.base import DataError, Split, regular_file
 from trainkit.data.cache import cached
 from trainkit.data.images import ImageError, read_images
 
@@ -117,6 +117,7 @@ def _read_rows(file: Path, where: Where, num_classes: int | None, headerless: bo
     `num_classes` None: a label column may be there but is not read. `headerless`: a first line that names an
     image is a row, not a header (training never gets here with one: mnist_csv asks for the header).
     """
+    regular_file(file, f"{where.who}: {where.key}")
     with open(file, encoding="utf-8-sig", errors="replace", newline="") as f:
         rows = csv.reader(f)
         first = next((row for row in rows if any(cell.strip() for cell in row)), [])  # blank lines: skipped

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from trainkit.data.base import DataError, DataMeta
+from trainkit.data.base import DataError, DataMeta, regular_file
 from trainkit.data.images import SUFFIXES as IMAGE_SUFFIXES
 
 DECODE_CHUNK = 4096  # image files decoded at a time: memory stays flat however many files there are
@@ -71,11 +71,14 @@ class ImageInputs:
 
     def read(self, path: Path) -> Inputs:
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+            for file in files:  # a dangling link or a FIFO among them: said, not skipped, not blocked on
+                regular_file(file, "predict: input")
             if not files:
                 raise DataError(f"predict: the folder input={path} holds no image files ({', '.join(IMAGE_SUFFIXES)}). "
                                 f"Set input= to {self.expected()}.")
             return self.images(files, [p.relative_to(path).as_posix() for p in files])
+        regular_file(path, "predict: input")
         if path.suffix.lower() in IMAGE_SUFFIXES:
             return self.images([path], [path.name])
         files, names = self.index_csv(path)
@@ -125,6 +128,7 @@ class ValueInputs:
         if path.is_dir():
             raise DataError(f"predict: input={path} is a folder; this model reads a CSV file of x values, "
                             f"{features} per line.")
+        regular_file(path, "predict: input")
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
             rows = [(n, row) for n, row in enumerate(csv.reader(f), start=1) if any(cell.strip() for cell in row)]
         if not rows:

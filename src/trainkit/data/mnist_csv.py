@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainkit.data.base import SPLITS, DataError, DataMeta, DataSplits, Split, asked_splits, carve
+from trainkit.data.base import SPLITS, DataError, DataMeta, DataSplits, Split, asked_splits, carve, regular_file
 from trainkit.data.cache import cached
 from trainkit.data.images import SUFFIXES
 from trainkit.data.index_csv import Where, is_index_header, names_image, read_index
@@ -172,6 +172,8 @@ def _existing_file(path: str, key: str) -> Path:
             f"mnist_csv: {where} is a directory, not a CSV file.{hint} Set {key} to the file itself, "
             f"e.g. {key}={file.absolute() / example}."
         )
+    if file.is_symlink() or file.exists():  # a dangling link, a FIFO or a device: said as what it is
+        regular_file(file, f"mnist_csv: {key}")
     if not file.is_file():
         skip = f", or {key}=null to load no test split" if key == "data.test_csv" else ""
         raise DataError(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainkit.data.base import DataError
+from trainkit.data.base import DataError, regular_file
 
 IDX_FILES = {  # what a split needs: glob patterns of the IDX files (original names, and the "x.idx3-ubyte" renames)
     "train_images": "train-images[-.]idx3-ubyte", "train_labels": "train-labels[-.]idx1-ubyte",
@@ -99,6 +99,7 @@ def _one(folder: Path, pattern: str) -> Path | None:
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
     """An IDX file of unsigned bytes with `ndim` dimensions, checked against its own header."""
+    regular_file(path, "data prepare")  # a FIFO named like an IDX file would block read_bytes for ever
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as err:

@@ -141,13 +141,35 @@ def evaluate(
         m.eval()
     acc = MeanAccumulator()
     loader.set_epoch(0)
-    with torch.inference_mode():
+    with torch.inference_mode(), _plugins_blamed(f"evaluating ({prefix.rstrip('/')} split)"):
         for x, y in islice(loader, num_batches(loader, limit)):
             with autocast():
                 acc.add(task.eval_step((x, y)), len(x))
     for name, m in task.modules().items():
         m.train(modes[name])
     return acc.compute(prefix)
+
+
+class _plugins_blamed:
+    """What a plugin's code raises inside the loop (its task's train_step, its model's forward on real data) becomes
+    a PluginError naming it and its line; trainkit's own errors and anything else pass as they are. Entered once
+    around a whole loop: no cost per step."""
+
+    def __init__(self, doing: str) -> None:
+        self.doing = doing
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> bool:
+        if exc is None or not isinstance(exc, Exception) or isinstance(exc, UserError):
+            return False
+        from trainkit import registry
+
+        found = registry.blame(exc, self.doing)
+        if found is not None:
+            raise found from None
+        return False
 
 
 @dataclass
@@ -249,29 +271,31 @@ def fit(
     epochs (default `settings.max_epochs`). Each epoch ends with validation, a metrics row and `hooks.save_epoch`."""
     state = state or FitState()
     end = settings.max_epochs if until is None else min(until, settings.max_epochs)
-    while state.epoch < end and not state.stopped_early:
-        train_metrics, elapsed, samples = _train_epoch(task, train_loader, opt, logger, settings, state, hooks)
-        hooks.event("validation_start")
-        with opt.ema.swapped() if opt.ema is not None else nullcontext():  # validate the averaged weights
-            val_metrics = evaluate(task, val_loader, opt.autocast, "val/", settings.limit_eval_batches)
-        hooks.event("validation_end", val_metrics)
-        metrics = {
-            **train_metrics, **val_metrics, **opt.learning_rates(),
-            "time/epoch_s": elapsed, "train/samples_per_s": samples / elapsed if elapsed > 0 else 0.0,
-        }
-        if opt.skipped_steps:
-            metrics["train/skipped_steps"] = float(opt.take_skipped())
-        opt.end_epoch(metrics)
-        state.epoch += 1
-        state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
-        state.stopped_early = _early_stop(state, metrics, settings, task)
-        hooks.save_epoch(metrics)
-        logger.end_epoch(state.epoch, state.step, metrics)
-        logger.images(state.epoch, task.epoch_images())
-        hooks.event("epoch_end", state.epoch, state.history[-1])
-        signum = hooks.stop_requested()
-        if signum is not None and state.epoch < settings.max_epochs:
-            raise _interrupted(signum, state)
+    hooks.stop_requested()  # asked once now: from here a stop signal finishes the step and saves (engine/signals.py)
+    with _plugins_blamed("training"):
+        while state.epoch < end and not state.stopped_early:
+            train_metrics, elapsed, samples = _train_epoch(task, train_loader, opt, logger, settings, state, hooks)
+            hooks.event("validation_start")
+            with opt.ema.swapped() if opt.ema is not None else nullcontext():  # validate the averaged weights
+                val_metrics = evaluate(task, val_loader, opt.autocast, "val/", settings.limit_eval_batches)
+            hooks.event("validation_end", val_metrics)
+            metrics = {
+                **train_metrics, **val_metrics, **opt.learning_rates(),
+                "time/epoch_s": elapsed, "train/samples_per_s": samples / elapsed if elapsed > 0 else 0.0,
+            }
+            if opt.skipped_steps:
+                metrics["train/skipped_steps"] = float(opt.take_skipped())
+            opt.end_epoch(metrics)
+            state.epoch += 1
+            state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
+            state.stopped_early = _early_stop(state, metrics, settings, task)
+            hooks.save_epoch(metrics)
+            logger.end_epoch(state.epoch, state.step, metrics)
+            logger.images(state.epoch, task.epoch_images())
+            hooks.event("epoch_end", state.epoch, state.history[-1])
+            signum = hooks.stop_requested()
+            if signum is not None and state.epoch < settings.max_epochs:
+                raise _interrupted(signum, state)
     return state
 
 

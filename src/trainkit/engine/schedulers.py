@@ -22,8 +22,10 @@ def none(optimizer: torch.optim.Optimizer) -> None:
 
 def step(optimizer: torch.optim.Optimizer, steps_per_epoch: int, step_size: float = 10,
          gamma: float = 0.1) -> lr_scheduler.StepLR:
-    """The rate times gamma every step_size epochs (fractions allowed)."""
-    return lr_scheduler.StepLR(optimizer, round(step_size * steps_per_epoch), gamma=gamma)
+    """The rate times gamma every step_size epochs (fractions allowed: at least one optimizer update)."""
+    if isinstance(step_size, bool) or not step_size > 0:  # also NaN; torch divides by it only at the first step
+        raise ValueError(f"scheduler.step_size={step_size} must be a number of epochs above 0, e.g. 10 or 0.5")
+    return lr_scheduler.StepLR(optimizer, max(1, round(step_size * steps_per_epoch)), gamma=gamma)
 
 
 def cosine(optimizer: torch.optim.Optimizer, total_steps: int, eta_min: float = 0.0) -> lr_scheduler.CosineAnnealingLR:

@@ -53,6 +53,10 @@ class ClassificationTask(SingleNetTask):
 
     def __init__(self, net: nn.Module, meta: DataMeta, label_smoothing: float = 0.0, tta_flip: bool = False) -> None:
         super().__init__(net, meta)
+        if tuple(meta.target_shape) != ():
+            raise ConfigError(f"task=classification learns one class index per sample, and data={meta.name} has targets "
+                              f"of shape {list(meta.target_shape)} ({meta.kind} data): choose task=auto (the task for "
+                              f"the data's kind) or the task that learns such targets (e.g. task=regression).")
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError(f"task.label_smoothing={label_smoothing} must be in [0, 1): the share of each training "
                               f"target spread over all classes (e.g. 0.1; 0: plain cross-entropy).")

@@ -9,13 +9,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trainkit.data.base import DataMeta
 from trainkit.engine.optimization import Optimization
+from trainkit.errors import ConfigError
 from trainkit.reports.base import EvalInputs, NoOptions, Report
 from trainkit.tasks.base import Batch, Predictions, SingleNetTask
 
 
 class RegressionTask(SingleNetTask):
     monitor, monitor_mode = "val/loss", "min"
+
+    def __init__(self, net: torch.nn.Module, meta: DataMeta) -> None:
+        super().__init__(net, meta)
+        if tuple(meta.target_shape) != (meta.num_outputs,):
+            what = "class labels" if tuple(meta.target_shape) == () else f"targets of shape {list(meta.target_shape)}"
+            raise ConfigError(f"task=regression learns {meta.num_outputs} number(s) per sample, and data={meta.name} "
+                              f"has {what} ({meta.kind} data): choose task=auto (the task for the data's kind) or the "
+                              f"task that learns such targets (e.g. task=classification).")
 
     def train_step(self, batch: Batch, opt: Optimization) -> dict[str, Tensor]:
         x, y = batch

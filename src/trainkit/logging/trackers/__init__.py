@@ -59,8 +59,12 @@ class Tracker(Protocol):
         """The run stopped without a summary (interrupted, failed): close the tracker run with that status."""
 
 
+TRACKER_METHODS = ("metrics", "image", "flush", "finish", "end")
+
+
 class Trackers:
-    """Every chosen tracker behind one object: what the Trainer and the RunLogger talk to."""
+    """Every chosen tracker behind one object: what the Trainer and the RunLogger talk to. What a plugin's tracker
+    raises becomes a PluginError that names it and its line."""
 
     def __init__(self, trackers: dict[str, Tracker]) -> None:
         self.trackers = trackers
@@ -69,30 +73,48 @@ class Trackers:
         """{tracker name: run id}, for the checkpoint."""
         return {name: t.run_id for name, t in self.trackers.items()}
 
+    def _each(self, method: str, *args: Any) -> None:
+        from trainkit import registry
+
+        for name, tracker in self.trackers.items():
+            try:
+                getattr(tracker, method)(*args)
+            except UserError:
+                raise
+            except Exception as exc:
+                entry = registry.TRACKERS.entries.get(name)
+                if entry is None or not entry.plugin:
+                    raise
+                raise registry.plugin_fault(entry, f"running its {method}()", exc) from None
+
     def metrics(self, step: int, metrics: dict[str, float]) -> None:
-        for tracker in self.trackers.values():
-            tracker.metrics(step, metrics)
+        self._each("metrics", step, metrics)
 
     def image(self, tag: str, image: Tensor, step: int) -> None:
-        for tracker in self.trackers.values():
-            tracker.image(tag, image, step)
+        self._each("image", tag, image, step)
 
     def flush(self) -> None:
-        for tracker in self.trackers.values():
-            tracker.flush()
+        self._each("flush")
 
     def finish(self, summary: dict[str, Any], run_dir: Path) -> None:
         """The run's final, best and test metrics and its pictures; then each tracker run is closed."""
         pictures = sorted(p for p in Path(run_dir).rglob("*.png") if "wandb" not in p.parts and "mlruns" not in p.parts)
-        for tracker in self.trackers.values():
-            tracker.finish(summary, pictures)
-        self.trackers = {}
+        try:
+            self._each("finish", summary, pictures)
+        finally:
+            self.trackers = {}
 
     def end(self, status: str) -> None:
-        """Closed without a summary: the run was interrupted or failed."""
-        for tracker in self.trackers.values():
-            tracker.end(status)
-        self.trackers = {}
+        """Closed without a summary: the run was interrupted or failed. Best effort: a tracker that cannot close (its
+        server gone, a plugin's bug) is a warning in the log, never an error that hides why the run stopped."""
+        import logging
+
+        trackers, self.trackers = self.trackers, {}
+        for name, tracker in trackers.items():
+            try:
+                Trackers({name: tracker})._each("end", status)
+            except Exception as exc:  # noqa: BLE001 (closing after a failure: the first error is the one to show)
+                logging.getLogger("trainkit").warning("logger=%s could not close its run: %s", name, exc)
 
 
 def open_trackers(chosen: dict[str, dict[str, Any]], run: TrackerRun, resume_ids: dict[str, str] | None = None) -> Trackers:
@@ -112,12 +134,37 @@ def open_trackers(chosen: dict[str, dict[str, Any]], run: TrackerRun, resume_ids
     opened: dict[str, Tracker] = {}
     try:
         for name, cls in classes.items():
-            opened[name] = registry.call_with(cls, dict(chosen[name] or {}), f"logger.{name}", f"logger={name}",
-                                              given={"run": replace(run, run_id=(resume_ids or {}).get(name))})
+            given = {"run": replace(run, run_id=(resume_ids or {}).get(name))}
+            opened[name] = _opened(entries[name], cls, dict(chosen[name] or {}), given)
     except BaseException:
         Trackers(opened).end("failed")
         raise
     return Trackers(opened)
+
+
+def _opened(entry: Any, cls: Any, options: dict[str, Any], given: dict[str, Any]) -> Tracker:
+    """One tracker, started; a plugin's tracker that fails to start, or starts without a run_id, names itself."""
+    from trainkit import registry
+
+    name = entry.name
+    try:
+        tracker = registry.call_with(cls, options, f"logger.{name}", f"logger={name}", given=given)
+    except UserError:
+        raise
+    except (Exception, SystemExit) as exc:
+        if not entry.plugin:
+            raise
+        raise registry.plugin_fault(entry, "starting its run", exc) from None
+    missing = [m for m in TRACKER_METHODS if not callable(getattr(tracker, m, None))]
+    if entry.plugin and missing:
+        raise registry.PluginError(f"{entry.described} made a {type(tracker).__name__} without "
+                                   f"{', '.join(missing)}: a tracker has the methods of "
+                                   f"trainkit.logging.trackers.Tracker (docs/extending.md, 'Experiment trackers').")
+    if entry.plugin and not isinstance(getattr(tracker, "run_id", None), str):
+        raise registry.PluginError(f"{entry.described} started without a run_id (a string the checkpoint keeps, so "
+                                   f"that a resumed run continues the same tracker run): set self.run_id in its "
+                                   f"constructor.")
+    return tracker
 
 
 def finite(metrics: dict[str, Any]) -> dict[str, float]:

@@ -28,9 +28,14 @@ class WandbTracker:
 
     requires = ("wandb", "wandb")
 
-    def __init__(self, run: TrackerRun, project: str = "trainkit", entity: str | None = None) -> None:
+    def __init__(self, run: TrackerRun, project: str = "trainkit", entity: str | None = None,
+                 timeout_s: float = 30.0) -> None:
         import wandb
 
+        number = isinstance(timeout_s, (int, float)) and not isinstance(timeout_s, bool)
+        if not number or not 0 < timeout_s < float("inf"):
+            raise TrackerError(f"logger.wandb.timeout_s={timeout_s} must be a number of seconds above 0, e.g. 30: how "
+                               f"long W&B may take to start its run (its own default waits 90 s).")
         run_dir, params, sweep, overrides, run_id = run.run_dir, run.params, run.sweep, run.overrides, run.run_id
 
         self.run_dir = run_dir
@@ -40,11 +45,12 @@ class WandbTracker:
             self.run = wandb.init(project=project or "trainkit", entity=entity,
                                   dir=str(run_dir), id=run_id, resume="allow" if run_id else None, group=sweep,
                                   name=run_dir.name, config=params, tags=overrides[:64] or None, mode=mode,
-                                  reinit="create_new", settings=wandb.Settings(console="off", silent=True))
+                                  reinit="create_new",
+                                  settings=wandb.Settings(console="off", silent=True, init_timeout=float(timeout_s)))
         except Exception as exc:  # wandb raises its own errors (network, auth) from deep inside
             raise TrackerError(f"logger=wandb: W&B could not start a run ({' '.join(str(exc).split())[:200]}). "
                                f"Check logger.wandb.project/entity and your API key, or run offline with "
-                               f"WANDB_MODE=offline.") from None
+                               f"WANDB_MODE=offline (logger.wandb.timeout_s={timeout_s} s to start).") from None
         self.run_id = self.run.id
 
     def metrics(self, step: int, metrics: dict[str, float]) -> None:
