@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -283,13 +282,13 @@ def _signal_when(args: list[str], cwd: Path, ready, signum: int) -> tuple[subpro
 def test_predict_and_eval_of_big_inputs_end_on_sigterm_and_sigint_within_seconds(tmp_path):
     run_cli("train", *TINY, "hydra.run.dir=run", cwd=tmp_path)
     (tmp_path / "big.csv").write_text("x\n" + "0.25\n-1.5\n" * 1_500_000)
-    made = lambda: bool(list((tmp_path / "outputs").glob("predict/*/*/.hydra")))  # noqa: E731
+    made = lambda: bool(list((tmp_path / "outputs").glob("predict/*/*/.hydra")))
     for signum, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
         proc, took = _signal_when(["predict", "ckpt=run", "input=big.csv"], tmp_path, made, signum)
         assert proc.returncode == code and took < 10, (took, proc.stderr)
         assert proc.stderr.startswith("stopped: stopped by") and "Traceback" not in proc.stderr
         assert not (tmp_path / "outputs").exists(), tree(tmp_path)
-    made = lambda: bool(list((tmp_path / "outputs").glob("eval/*/*/.hydra")))  # noqa: E731
+    made = lambda: bool(list((tmp_path / "outputs").glob("eval/*/*/.hydra")))
     proc, took = _signal_when(["eval", "ckpt=run", "data.n_test=3000000"], tmp_path, made, signal.SIGTERM)
     assert proc.returncode == 143 and took < 10 and "Traceback" not in proc.stderr, (took, proc.stderr)
     assert not (tmp_path / "outputs").exists(), tree(tmp_path)
@@ -312,7 +311,7 @@ def test_sweep_resume_passes_sigterm_to_its_job_which_saves_then_it_summarises(t
     task = ["trainer.max_epochs=50", "data.n_train=16384", "trainer.checkpoint_every_n_steps=8",
             "trainer.progress=none", "trainer.tensorboard=false", "seed=1,2"]
     (sweep / "multirun.yaml").write_text(json.dumps({"hydra": {"overrides": {"task": task}}}))
-    started = lambda: bool(list(sweep.glob("0_*/checkpoints/last.ckpt")))  # noqa: E731
+    started = lambda: bool(list(sweep.glob("0_*/checkpoints/last.ckpt")))
     proc, took = _signal_when(["sweep", "resume", str(sweep)], tmp_path, started, signal.SIGTERM)
     assert proc.returncode == 143 and took < 15, (took, proc.stdout, proc.stderr)
     assert "stopped during job 0" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
