@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -201,6 +202,25 @@ def test_a_bug_in_a_sweep_job_is_its_row_and_its_traceback_stays_in_its_log(bugg
     (job,) = [p for p in (buggy / "sweep").iterdir() if p.name.startswith("0_")]
     assert "Traceback" in (job / "train.log").read_text()
     assert json.loads((job / "summary.json").read_text())["error"] == "ZeroDivisionError: integer modulo by zero"
+
+
+def test_an_exception_from_a_plugin_module_names_the_plugin_not_trainkit(buggy, monkeypatch):
+    from dataclasses import replace
+
+    from trainkit import registry
+    from trainkit.cli import inprocess
+
+    (buggy / "my_broken.py").write_text("def run(cfg, ctx):\n    raise KeyError('oops')\n")
+    monkeypatch.setattr(registry, "LOADED", dict(registry.LOADED))
+    monkeypatch.setattr("sys.path", [str(buggy), *sys.path])
+    registry.load_plugins(["my_broken"])
+    monkeypatch.setitem(cli.COMMANDS, "train", replace(cli.COMMANDS["train"], target="my_broken:run"))
+    try:
+        with pytest.raises(InternalError, match="raised in the plugin module my_broken, which a user of trainkit "
+                                                "wrote: fix it there; its traceback is in "):
+            inprocess.run("train", [])
+    finally:
+        sys.modules.pop("my_broken", None)
 
 
 def test_output_paths_that_cannot_be_run_directories_are_named(tmp_path):

@@ -75,8 +75,28 @@ def bug(exc: BaseException, log: Path | None = None, doing: str = "trainkit") ->
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     said = " ".join(str(exc).split())[:300]
     kept = f"; its traceback is in {written}" if written is not None else ""
+    plugin = _plugin_in(frames)
+    whose = (f"It was raised in the plugin module {plugin}, which a user of trainkit wrote: fix it there"
+             if plugin else "This is a bug in trainkit, please report it")
     return InternalError(f"{doing} failed on an unexpected {type(exc).__name__}{': ' + said if said else ''}{where}. "
-                         f"This is a bug in trainkit, please report it{kept}.")
+                         f"{whose}{kept}.")
+
+
+def _plugin_in(frames: list) -> str | None:
+    """The loaded plugin module (plugins=[...], an entry point) that the innermost frame of its own is in, if any."""
+    import sys
+
+    registry = sys.modules.get("trainkit.registry")
+    files = {}
+    for name in getattr(registry, "LOADED", {}):
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        if path:
+            files[os.path.realpath(path)] = name
+    for frame in reversed(frames):
+        if os.path.realpath(frame.filename) in files:
+            return files[os.path.realpath(frame.filename)]
+    return None
 
 
 def keep_traceback(exc: BaseException, log: Path | None = None) -> Path | None:
