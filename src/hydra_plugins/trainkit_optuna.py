@@ -16,8 +16,9 @@ class OptunaSweeper(Sweeper):
                  sampler: Any, params: Any) -> None:
         from trainkit.rundirs.search import SearchSettings
 
-        self.settings = SearchSettings.of(dict(direction=direction, study_name=study_name, storage=storage,
-                                               n_trials=n_trials, n_jobs=n_jobs, sampler=sampler, params=params))
+        self.settings = SearchSettings.of({"direction": direction, "study_name": study_name, "storage": storage,
+                                           "n_trials": n_trials, "n_jobs": n_jobs, "sampler": sampler,
+                                           "params": params})
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         from hydra.core.plugins import Plugins

@@ -351,7 +351,7 @@ def test_search_and_launcher_settings_run_only_when_they_can(case_dir, n_trials,
         args += [f"hydra.sweeper.sampler.name={sampler}"]
     if joblib is not None:
         args += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={_shown(joblib)}"]
-    whole = lambda v, at_least: isinstance(v, int) and not isinstance(v, bool) and v >= at_least  # noqa: E731
+    whole = lambda v, at_least: isinstance(v, int) and not isinstance(v, bool) and v >= at_least
     good = (whole(n_trials, 1) and whole(n_jobs, 1) and direction in ("minimize", "maximize")
             and sampler in ("tpe", "random", "qmc") and low < high and (not log or low > 0)
             and (joblib is None or (isinstance(joblib, int) and not isinstance(joblib, bool) and joblib != 0))

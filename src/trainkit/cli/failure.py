@@ -75,8 +75,28 @@ def bug(exc: BaseException, log: Path | None = None, doing: str = "trainkit") ->
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     said = " ".join(str(exc).split())[:300]
     kept = f"; its traceback is in {written}" if written is not None else ""
+    plugin = _plugin_in(frames)
+    whose = (f"It was raised in the plugin module {plugin}, which a user of trainkit wrote: fix it there"
+             if plugin else "This is a bug in trainkit, please report it")
     return InternalError(f"{doing} failed on an unexpected {type(exc).__name__}{': ' + said if said else ''}{where}. "
-                         f"This is a bug in trainkit, please report it{kept}.")
+                         f"{whose}{kept}.")
+
+
+def _plugin_in(frames: list) -> str | None:
+    """The loaded plugin module (plugins=[...], an entry point) that the innermost frame of its own is in, if any."""
+    import sys
+
+    registry = sys.modules.get("trainkit.registry")
+    files = {}
+    for name in getattr(registry, "LOADED", {}):
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        if path:
+            files[os.path.realpath(path)] = name
+    for frame in reversed(frames):
+        if os.path.realpath(frame.filename) in files:
+            return files[os.path.realpath(frame.filename)]
+    return None
 
 
 def keep_traceback(exc: BaseException, log: Path | None = None) -> Path | None:
@@ -121,18 +141,18 @@ def explain_sbatch(stderr: str) -> str:
     said = " ".join(line.removeprefix("sbatch: error: ").removeprefix("sbatch: ") for line in lines) or "(nothing)"
     low = said.lower()
     hints = [
-        (("gres", "gpu"), "the cluster has no such GPUs: set hydra.launcher.gpus_per_node=null on CPU-only nodes, or "
-                          "choose a partition with GPUs (hydra.launcher.partition=NAME)"),
+        (("gres", "gpu"), ("the cluster has no such GPUs: set hydra.launcher.gpus_per_node=null on CPU-only nodes, "
+                           "or choose a partition with GPUs (hydra.launcher.partition=NAME)")),
         (("node configuration is not available", "more processors than", "cpu count", "memory specification"),
-         "no node of that partition has what the job asks for: lower hydra.launcher.cpus_per_task, mem_gb, "
-         "gpus_per_node or tasks_per_node (sinfo -o '%P %c %m %G' shows what the nodes have)"),
+         ("no node of that partition has what the job asks for: lower hydra.launcher.cpus_per_task, mem_gb, "
+          "gpus_per_node or tasks_per_node (sinfo -o '%P %c %m %G' shows what the nodes have)")),
         (("invalid partition",), "that partition does not exist: set hydra.launcher.partition to one that sinfo lists"),
         (("time limit",), "the partition does not allow that time limit: lower hydra.launcher.timeout_min"),
         (("controller", "connect", "slurm_load", "unable to contact", "configuration source", "slurm.conf"),
-         "SLURM's controller (slurmctld) does not answer, or this machine has no SLURM configuration: run the sweep "
-         "on the cluster's login node, check that the cluster is up (sinfo), or drop hydra/launcher=slurm"),
-        (("account", "qos", "association"), "your SLURM account or QOS may not submit there: set "
-                                            "hydra.launcher.additional_parameters.account=NAME (or qos)"),
+         ("SLURM's controller (slurmctld) does not answer, or this machine has no SLURM configuration: run the "
+          "sweep on the cluster's login node, check that the cluster is up (sinfo), or drop hydra/launcher=slurm")),
+        (("account", "qos", "association"), ("your SLURM account or QOS may not submit there: set "
+                                             "hydra.launcher.additional_parameters.account=NAME (or qos)")),
     ]
     fix = next((h for keys, h in hints if any(k in low for k in keys)),
                "change the hydra.launcher.* setting it names (trainkit train -m hydra/launcher=slurm --cfg hydra "

@@ -25,8 +25,7 @@ from rich.console import Console
 
 from trainkit.errors import UsageError
 from trainkit.rundirs.claim import quoted
-from trainkit.rundirs.sweeps import (Job, SweepResumeError, multirun_config, plan, report, sweep_damaged,
-                                     sweep_overrides)
+from trainkit.rundirs.sweeps import Job, SweepResumeError, multirun_config, plan, report, sweep_damaged, sweep_overrides
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 SEARCH_SWEEPER = "hydra_plugins.trainkit_optuna.OptunaSweeper"  # trainkit.rundirs.search
@@ -101,7 +100,7 @@ def check_line(args: list[str]) -> str | None:
     """`trainkit train ARGS --check` in a process of its own: every job of the sweep composed and checked, nothing
     run. Its error paragraph, or None when the line is fine."""
     proc = subprocess.run([sys.executable, "-m", "trainkit", "train", *args, "--check"], capture_output=True,
-                          text=True, errors="backslashreplace")
+                          text=True, errors="backslashreplace", check=False)
     if proc.returncode == 0:
         return None
     said = " ".join(proc.stderr.split()).removeprefix("error: ")

@@ -131,7 +131,6 @@ def space(settings: SearchSettings, arguments: list[str]) -> tuple[dict[str, Bas
     """The searched keys and their distributions, and the fixed overrides of every trial (by key). The command
     line comes after the preset's params, so `optimizer=sgd` there fixes a key that the preset searches."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-
     from hydra.errors import HydraException
 
     lines = [f"{k}={v}" for k, v in settings.params.items()] + list(arguments)
