@@ -367,3 +367,14 @@ def test_user_errors_pass_through_explain_unchanged():
     error = UserError("a person can fix this")
     assert explain(error) is error
     assert "cannot use" in str(explain(PermissionError(13, "Permission denied", "/x")))
+
+
+@pytest.mark.parametrize("override", ["logger=null", "scheduler=-1", "scheduler=[1,2]", "logger=[tensorboard,[csv]]",
+                                      "model=true"])
+def test_a_group_set_to_something_that_is_no_name_is_a_usage_error_naming_it(override, tmp_path, monkeypatch, capsys):
+    """Hydra meets these in its defaults list as a bare ValueError or TypeError: trainkit names the override."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", override, *TINY]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith(f"error: {override}: a config group takes the name of one of its options"), said
+    assert "bug" not in said and not (tmp_path / "outputs").exists()

@@ -4,6 +4,8 @@ errors (an unknown key or option, a malformed override) become one paragraph tha
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,32 @@ def compose(inv: Invocation, overrides: list[str], with_hydra: bool = False) -> 
                      "quoted: key='value' (in a shell: \"key='value'\").")
         raise UsageError(f"{message}.{hint} trainkit {inv.name} --help lists the groups and options; --cfg job prints "
                          f"the composed config.") from None
+    except (ValueError, TypeError) as exc:  # Hydra's defaults list meets a group override whose value is no name
+        if not _raised_in_hydra(exc):
+            raise
+        bad = [o for o in overrides if _group_value(inv, o)] or list(overrides)
+        raise UsageError(f"{' '.join(bad)}: a config group takes the name of one of its options, or a list of names, "
+                         f"e.g. logger=tensorboard or logger=[tensorboard,csv] (Hydra said: {exc}). trainkit "
+                         f"{inv.name} --help lists the groups and their options.") from None
+
+
+def _raised_in_hydra(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}hydra{os.sep}" in tb.tb_frame.f_code.co_filename
+
+
+def _group_value(inv: Invocation, override: str) -> bool:
+    """Whether `override` sets a config group (data=, logger=, hydra/launcher=, ...) to something that is not a name
+    or a list of names (null, a number, a nested list)."""
+    key, _, value = override.lstrip("+~").partition("=")
+    folders = [config_dir(), *inv.config_dirs]
+    if not any((Path(folder) / key).is_dir() for folder in folders):
+        return False
+    if value.strip().lower() in ("null", "none", "true", "false"):  # YAML reads these as values, not names
+        return True
+    return re.fullmatch(r"[A-Za-z_][\w./-]*|\[\s*([A-Za-z_][\w./-]*\s*,?\s*)*\]", value.strip()) is None
 
 
 def _with_searchpath(inv: Invocation, overrides: list[str]) -> list[str]:
