@@ -287,8 +287,11 @@ def test_damaged_sweep_directories_are_refused_by_name(tmp_path):
 # --- 6. signals end every command within seconds ------------------------------------------------------------------
 
 def _signal_when(args: list[str], cwd: Path, ready, signum: int) -> tuple[subprocess.CompletedProcess, float]:
+    # Ctrl-C as at a terminal: a suite started in the background (nohup ... &) has SIGINT ignored, and a child keeps
+    # that, as Python and trainkit rightly respect it.
     proc = subprocess.Popen([*TRAINKIT, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+                            env={**os.environ, "COLUMNS": "200"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None and not ready():
         time.sleep(0.05)
