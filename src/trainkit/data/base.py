@@ -66,6 +66,8 @@ class DataSplits:
     val: Split | None
     test: Split | None
     meta: DataMeta
+    # What the reader wants a person to know, kept in the run's summary: e.g. the unreadable images it skipped.
+    warnings: list[str] = field(default_factory=list)
 
     @classmethod
     def asked(cls, asked: frozenset[str], train: Split | None, val: Split | None, test: Split | None,
@@ -96,9 +98,11 @@ def carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
             f"{n - n_carved} to keep and {n_carved} to hold back. Set a fraction strictly between "
             f"0 and 1 that leaves at least one sample on each side."
         )
+    from trainkit.data.cache import take as gather  # a big store's split is carved to disk, not into memory
+
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     keep, held = order[n_carved:].sort().values, order[:n_carved].sort().values
-    take = lambda idx: Split(split.x[idx], None if split.y is None else split.y[idx])  # noqa: E731
+    take = lambda idx: Split(gather(split.x, idx), None if split.y is None else split.y[idx])  # noqa: E731
     return take(keep), take(held)
 
 
@@ -196,7 +200,9 @@ def check_split(split: Any, name: str, meta: DataMeta) -> Split:
                         f" on. Return samples in it{'' if training else ', or None where there is no such split'}.")
     if x.is_floating_point():
         x = x.float()
-        bad = ~torch.isfinite(x.reshape(len(x), -1)).all(1)
+        step = max(1, (16 << 20) // max(1, x[0].numel()))  # rows per check: a big store is not copied whole
+        width = x[0].numel()
+        bad = torch.cat([~torch.isfinite(x[s:s + step].reshape(-1, width)).all(1) for s in range(0, len(x), step)])
         if bool(bad.any()):
             raise DataError(f"its {name} split's sample {int(bad.nonzero()[0])} holds NaN or inf values "
                             f"({int(bad.sum())} of {len(x)} samples do): a model learns nothing from them. Drop or "

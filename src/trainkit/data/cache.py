@@ -1,24 +1,44 @@
-"""Parsed data kept as memory-mappable .npy files beside its source, so a second load skips the parse.
+"""The sample store: a dataset's decoded samples as memory-mapped .npy files, made once, read at page-cache speed.
 
-The key is the source's size, mtime and a hash of sampled blocks; what to store and how to parse is the caller's.
+Every reader ends here. A store is keyed by its source (size, mtime and a hash of sampled blocks, plus what the
+reader adds: the decode settings, a listing of image files), so a changed source makes a new one. A reader either
+hands over arrays it built in memory (`build`, for sources that are small next to memory: a CSV, CIFAR-10's
+pickles) or fills the store's files in place, chunk by chunk, through a `Writer` (`fill`: a folder of images of
+any size, decoded by worker processes straight into the file). A filled store that was interrupted continues where
+it stopped; it is never read until it is whole (its key file is written last). What comes back is memory-mapped
+copy-on-write: its pages live in the page cache, which the kernel reclaims, not in the process's own memory.
+
+On disk, beside the source in `.tkcache/` (or in ~/.cache/trainkit when that folder is read-only):
+    <source>.<tag>.json          the key and each array's shape: written last, so it only ever describes whole arrays
+    <source>.<tag>.<array>.npy   one file per array (x, y, ...), numpy's .npy format: a header, then the raw rows
+    .<source>.<tag>.partial/     while a store is being filled: its arrays, progress.json (chunks done), lock
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-VERSION = 1  # bump when what a reader stores changes meaning
+VERSION = 2  # bump when what a reader stores changes meaning (2: stores filled in place)
 FOLDER = ".tkcache"  # beside the source
 SAMPLE_BLOCK = 1 << 16  # bytes hashed per sampled block
 SAMPLE_BLOCKS = 16  # first, last and evenly spread blocks: the whole of any file up to 1 MiB
+SPILL_BYTES = 64 << 20  # a gathered copy larger than this goes to an unlinked file, not to the process's memory
+COPY_ROWS_BYTES = 16 << 20  # bytes per step when copying rows between files: bounds the memory a copy takes
+
+Arrays = dict[str, np.ndarray]
 
 
 def user_cache_dir() -> Path:
@@ -46,19 +66,66 @@ def fingerprint(file: Path) -> dict[str, Any]:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sample_blake2b": digest.hexdigest()}
 
 
+class Writer:
+    """Fills one store's arrays in place. `create` gives a writable memory map of a .npy file (or, continuing an
+    interrupted fill, the same file with what was written before); `path` names the file, for worker processes
+    that open it themselves (np.load(path, mmap_mode="r+")); `done` and `complete` record which chunks are
+    written, so a fill continues where it stopped. A chunk is complete only after its rows are flushed."""
+
+    def __init__(self, folder: Path, key: dict[str, Any]) -> None:
+        self.folder, self.key = folder, key
+        progress = self._progress_path()
+        try:
+            said = json.loads(progress.read_text())
+            self.done: set[int] = set(said["done"]) if said.get("key") == key else set()
+        except (OSError, ValueError, KeyError, TypeError):
+            self.done = set()
+        if not self.done:  # a fresh fill: nothing half-written from another key may be taken for this one
+            for stale in folder.glob("*.npy"):
+                stale.unlink()
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{name}.npy"
+
+    def create(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.memmap:
+        path, shape, dtype = self.path(name), tuple(int(s) for s in shape), np.dtype(dtype)
+        if self.done and path.exists():
+            with contextlib.suppress(OSError, ValueError):
+                array = np.load(path, mmap_mode="r+", allow_pickle=False)
+                if array.shape == shape and array.dtype == dtype:
+                    return array
+        self.done.clear()  # an array that is not there any more: whatever was marked done is not
+        return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)  # sparse until written
+
+    def complete(self, *chunks: int) -> None:
+        """Marks chunks as written, atomically: a fill interrupted now continues after them."""
+        self.done.update(chunks)
+        temp = self.folder / f".progress.{uuid.uuid4().hex[:8]}"
+        temp.write_text(json.dumps({"key": self.key, "done": sorted(self.done)}))
+        os.replace(temp, self._progress_path())
+
+    def _progress_path(self) -> Path:
+        return self.folder / "progress.json"
+
+
 def cached(
     source: Path,
     tag: str,  # what the arrays are, e.g. "kaggle": one source may be cached under several tags
-    build: Callable[[], dict[str, np.ndarray]],
+    build: Callable[[], Arrays] | None = None,
     *,
+    fill: Callable[[Writer], Arrays] | None = None,
     enabled: bool = True,
     extra: dict[str, Any] | None = None,  # more of the key, e.g. what an index file points at
-) -> dict[str, np.ndarray]:
-    """The arrays `build()` makes from `source`, from the cache when its key still matches, else built and
-    stored (beside the source, or in the user cache dir when that folder is read-only; if neither can be
-    written, just built). Cached arrays are memory-mapped copy-on-write: writable, read from disk lazily."""
+) -> Arrays:
+    """The store of `source` under `tag`, memory-mapped: read when its key still matches, else made, by `build()`
+    (arrays in memory, saved) or by `fill(writer)` (arrays written in place; it returns the ones that make up the
+    store, by name, as the writer's memory maps or small in-memory arrays), beside the source or in the user cache
+    dir when that folder is read-only. `enabled=False` (data.cache=false): nothing is kept; a filled store still
+    goes through a temporary folder that is removed once it is mapped, so memory stays flat."""
+    if (build is None) == (fill is None):
+        raise TypeError("cached() takes one of build and fill")
     if not enabled:
-        return build()
+        return build() if fill is None else _temporary(fill)
     source = source.absolute()
     key = {"version": VERSION, "tag": tag, **fingerprint(source), **(extra or {})}
     key = json.loads(json.dumps(key))  # as it reads back: tuples become lists
@@ -67,11 +134,32 @@ def cached(
         arrays = _read(place, key)
         if arrays is not None:
             return arrays
-    arrays = build()
+    built = None
     for place in places:
-        if _write(place, key, arrays):
-            break
-    return arrays
+        try:
+            place.parent.mkdir(parents=True, exist_ok=True)
+            with _locked(place):  # another process filling the same store: wait for it, then read its work
+                arrays = _read(place, key)
+                if arrays is None:
+                    if fill is None:
+                        built = build() if built is None else built
+                    _make(place, key, None if fill is None else fill, built)
+                    arrays = _read(place, key)
+            if arrays is not None:
+                return arrays
+        except OSError:  # a read-only folder, a full disk, no permission: the next place
+            _discard(place)
+    if built is not None:
+        return built
+    return build() if fill is None else _temporary(fill)
+
+
+def stored_split(arrays: Arrays, x: str = "x", y: str | None = "y") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(x, y) tensors over a store's arrays, sharing their memory maps (no copy)."""
+    def as_tensor(a: Any) -> torch.Tensor:
+        return torch.from_numpy(a) if isinstance(a, np.ndarray) else torch.as_tensor(a)
+
+    return as_tensor(arrays[x]), None if y is None or y not in arrays else as_tensor(arrays[y])
 
 
 def _places(source: Path, tag: str) -> list[Path]:
@@ -81,7 +169,17 @@ def _places(source: Path, tag: str) -> list[Path]:
     return [source.parent / FOLDER / name, user_cache_dir() / hashed / name]
 
 
-def _read(place: Path, key: dict[str, Any]) -> dict[str, np.ndarray] | None:
+@contextlib.contextmanager
+def _locked(place: Path) -> Iterator[None]:
+    with open(place.parent / f".{place.name}.lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _read(place: Path, key: dict[str, Any]) -> Arrays | None:
     try:
         stored = json.loads(_key_path(place).read_text())
         if stored.get("key") != key:
@@ -97,28 +195,86 @@ def _read(place: Path, key: dict[str, Any]) -> dict[str, np.ndarray] | None:
         return None
 
 
-def _write(place: Path, key: dict[str, Any], arrays: dict[str, np.ndarray]) -> bool:
-    """Each file is written under a temporary name and renamed, so a reader never sees half of one;
-    the key is written last, so it never describes arrays that are not all there."""
-    token = uuid.uuid4().hex[:8]
-    temps: list[Path] = []
+def _make(place: Path, key: dict[str, Any], fill: Callable[[Writer], Arrays] | None, built: Arrays | None) -> None:
+    """The arrays (`built`, or what `fill` writes) into `.<name>.partial/`, then each renamed into place, then the
+    key: a reader never sees a store that is not whole, and an interrupted fill leaves its partial folder to
+    continue from."""
+    partial = _partial(place)
+    partial.mkdir(exist_ok=True)
+    arrays = _save(partial, built) if fill is None else _finished(partial, fill(Writer(partial, key)))
+    for name, file in arrays.items():
+        os.replace(file, _array_path(place, name))
+    temp = place.parent / f".{place.name}.{uuid.uuid4().hex[:8]}.json"
+    shapes = {name: list(np.load(_array_path(place, name), mmap_mode="r").shape) for name in arrays}
+    temp.write_text(json.dumps({"key": key, "arrays": shapes}, indent=1) + "\n")
+    os.replace(temp, _key_path(place))
+    shutil.rmtree(partial, ignore_errors=True)
+
+
+def _partial(place: Path) -> Path:
+    return place.parent / f".{place.name}.partial"
+
+
+def _discard(place: Path) -> None:
+    """What a failed attempt left in a place it could not finish: its partial folder and its lock."""
+    shutil.rmtree(_partial(place), ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (place.parent / f".{place.name}.lock").unlink()
+        place.parent.rmdir()  # only if empty: a .tkcache folder made for nothing
+
+
+def _save(folder: Path, arrays: Arrays) -> dict[str, Path]:
+    files = {}
+    for name, array in arrays.items():
+        files[name] = folder / f"{name}.done.npy"
+        np.save(files[name], np.ascontiguousarray(array), allow_pickle=False)
+    return files
+
+
+def _finished(folder: Path, arrays: Arrays) -> dict[str, Path]:
+    """The files of a fill's arrays: its memory maps flushed where they are, small in-memory ones saved."""
+    files = {}
+    for name, array in arrays.items():
+        if isinstance(array, np.memmap) and array.filename is not None:
+            array.flush()
+            files[name] = Path(array.filename)
+        else:
+            files.update(_save(folder, {name: array}))
+    return files
+
+
+def _temporary(fill: Callable[[Writer], Arrays]) -> Arrays:
+    """A fill into a folder that is removed once its arrays are mapped: the mappings outlive the names, so the
+    samples stay on disk (not in memory) until the process ends, and nothing is left behind."""
+    base = user_cache_dir() / "tmp"
     try:
-        place.parent.mkdir(parents=True, exist_ok=True)
-        for name, array in arrays.items():
-            temp = place.parent / f".{place.name}.{name}.{token}.npy"
-            temps.append(temp)
-            np.save(temp, np.ascontiguousarray(array), allow_pickle=False)
-            os.replace(temp, _array_path(place, name))
-        meta = {"key": key, "arrays": {name: list(array.shape) for name, array in arrays.items()}}
-        temp = place.parent / f".{place.name}.{token}.json"
-        temps.append(temp)
-        temp.write_text(json.dumps(meta, indent=1) + "\n")
-        os.replace(temp, _key_path(place))
-        return True
-    except OSError:  # read-only folder, full disk, no permission: the caller tries the next place
-        for temp in temps:
-            temp.unlink(missing_ok=True)
-        return False
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        base = Path(tempfile.gettempdir())
+    folder = Path(tempfile.mkdtemp(prefix="store.", dir=base))
+    try:
+        files = _finished(folder, fill(Writer(folder, {"temporary": str(folder)})))
+        return {name: np.load(file, mmap_mode="c", allow_pickle=False) for name, file in files.items()}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def take(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """t[idx] along the first dimension. A small result is an ordinary copy; a large one (over SPILL_BYTES: a split
+    carved out of a big store) is gathered chunk by chunk into an unlinked file and memory-mapped, so carving a
+    split never needs its size in memory."""
+    row_bytes = max(1, t[:1].numel() * t.element_size())
+    if len(idx) * row_bytes <= SPILL_BYTES or t.device.type != "cpu":
+        return torch.index_select(t, 0, idx)
+    base = user_cache_dir() / "tmp"
+    base.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=base, prefix="carved.", suffix=".npy") as f:  # unlinked when closed
+        out = np.lib.format.open_memmap(f.name, mode="w+", dtype=t.numpy().dtype, shape=(len(idx), *t.shape[1:]))
+        step = max(1, COPY_ROWS_BYTES // row_bytes)
+        for start in range(0, len(idx), step):
+            out[start:start + step] = torch.index_select(t, 0, idx[start:start + step]).numpy()
+        out.flush()
+        return torch.from_numpy(out)
 
 
 def _key_path(place: Path) -> Path:

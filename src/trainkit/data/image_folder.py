@@ -1,8 +1,10 @@
-"""Reads torchvision's ImageFolder layout (one folder of images per class) into uint8 tensors, decoded once.
+"""Reads torchvision's ImageFolder layout (one folder of images per class) into a sample store, decoded once.
 
 `root/train/<class>/...` with optional `root/val/` and `root/test/` beside it, or `root/<class>/...` carved into
-train, val and test. Files are listed as torchvision lists them (classes sorted, then each class's files), decoded
-by data.images in parallel and cached; the batch loader normalizes and batches.
+train, val and test. Files are listed as torchvision lists them (classes sorted, then each class's files) and
+decoded by worker processes straight into a memory-mapped store (data/cache.py), so a folder of any size decodes
+and trains in constant memory; an interrupted decode continues where it stopped. An unreadable image stops the read,
+or is skipped and counted (data.on_bad_image). The batch loader normalizes and batches.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from trainkit.data.base import (
     check_fractions,
     regular_file,
 )
-from trainkit.data.cache import cached, user_cache_dir
-from trainkit.data.images import SUFFIXES, ImageError, channel_stats, probe_images, read_images
+from trainkit.data.cache import Writer, cached, stored_split, user_cache_dir
+from trainkit.data.images import SUFFIXES, ImageError, channel_stats, decode_into, probe_images, read_images
 from trainkit.data.inputs import ImageInputs
 from trainkit.data.normalization import normalization
 
@@ -61,6 +63,7 @@ def load(
     mean: list[float] | None = None,  # per channel, of pixels scaled to 0..1; null: computed from the train images
     std: list[float] | None = None,
     cache: bool = True,  # keep decoded images as .npy in ~/.cache/trainkit (not among the class folders)
+    on_bad_image: str = "error",  # an unreadable image: "error" names it and stops, "skip" leaves it out and counts it
     *,
     splits: tuple[str, ...] = SPLITS,  # which to return; not a config key: the command knows what it needs
 ) -> DataSplits:
@@ -70,11 +73,18 @@ def load(
     asked = asked_splits(splits, WHO)
     height_width = _size(size)
     check_fractions(WHO, val_fraction, test_fraction)
+    skip = _on_bad_image(on_bad_image)
     folders = _layout(Path(root).expanduser(), test_fraction)
     classes = _classes(folders)
     listings = {name: _list_files(folder, classes) for name, folder in folders.items()}
-    in_shape = _in_shape(listings, height_width, cache)
-    read = lambda name: _decode(listings[name], in_shape, height_width is not None, cache)  # noqa: E731
+    in_shape = _in_shape(listings, height_width, cache, skip)
+    skipped: list[str] = []
+
+    def read(name: str) -> Split:
+        split, bad = _decode(listings[name], in_shape, height_width is not None, cache, skip)
+        skipped.extend(bad)
+        return split
+
     stats = mean is None and std is None and normalize
     train = val = test = pool = None
     if asked & {"train", "val"} or stats or ("test" in asked and test_fraction > 0):
@@ -97,7 +107,12 @@ def load(
         name=WHO, kind="classification", in_shape=in_shape, num_outputs=len(classes), class_names=classes,
         scale=255.0, mean=mean, std=std, target_shape=(),
     )
-    return DataSplits.asked(asked, train, val, test, meta)
+    data = DataSplits.asked(asked, train, val, test, meta)
+    if skipped:
+        shown = "; ".join(skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
+        data.warnings.append(f"{WHO}: skipped {len(skipped)} unreadable image{'s' if len(skipped) > 1 else ''} "
+                             f"(data.on_bad_image=skip): {shown}")
+    return data
 
 
 def find_problems(root: str, size: list[int] | None = None, test_fraction: float = 0.0, **_: object) -> list[str]:
@@ -228,57 +243,112 @@ def _list_files(folder: Path, classes: list[str], problems: list[str] | None = N
     return Listing(folder, files, np.array(labels, dtype=np.int64))
 
 
-def _in_shape(listings: dict[str, Listing], size: tuple[int, int] | None, cache: bool) -> tuple[int, int, int]:
+def _on_bad_image(value: str) -> bool:
+    if value not in ("error", "skip"):
+        raise DataError(f"{WHO}: data.on_bad_image={value!r} is not one of error, skip. Set data.on_bad_image=error to "
+                        f"stop at an unreadable image and name it, or data.on_bad_image=skip to leave such images out "
+                        f"(counted in the run's summary).")
+    return value == "skip"
+
+
+def _in_shape(listings: dict[str, Listing], size: tuple[int, int] | None, cache: bool,
+              skip: bool) -> tuple[int, int, int]:
     """C×H×W of every split: 3 channels if any image has colour, else 1; H×W from data.size, or the one size
-    that every image shares."""
-    probes = {name: _probe(listing, cache) for name, listing in listings.items()}
-    channels = 3 if any(p[:, 2].any() for p in probes.values()) else 1
+    that every image shares (of the images that can be read, when they are skipped)."""
+    probes = {name: _probe(listing, cache, skip) for name, listing in listings.items()}
+    files = [f for listing in listings.values() for f in listing.files]
+    rows = np.concatenate(list(probes.values()))
+    readable = np.flatnonzero(rows[:, 0] >= 0)
+    if not readable.size:
+        raise DataError(f"{WHO}: none of the {len(files)} image files can be read ({files[0]} is the first). Check "
+                        f"that data.root={listings['train'].folder} holds pictures.")
+    channels = 3 if rows[readable, 2].any() else 1
     if size is not None:
         return channels, *size
-    files = [f for listing in listings.values() for f in listing.files]
-    hw = np.concatenate([p[:, :2] for p in probes.values()])
+    hw = rows[readable, :2]
     other = np.flatnonzero((hw != hw[0]).any(axis=1))
     if other.size:
-        k = int(other[0])
+        first, k = files[int(readable[0])], files[int(readable[other[0]])]
         raise DataError(
-            f"{WHO}: the images are not all of one size: {files[0]} is {hw[0, 0]}×{hw[0, 1]} (H×W) and {files[k]} "
-            f"is {hw[k, 0]}×{hw[k, 1]}. Set data.size=[H,W] to resize every image to one size, e.g. "
+            f"{WHO}: the images are not all of one size: {first} is {hw[0, 0]}×{hw[0, 1]} (H×W) and {k} "
+            f"is {hw[other[0], 0]}×{hw[other[0], 1]}. Set data.size=[H,W] to resize every image to one size, e.g. "
             f"data.size=[{hw[0, 0]},{hw[0, 1]}]."
         )
     return channels, int(hw[0, 0]), int(hw[0, 1])
 
 
-def _probe(listing: Listing, cache: bool) -> np.ndarray:
+def _probe(listing: Listing, cache: bool, skip: bool) -> np.ndarray:
+    """Each file's height, width and colour (data.images.probe_images); -1 rows for files that cannot be read,
+    which is an error naming the file unless they are skipped."""
     def build() -> dict[str, np.ndarray]:
         try:
-            return {"probe": probe_images(listing.files)}
+            return {"probe": probe_images(listing.files, skip=[])}
         except ImageError as err:
             raise DataError(f"{WHO}: {err}. Replace or remove that file.") from None
 
-    return np.asarray(_cached(listing, "probe", build, cache)["probe"])
-
-
-def _decode(listing: Listing, in_shape: tuple[int, int, int], resize: bool, cache: bool) -> Split:
-    def build() -> dict[str, np.ndarray]:
-        try:
-            x = read_images(listing.files, in_shape, resize=resize).numpy()
+    rows = np.asarray(_cached(listing, "probe", build, cache)["probe"])
+    bad = np.flatnonzero(rows[:, 0] < 0)
+    if bad.size and not skip:
+        try:  # the file again, for what exactly is wrong with it
+            probe_images([listing.files[int(bad[0])]])
         except ImageError as err:
-            raise DataError(f"{WHO}: {err}. Replace or remove that file.") from None
-        return {"x": x, "y": listing.labels}
+            raise DataError(f"{WHO}: {err}. Replace or remove that file, or set data.on_bad_image=skip to leave "
+                            f"unreadable images out.") from None
+    return rows
+
+
+def _decode(listing: Listing, in_shape: tuple[int, int, int], resize: bool, cache: bool,
+            skip: bool) -> tuple[Split, list[str]]:
+    """The listing's images in a store (decoded by worker processes straight into its file), and what was skipped:
+    one line per unreadable file. A store made while skipping still refuses them when they are not to be skipped."""
+    def fill(writer: Writer) -> dict[str, np.ndarray]:
+        n = len(listing.files)
+        x = writer.create("x", (n, *in_shape), np.uint8)
+        bad = writer.create("bad", (n,), np.uint8)  # 1: the file could not be decoded, its row is zeros
+
+        def completed(chunk: int, problems: list[tuple[int, str]]) -> None:
+            for index, _ in problems:
+                bad[index] = 1
+            bad.flush()
+            writer.complete(chunk)
+
+        try:
+            decode_into(writer.path("x"), listing.files, in_shape, resize=resize, done=writer.done,
+                        completed=completed, skip=skip, label=f"decode {listing.folder.name}")
+        except ImageError as err:
+            raise DataError(f"{WHO}: {err}. Replace or remove that file, or set data.on_bad_image=skip to leave "
+                            f"unreadable images out.") from None
+        skipped = np.flatnonzero(np.asarray(bad))
+        if not skipped.size:
+            return {"x": x, "y": listing.labels, "skipped": skipped}
+        keep = np.setdiff1d(np.arange(n), skipped)
+        kept = writer.create("x_kept", (len(keep), *in_shape), np.uint8)
+        step = max(1, (16 << 20) // max(1, int(np.prod(in_shape))))
+        for start in range(0, len(keep), step):
+            kept[start:start + step] = x[keep[start:start + step]]
+        return {"x": kept, "y": listing.labels[keep], "skipped": skipped}
 
     tag = f"decoded-{'x'.join(map(str, in_shape))}-{'bilinear' if resize else 'as-is'}"  # what data.images did
-    arrays = _cached(listing, tag, build, cache)
-    return Split(torch.from_numpy(arrays["x"]), torch.from_numpy(np.asarray(arrays["y"], dtype=np.int64)))
+    arrays = _cached(listing, tag, None, cache, fill=fill)
+    skipped = [f"{listing.files[int(i)]}" for i in np.asarray(arrays.get("skipped", np.zeros(0, np.int64)))]
+    if skipped and not skip:
+        try:
+            read_images([Path(skipped[0])], in_shape, resize=resize)
+        except ImageError as err:
+            raise DataError(f"{WHO}: {err}. Replace or remove that file, or set data.on_bad_image=skip to leave "
+                            f"unreadable images out.") from None
+    x, y = stored_split(arrays)
+    return Split(x, y.to(torch.int64)), skipped
 
 
-def _cached(listing: Listing, tag: str, build, enabled: bool) -> dict[str, np.ndarray]:
+def _cached(listing: Listing, tag: str, build, enabled: bool, fill=None) -> dict[str, np.ndarray]:
     """data.cache's arrays, keyed by a listing file that names every image with its size and mtime.
 
     The listing lives in the user cache dir, not in the data folder: a .tkcache folder among the class folders
     would be one more class to torchvision's ImageFolder. It is rewritten only when an image changed, so its
     own fingerprint (size, mtime) says whether the cached arrays still describe the folder."""
     if not enabled:
-        return build()
+        return cached(Path("."), tag, build, fill=fill, enabled=False)
     stamp = listing.stamp()
     folder = listing.folder.absolute()
     where = hashlib.blake2b(str(folder).encode(), digest_size=8).hexdigest()
@@ -290,24 +360,16 @@ def _cached(listing: Listing, tag: str, build, enabled: bool) -> dict[str, np.nd
             temp.write_text(stamp)
             os.replace(temp, source)
     except OSError:  # no writable cache dir: decode every time
-        return build()
+        return cached(Path("."), tag, build, fill=fill, enabled=False)
     digest = hashlib.blake2b(stamp.encode(), digest_size=16).hexdigest()
-    return cached(source, tag, build, extra={"folder": str(folder), "listing": digest})
+    return cached(source, tag, build, fill=fill, extra={"folder": str(folder), "listing": digest})
 
 
 def _unreadable(files: list[Path]) -> list[str]:
     """One line per file that is not an image, for find_problems."""
-    problems = []
-    for start in range(0, len(files), 256):
-        chunk = files[start:start + 256]
-        while chunk:
-            try:
-                probe_images(chunk, workers=1)
-                break
-            except ImageError as err:
-                problems.append(f"{WHO}: {err}. Replace or remove that file.")
-                chunk = chunk[chunk.index(err.path) + 1:]
-    return problems
+    problems: list[tuple[int, str]] = []
+    probe_images(files, skip=problems)
+    return [f"{WHO}: {message}. Replace or remove that file." for _, message in problems]
 
 
 class FolderInputs(ImageInputs):

@@ -1,16 +1,23 @@
 """Decodes folders of image files (PNG and whatever else scikit-image reads) into one uint8 N×C×H×W tensor.
 
 Decoding runs in worker processes, in chunks, and resizes only when asked to; `probe_images` reads just the
-headers (size, colour) to decide the shape first. Caching the result is left to the caller.
+headers (size, colour) to decide the shape first. `decode_into` writes straight into a sample store's file (each
+worker opens the memory map itself), so a folder of any size decodes in constant memory; what it decodes into, and
+whether it is kept, is the caller's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import time
 import warnings
-from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +61,44 @@ def read_images(paths: list[Path], in_shape: tuple[int, int, int], *, workers: i
     return torch.from_numpy(out)
 
 
-def probe_images(paths: list[Path], *, workers: int | None = None) -> np.ndarray:
+def probe_images(paths: list[Path], *, workers: int | None = None, skip: list[tuple[int, str]] | None = None
+                 ) -> np.ndarray:
     """int64 N×3: each file's height, width, and 1 if it has colour (RGB, RGBA, CMYK, a palette that is not all
     gray), 0 if gray (L, LA, 1-bit, 16-bit, a gray palette). Reads headers only, except of palette images.
 
-    Raises ImageError naming the first file that is missing or not an image."""
+    Raises ImageError naming the first file that is missing or not an image; given a list `skip`, such a file's row
+    is -1 instead and (its index, what is wrong) is appended to `skip`."""
     paths = [Path(p) for p in paths]
     out = np.empty((len(paths), 3), dtype=np.int64)
-    for start, rows in _run(_probe_chunk, list(_chunks(paths)), paths, workers):
+    jobs = [(chunk, skip is not None) for chunk in _chunks(paths)]
+    for start, rows in _run(_probe_chunk, jobs, paths, workers, skip):
         out[start:start + len(rows)] = rows
     return out
+
+
+def decode_into(file: Path, paths: list[Path], in_shape: tuple[int, int, int], *, resize: bool = False,
+                done: Iterable[int] = (), completed: Callable[[int, list[tuple[int, str]]], None] | None = None,
+                skip: bool = False, workers: int | None = None, label: str = "decode") -> None:
+    """Decodes `paths` into the uint8 N×C×H×W .npy file `file` (made beforehand, e.g. by the store's Writer), chunk
+    by chunk in worker processes that write the rows themselves: no image passes through this process, so memory
+    does not grow with the folder. Chunks in `done` are left as they are (a decode that continues); after each
+    chunk is flushed, `completed(chunk, problems)` is called with the (index, what is wrong) of the files it could
+    not decode, whose rows are left zero. Without `skip`, the first such file raises ImageError instead (its chunk
+    is not completed). A progress bar (count, rate, time left) shows on a terminal."""
+    paths = [Path(p) for p in paths]
+    done = set(done)
+    pending = [c for c in range(-(-len(paths) // CHUNK)) if c not in done]
+    jobs = [(str(file), c * CHUNK, paths[c * CHUNK:(c + 1) * CHUNK], in_shape, resize) for c in pending]
+    workers = _workers(workers)
+    with _progress(label, len(paths), len(paths) - sum(len(j[2]) for j in jobs)) as advance:
+        for job, problems in _unordered(_decode_into, jobs, workers if len(paths) >= SERIAL_BELOW else 1):
+            start = job[1]
+            if problems and not skip:
+                offset, message = problems[0]
+                raise ImageError(message, start + offset, paths[start + offset])
+            if completed is not None:
+                completed(start // CHUNK, [(start + offset, message) for offset, message in problems])
+            advance(len(job[2]))
 
 
 def channel_stats(x: torch.Tensor, scale: float = 255.0) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -71,9 +106,15 @@ def channel_stats(x: torch.Tensor, scale: float = 255.0) -> tuple[tuple[float, .
     its training split. From each channel's histogram of the 256 values, exactly, with no float copy of the split
     (which would be gigabytes, and seconds, for CIFAR-10)."""
     values = torch.arange(256, dtype=torch.float64) / scale
+    histograms = torch.zeros(x.shape[1], 256, dtype=torch.int64)
+    step = max(1, (16 << 20) // max(1, x[0].numel()))  # rows at a time: a channel of a big store is not copied whole
+    for start in range(0, len(x), step):
+        rows = x[start:start + step]
+        for channel in range(x.shape[1]):
+            histograms[channel] += torch.bincount(rows[:, channel].reshape(-1), minlength=256)
     means, stds = [], []
     for channel in range(x.shape[1]):
-        counts = torch.bincount(x[:, channel].reshape(-1), minlength=256).to(torch.float64)
+        counts = histograms[channel].to(torch.float64)
         total = max(1.0, float(counts.sum()))
         mean = float((counts * values).sum()) / total
         means.append(mean)
@@ -85,33 +126,106 @@ def _chunks(paths: list[Path]) -> Iterable[list[Path]]:
     return (paths[s:s + CHUNK] for s in range(0, len(paths), CHUNK))
 
 
-def _run(work: Callable[[Any], tuple[Any, tuple[int, str] | None]], jobs: list[Any], paths: list[Path],
-         workers: int | None) -> Iterable[tuple[int, Any]]:
-    """(start, result) of `work` on each chunk, in order, in worker processes when there are many files; the
-    first problem a chunk reports becomes an ImageError naming its file."""
-    workers = (os.cpu_count() or 1) if workers is None else workers
+def _workers(workers: int | None) -> int:
+    if workers is not None:
+        return workers
+    try:
+        return len(os.sched_getaffinity(0))  # the CPUs this process may use (a SLURM job's, a container's)
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _run(work: Callable[[Any], tuple[Any, Any]], jobs: list[Any], paths: list[Path], workers: int | None,
+         skip: list[tuple[int, str]] | None = None) -> Iterable[tuple[int, Any]]:
+    """(start, result) of `work` on each chunk, in order, in worker processes when there are many files. A chunk
+    reports its problems as (offset, message) pairs (or one pair, or None); the first becomes an ImageError naming
+    its file, unless `skip` is a list, which collects them all as (index, message)."""
+    workers = _workers(workers)
     if len(paths) < SERIAL_BELOW or workers <= 1:
         results, pool = map(work, jobs), None
     else:
         pool = _pool(min(workers, len(jobs)))
         results = pool.map(work, jobs)
     try:
-        for start, (result, problem) in zip(range(0, len(paths), CHUNK), results):
-            if problem is not None:
-                offset, message = problem
-                raise ImageError(message, start + offset, paths[start + offset])
+        for start, (result, problems) in zip(range(0, len(paths), CHUNK), results):
+            if problems is not None and not isinstance(problems, list):
+                problems = [problems]
+            for offset, message in problems or []:
+                if skip is None:
+                    raise ImageError(message, start + offset, paths[start + offset])
+                skip.append((start + offset, message))
             yield start, result
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
 
 
+def _unordered(work: Callable[[Any], Any], jobs: list[Any], workers: int) -> Iterable[tuple[Any, Any]]:
+    """(job, work(job)) as each finishes, at most 2 × workers jobs in flight (a folder's worth of futures need not
+    wait in memory); in this process when `workers` is 1. Leaving early cancels what has not started."""
+    if workers <= 1 or len(jobs) <= 1:
+        yield from ((job, work(job)) for job in jobs)
+        return
+    pool = _pool(min(workers, len(jobs)))
+    queue, running = iter(jobs), {}
+    try:
+        for job in queue:
+            running[pool.submit(work, job)] = job
+            if len(running) >= 2 * workers:
+                break
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield running.pop(future), future.result()
+                job = next(queue, None)
+                if job is not None:
+                    running[pool.submit(work, job)] = job
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _pool(workers: int) -> Executor:
     # Forked workers start at once and import nothing; where fork is not offered (macOS, Windows) threads
     # still overlap the file reads, though the decoding then holds the GIL.
     if "fork" in multiprocessing.get_all_start_methods():
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_die_with_parent)
     return ThreadPoolExecutor(workers)
+
+
+def _die_with_parent() -> None:
+    """A worker is killed when its parent dies, however it dies: a parent killed by the kernel (over a memory cap,
+    kill -9) would otherwise leave its decoders running, orphaned, for minutes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the pool
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+@contextlib.contextmanager
+def _progress(label: str, total: int, done: int) -> Iterator[Callable[[int], None]]:
+    """advance(n) of a progress bar on stderr (count, rate, time left) when stderr is a terminal; a no-op else."""
+    if not sys.stderr.isatty() or total < SERIAL_BELOW:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total, completed=done, rate="")
+        started, start_done = time.monotonic(), done
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            elapsed = max(time.monotonic() - started, 1e-6)
+            bar.update(task, advance=n, rate=f"{(done - start_done) / elapsed:,.0f} images/s")
+
+        yield advance
 
 
 def _unreadable(path: Path, err: Exception) -> str:
@@ -122,6 +236,28 @@ def _unreadable(path: Path, err: Exception) -> str:
     if isinstance(err, IsADirectoryError):
         return f"{path} is a directory, not an image file"
     return f"{path} could not be read as an image ({type(err).__name__}: {err})"
+
+
+def _decode_into(job: tuple[str, int, list[Path], tuple[int, int, int], bool]) -> list[tuple[int, str]]:
+    """Decodes one chunk into rows start.. of the .npy file, flushed before returning; the (offset, what is wrong)
+    of each file it could not decode (its row left as it was)."""
+    file, start, paths, (channels, height, width), resize = job
+    out = np.load(file, mmap_mode="r+", allow_pickle=False)
+    problems = []
+    for i, path in enumerate(paths):
+        try:
+            image = _decode(path, channels, (height, width) if resize else None)
+        except Exception as err:  # every decoder fails its own way on a truncated or foreign file
+            problems.append((i, _unreadable(path, err)))
+            continue
+        if image.shape[1:] != (height, width):
+            found = "×".join(map(str, image.shape[1:]))
+            problems.append((i, f"{path} is {found} pixels, expected {height}×{width} (images are not resized)"))
+            continue
+        out[start + i] = image
+    out.flush()
+    del out
+    return problems
 
 
 def _decode_chunk(job: tuple[list[Path], tuple[int, int, int], bool]) -> tuple[np.ndarray, tuple[int, str] | None]:
@@ -177,14 +313,20 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
 
 
-def _probe_chunk(paths: list[Path]) -> tuple[np.ndarray, tuple[int, str] | None]:
-    rows = np.empty((len(paths), 3), dtype=np.int64)
+def _probe_chunk(job: tuple[list[Path], bool]) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """(rows, problems): without `go_on`, the rows before the first bad file and that file's problem; with it, every
+    row (-1 for a bad file) and every problem."""
+    paths, go_on = job
+    rows = np.full((len(paths), 3), -1, dtype=np.int64)
+    problems = []
     for i, path in enumerate(paths):
         try:
             rows[i] = _probe(path)
         except Exception as err:  # Pillow names what it could not identify in several ways
-            return rows[:i], (i, _unreadable(path, err))
-    return rows, None
+            problems.append((i, _unreadable(path, err)))
+            if not go_on:
+                return rows[:i], problems
+    return rows, problems
 
 
 def _probe(path: Path) -> tuple[int, int, int]:

@@ -1,7 +1,8 @@
-"""The in-memory batch loader: a whole split as one tensor, batches cut by indexing a seeded permutation.
+"""The batch loader: a whole split as one tensor, batches cut by indexing a seeded permutation.
 
-Images stay uint8 until a batch is cut; scaling, normalization and augmentation run per batch as tensor
-ops on the training device. No worker processes, no per-sample Python: the data sets here fit in memory.
+The split is usually a memory-mapped sample store (data/cache.py): a batch is gathered from the page cache, so the
+process's memory does not grow with the data. Images stay uint8 until a batch is cut; scaling, normalization and
+augmentation run per batch as tensor ops on the training device. No worker processes, no per-sample Python.
 """
 
 from __future__ import annotations
@@ -14,6 +15,18 @@ import torch
 from torch import Tensor
 
 from trainkit.data.base import DataMeta, Split
+
+PIN_WHOLE_BYTES = 512 << 20  # a host split larger than this is pinned batch by batch, not copied whole into pinned RAM
+DEVICE_SHARE = 0.25  # a split goes onto the accelerator when it takes at most this share of its free memory
+
+
+def fits_on(device: torch.device, nbytes: int) -> bool:
+    """Whether a split of `nbytes` may live on `device` (data.on_device=true): a small share of its free memory, so
+    the model, its activations and the other splits still fit. A store larger than that streams from the host."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= DEVICE_SHARE * free
 
 
 @dataclass
@@ -78,10 +91,12 @@ class BatchLoader:
         n = len(split.x)
         # Evaluation: this rank's contiguous chunk. Training: all samples, cut per global batch.
         self.chunk = torch.tensor_split(torch.arange(n), self.world)[self.rank] if not shuffle else None
-        # On an accelerator the (small, uint8) split lives there by default: a batch is cut without a
-        # host copy. Kept on the host instead, it is pinned so each batch copy can overlap compute.
-        self.resident = on_device or device.type == "cpu"
-        pin = not self.resident and device.type == "cuda"
+        # On an accelerator a split that fits lives there by default: a batch is cut without a host copy. Kept on
+        # the host instead, a small split is pinned whole so each batch copy can overlap compute; a big one (a
+        # memory-mapped store) stays where it is, and each batch is pinned as it is cut.
+        nbytes = split.x.numel() * split.x.element_size()
+        self.resident = device.type == "cpu" or (on_device and fits_on(device, nbytes))
+        pin = not self.resident and device.type == "cuda" and nbytes <= PIN_WHOLE_BYTES
         self.x = split.x.to(device) if self.resident else (split.x.pin_memory() if pin else split.x)
         self.y = split.y.to(device) if self.resident else (split.y.pin_memory() if pin else split.y)
         self.scale = meta.scale
