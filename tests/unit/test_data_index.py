@@ -55,7 +55,7 @@ def test_images_are_decoded_once(tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again although nothing changed")
 
-    monkeypatch.setattr(index_csv, "read_images", no_decoding)
+    monkeypatch.setattr(index_csv, "decode_into", no_decoding)
     assert np.array_equal(mnist_csv.read_split(str(tmp_path / "train.csv")).x[:, 0].numpy(), x)
     write_pngs(tmp_path, np.zeros((1, 28, 28), np.uint8), ["1007.png"])  # an image changed: decode again
     with pytest.raises(AssertionError, match="decoded again"):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from trainkit.data.base import SPLITS, DataError, DataMeta, DataSplits, Split, asked_splits, carve
+from trainkit.data.cache import cached, fingerprint, stored_split
 from trainkit.data.normalization import normalization
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -151,10 +152,16 @@ def _test_file(folder: Path) -> Path:
 
 
 def _read_batches(files: list[Path]) -> Split:
-    parts = [_read_batch(file) for file in files]
-    x = np.concatenate([data for data, _ in parts]).reshape(-1, 3, 32, 32)  # a copy: writable, contiguous
-    y = np.concatenate([labels for _, labels in parts]).astype(np.int64)
-    return Split(torch.from_numpy(x), torch.from_numpy(y))
+    """The batches as one split, from the sample store (made from them once, in `.tkcache/` beside them)."""
+    def build() -> dict[str, np.ndarray]:
+        parts = [_read_batch(file) for file in files]
+        x = np.concatenate([data for data, _ in parts]).reshape(-1, 3, 32, 32)
+        return {"x": x, "y": np.concatenate([labels for _, labels in parts]).astype(np.int64)}
+
+    names = "+".join(file.name for file in files)  # a copy missing a batch makes a store of its own
+    arrays = cached(files[0], f"cifar10-{names}", build, extra={file.name: fingerprint(file) for file in files[1:]})
+    x, y = stored_split(arrays)
+    return Split(x, y)
 
 
 def _read_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:

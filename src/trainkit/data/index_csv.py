@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from trainkit.data.base import DataError, Split, regular_file
-from trainkit.data.cache import cached
-from trainkit.data.images import ImageError, read_images
+from trainkit.data.cache import Writer, cached, stored_split
+from trainkit.data.images import ImageError, decode_into
 
 # The file-name column of an index CSV, by its header (the first of these it has). `path`, `image_path` and `filepath` are there because
 # `trainkit predict` took them before it shared this parser: one list, so a file that predicts also trains.
@@ -79,9 +79,11 @@ def read_index(
     paths = [os.path.join(folder, name) for name in index.names]  # str, not Path: 60,000 of them add up
     stamp = _stat_all(file, paths, index, where)
 
-    def decode() -> dict[str, np.ndarray]:
-        try:
-            x = read_images([Path(p) for p in paths], in_shape).numpy()
+    def fill(writer: Writer) -> dict[str, np.ndarray]:
+        x = writer.create("x", (len(paths), *in_shape), np.uint8)
+        try:  # decoded by worker processes straight into the store: memory does not grow with the images
+            decode_into(writer.path("x"), [Path(p) for p in paths], in_shape, done=writer.done,
+                        completed=lambda chunk, _: writer.complete(chunk), label=f"decode {file.name}")
         except ImageError as err:
             line = index.lines[err.index]
             raise DataError(
@@ -91,9 +93,9 @@ def read_index(
         return {"x": x} if index.labels is None else {"x": x, "y": index.labels}
 
     tag = f"index-{'x'.join(map(str, in_shape))}"
-    arrays = cached(file, tag, decode, enabled=cache, extra={"images_dir": str(folder.absolute()), "images": stamp})
-    y = None if index.labels is None else torch.from_numpy(np.asarray(arrays["y"], dtype=np.int64))
-    return Split(torch.from_numpy(arrays["x"]), y)
+    arrays = cached(file, tag, fill=fill, enabled=cache, extra={"images_dir": str(folder.absolute()), "images": stamp})
+    x, y = stored_split(arrays)
+    return Split(x, None if y is None else y.to(torch.int64))
 
 
 def read_file_list(file: Path, *, where: Where = FILE_LIST) -> tuple[list[Path], list[str]]:

@@ -17,6 +17,7 @@ import torch
 
 from trainkit.data.base import (SPLITS, DataError, DataMeta, DataSplits, Split, asked_splits, carve,
                                  check_fractions)
+from trainkit.data.cache import FOLDER, cached, stored_split
 from trainkit.data.images import channel_stats
 from trainkit.data.normalization import normalization
 
@@ -136,7 +137,25 @@ def _read(name: str, spec: _Set, root: Path, train: bool, split: str | None,
         raise
     except Exception as err:
         raise _failure(name, spec, root, train, split, download, err) from None
-    return _arrays(name, dataset), _class_names(dataset)
+    return _stored(name, root, train, split, dataset), _class_names(dataset)
+
+
+def _stored(name: str, root: Path, train: bool, split: str | None, dataset: Any) -> Split:
+    """The set's split in the sample store, keyed by every file under the folder torchvision read it from: the
+    process keeps only the memory map, not torchvision's in-memory copy."""
+    folder = Path(getattr(dataset, "raw_folder", None) or root / getattr(dataset, "base_folder", ""))
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and FOLDER not in p.parts)
+    if not files:
+        return _arrays(name, dataset)
+    tag = f"{name}-{'train' if train else 'test'}-{split}"
+    stamp = {p.relative_to(folder).as_posix(): [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+
+    def build() -> dict[str, np.ndarray]:
+        arrays = _arrays(name, dataset)
+        return {"x": arrays.x.numpy(), "y": arrays.y.numpy()}
+
+    x, y = stored_split(cached(files[0], tag, build, extra={"files": stamp}))
+    return Split(x, y)
 
 
 def _construct(name: str, root: Path, train: bool, split: str | None, download: bool) -> Any:
