@@ -36,6 +36,7 @@ def load(
     test_fraction: float = 0.0,  # > 0: hold back this much of the train batches as test, ignore test_batch
     mean: list[float] | None = (0.4914, 0.4822, 0.4465),  # per channel, of pixels scaled to 0..1; null: none
     std: list[float] | None = (0.2470, 0.2435, 0.2616),
+    cache: bool = True,  # keep the batches in the sample store (.tkcache/ beside them); false: unpickle each time
     *,
     splits: tuple[str, ...] = SPLITS,  # which to return; not a config key: the command knows what it needs
 ) -> DataSplits:
@@ -53,13 +54,13 @@ def load(
     carving = bool(asked & {"train", "val"})  # train is what the val carve leaves: either needs both carves
     train = val = test = None
     if carving or (test_fraction > 0 and "test" in asked):
-        train = _read_batches(_train_files(folder))
+        train = _read_batches(_train_files(folder), cache)
         if test_fraction > 0:  # also when test is not asked for: train must be what a full load leaves
             train, test = _carve(train, test_fraction, seed, "data.test_fraction")
     if test_fraction == 0 and "test" in asked:
         if not folder.is_dir():
             raise _missing(folder, "the folder does not exist", what="test batch")
-        test = _read_batches([_test_file(folder)])
+        test = _read_batches([_test_file(folder)], cache)
     if carving:
         train, val = _carve(train, val_fraction, seed, "data.val_fraction")
     meta = DataMeta(
@@ -151,7 +152,7 @@ def _test_file(folder: Path) -> Path:
     return test
 
 
-def _read_batches(files: list[Path]) -> Split:
+def _read_batches(files: list[Path], cache: bool = True) -> Split:
     """The batches as one split, from the sample store (made from them once, in `.tkcache/` beside them)."""
     def build() -> dict[str, np.ndarray]:
         parts = [_read_batch(file) for file in files]
@@ -159,7 +160,8 @@ def _read_batches(files: list[Path]) -> Split:
         return {"x": x, "y": np.concatenate([labels for _, labels in parts]).astype(np.int64)}
 
     names = "+".join(file.name for file in files)  # a copy missing a batch makes a store of its own
-    arrays = cached(files[0], f"cifar10-{names}", build, extra={file.name: fingerprint(file) for file in files[1:]})
+    extra = {file.name: fingerprint(file) for file in files[1:]} if cache else None
+    arrays = cached(files[0], f"cifar10-{names}", build, enabled=cache, extra=extra)
     x, y = stored_split(arrays)
     return Split(x, y)
 
