@@ -513,6 +513,7 @@ for _name, _target, _options in [
     ("curves", "trainkit.data.curves:load", {}),
     ("image_folder", "trainkit.data.image_folder:load", {"inputs": "trainkit.data.image_folder:FolderInputs"}),
     ("torchvision", "trainkit.data.torchvision_sets:load", {}),
+    ("hf", "trainkit.data.hf:load", {"inputs": "trainkit.data.hf:new_inputs"}),
 ]:
     _builtin(DATASETS, _name, _target, **_options)
 for _name, _target in [
