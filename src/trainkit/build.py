@@ -802,7 +802,7 @@ def training_data(cfg: Any, built: Built) -> Any:
     fatal, warnings = refuse_fatal(cfg, data)
     loaders = built.loaders
     return TrainingData(data.meta, loaders["train"], loaders["val"], loaders.get("test"), examples(data.val),
-                        warnings + fatal)
+                        list(getattr(data, "warnings", [])) + warnings + fatal)
 
 
 def refuse_fatal(cfg: Any, data: DataSplits) -> tuple[list[str], list[str]]:
