@@ -155,3 +155,24 @@ def test_decoding_in_workers_writes_the_store_in_order_and_reports_every_bad_fil
     with pytest.raises(images.ImageError) as err:
         images.decode_into(tmp_path / "x.npy", order, (3, 12, 10), workers=2)
     assert err.value.index in (3, 20)
+
+
+def test_the_docs_store_writer_example_runs_and_reads_back_from_the_store(tmp_path):
+    """docs/extending.md's plugin that writes into the store, run as written."""
+    import re
+
+    from conftest import ROOT
+
+    text = (ROOT / "docs" / "extending.md").read_text()
+    section = text[text.index("### Data bigger than memory"):]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    module: dict = {}
+    exec(compile(code, "extending.md", "exec"), module)
+    pictures = np.random.default_rng(0).integers(0, 256, (1500, 3, 32, 32), dtype=np.uint8)
+    for i, picture in enumerate(pictures):
+        picture.tofile(tmp_path / f"{i}.raw")
+    np.save(tmp_path / "labels.npy", np.arange(1500) % 4)
+    data = module["load"](str(tmp_path))
+    assert torch.equal(data.train.x, torch.from_numpy(pictures)) and data.meta.num_outputs == 4
+    (tmp_path / "0.raw").unlink()  # the store is read back: no picture is decoded again
+    assert torch.equal(module["load"](str(tmp_path)).train.x, torch.from_numpy(pictures))
