@@ -76,15 +76,19 @@ def test_without_a_cache_a_fill_goes_through_a_folder_that_is_removed(tmp_path, 
     assert not any(p.is_file() for p in (cache_home / "trainkit" / "tmp").rglob("*"))
 
 
-def test_a_large_gather_spills_to_an_unlinked_file_with_the_same_rows(monkeypatch):
+def test_a_large_gather_from_a_store_spills_to_an_unlinked_file_and_one_in_memory_stays_there(tmp_path, monkeypatch):
     monkeypatch.setattr(cache, "SPILL_BYTES", 100)
     monkeypatch.setattr(cache, "COPY_ROWS_BYTES", 64)
     x = torch.arange(400 * 6, dtype=torch.uint8).reshape(400, 6)
+    np.save(tmp_path / "x.npy", x.numpy())
+    stored = torch.from_numpy(np.load(tmp_path / "x.npy", mmap_mode="c"))
+    assert cache.file_backed(stored) and not cache.file_backed(x)
     idx = torch.randperm(400, generator=torch.Generator().manual_seed(0))[:300].sort().values
-    taken = cache.take(x, idx)
-    assert torch.equal(taken, x[idx])
-    keep, held = carve(Split(x, torch.arange(400)), 0.25, seed=3)
-    assert torch.equal(keep.x, x[keep.y]) and torch.equal(held.x, x[held.y])
+    spilled = cache.take(stored, idx)
+    assert torch.equal(spilled, x[idx]) and cache.file_backed(spilled)
+    assert torch.equal(cache.take(x, idx), x[idx]) and not cache.file_backed(cache.take(x, idx))
+    keep, held = carve(Split(stored, torch.arange(400)), 0.25, seed=3)
+    assert torch.equal(keep.x, x[keep.y]) and torch.equal(held.x, x[held.y]) and cache.file_backed(keep.x)
 
 
 def test_channel_statistics_per_chunk_equal_the_whole_histogram(monkeypatch):

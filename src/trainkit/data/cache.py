@@ -260,11 +260,11 @@ def _temporary(fill: Callable[[Writer], Arrays]) -> Arrays:
 
 
 def take(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """t[idx] along the first dimension. A small result is an ordinary copy; a large one (over SPILL_BYTES: a split
-    carved out of a big store) is gathered chunk by chunk into an unlinked file and memory-mapped, so carving a
-    split never needs its size in memory."""
+    """t[idx] along the first dimension. A split in memory stays in memory, as does a small result; a large one
+    gathered from a store (over SPILL_BYTES: a split carved out of a big store) goes chunk by chunk into an unlinked
+    file, memory-mapped, so carving a split of a store never needs its size in memory."""
     row_bytes = max(1, t[:1].numel() * t.element_size())
-    if len(idx) * row_bytes <= SPILL_BYTES or t.device.type != "cpu":
+    if len(idx) * row_bytes <= SPILL_BYTES or t.device.type != "cpu" or not file_backed(t):
         return torch.index_select(t, 0, idx)
     base = user_cache_dir() / "tmp"
     base.mkdir(parents=True, exist_ok=True)
@@ -275,6 +275,22 @@ def take(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
             out[start:start + step] = torch.index_select(t, 0, idx[start:start + step]).numpy()
         out.flush()
         return torch.from_numpy(out)
+
+
+def file_backed(t: torch.Tensor) -> bool:
+    """Whether a CPU tensor's memory is a mapped file (a store), from the process's own map of its memory (Linux);
+    False where there is no such map."""
+    address = t.data_ptr()
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                start, end = (int(a, 16) for a in fields[0].split("-"))
+                if start <= address < end:
+                    return len(fields) == 6 and fields[5].strip().startswith("/")
+    except OSError:
+        pass
+    return False
 
 
 def _key_path(place: Path) -> Path:
