@@ -240,21 +240,20 @@ def _load_hub(datasets: Any, name: str, subset: str | None) -> Any:
     if not offline:
         problem = _unreachable()
         if problem:
-            raise DataError(_offline_message(name, subset, f"the Hub cannot be reached: {problem}"))
+            raise DataError(_offline_message(name, subset, f"the Hub cannot be reached ({problem})", offline))
     try:
         return datasets.load_dataset(name, subset)
-    except datasets.exceptions.DatasetNotFoundError as err:
+    except (datasets.exceptions.DatasetNotFoundError, ConnectionError) as err:
+        said = " ".join(str(err).split())[:200]
         if offline:
-            raise DataError(_offline_message(name, subset, "HF_HUB_OFFLINE is set and it is not in the Hugging Face "
-                                                           f"cache ({datasets.config.HF_DATASETS_CACHE})")) from None
-        said = " ".join(str(err).split())[:300]
+            cache = datasets.config.HF_DATASETS_CACHE
+            reason = f"HF_HUB_OFFLINE is set and it is not in the Hugging Face cache ({cache})"
+            raise DataError(_offline_message(name, subset, reason, offline)) from None
+        if isinstance(err, ConnectionError):
+            raise DataError(_offline_message(name, subset, f"the download failed ({said})", offline)) from None
         raise DataError(f"{WHO}: data.path={name} is no folder or file here, and no data set on the Hugging Face Hub "
                         f"by that name can be read ({said}). Set data.path to a local folder, or to the Hub's name of "
                         f"the data set (owner/name); for a gated or private one, log in first (hf auth login).") from None
-    except ConnectionError as err:
-        reason = "HF_HUB_OFFLINE is set and it is not in the Hugging Face cache" if offline else (
-            f"the download failed: {' '.join(str(err).split())[:200]}")
-        raise DataError(_offline_message(name, subset, reason)) from None
     except ValueError as err:  # e.g. a data set with several configurations and no data.subset
         said = " ".join(str(err).split())[:300]
         raise DataError(f"{WHO}: the Hub data set data.path={name} (data.subset={subset}) cannot be loaded: {said}. "
@@ -278,14 +277,15 @@ def _unreachable() -> str | None:
     return None
 
 
-def _offline_message(name: str, subset: str | None, reason: str) -> str:
+def _offline_message(name: str, subset: str | None, reason: str, offline: bool) -> str:
     args = f"'{name}'" + (f", '{subset}'" if subset else "")
     folder = name.rsplit("/", 1)[-1]
+    last = ("Or unset HF_HUB_OFFLINE where the Hub can be reached, and datasets downloads it." if offline else
+            "If it was downloaded on this machine before, set HF_HUB_OFFLINE=1 to read it from the Hugging Face cache.")
     return (f"{WHO}: data.path={name} is no folder or file here, so it was taken for a data set on the Hugging Face "
             f"Hub, and {reason}. Download it where there is internet and bring it here: python -c \"import datasets; "
             f"datasets.load_dataset({args}).save_to_disk('{folder}')\", then copy the folder {folder} here and set "
-            f"data.path to it (or copy the data set's parquet files into a folder and set data.path to that). If it "
-            f"was downloaded on this machine before, set HF_HUB_OFFLINE=1 to read it from the Hugging Face cache.")
+            f"data.path to it (or copy the data set's parquet files into a folder and set data.path to that). {last}")
 
 
 @contextlib.contextmanager
