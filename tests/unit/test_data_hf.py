@@ -96,15 +96,18 @@ def test_a_parquet_folder_is_split_by_its_file_names(tmp_path, layout):
     assert np.array_equal(one.val.x.numpy(), written["train"][0][held]) and one.test is None
 
 
-def test_an_arrow_folder_and_an_unlabeled_test_split(tmp_path):
-    train, _, _ = image_set(20)
-    test, _, _ = image_set(6, seed=1)
-    test = test.map(lambda row: {"label": -1})  # datasets' "no label", as many Hub test splits have it
+def test_an_arrow_folder_with_unlabeled_validation_and_test_splits(tmp_path):
+    """A test split without labels (ClassLabel -1, as many Hub test splits have it) is read unlabeled; a validation
+    split without labels would judge nothing, so one is carved from train instead."""
     (tmp_path / "arrow").mkdir()
-    train.map(lambda row: row, cache_file_name=str(tmp_path / "arrow" / "train.arrow"))
-    test.map(lambda row: row, cache_file_name=str(tmp_path / "arrow" / "test.arrow"))
+    for seed, (split, n) in enumerate((("train", 20), ("validation", 5), ("test", 6))):
+        dataset = image_set(n, seed)[0]
+        if split != "train":
+            dataset = dataset.map(lambda row: {"label": -1})  # datasets' "no label"
+        dataset.map(lambda row: row, cache_file_name=str(tmp_path / "arrow" / f"{split}.arrow"))
     data = hf.load(str(tmp_path / "arrow"), val_fraction=0.2)
-    assert len(data.train) == 16 and len(data.val) == 4 and len(data.test) == 6 and data.test.y is None
+    assert len(data.train) == 16 and len(data.val) == 4 and data.val.y is not None
+    assert len(data.test) == 6 and data.test.y is None
 
 
 def test_tabular_columns_with_string_and_float_labels(tmp_path):
@@ -222,6 +225,7 @@ def test_refusals_are_one_paragraph_naming_the_key(tmp_path):
         (saved, {"size": [8]}, r"data.size=\[8\] is not two whole numbers"),
         (saved, {"subset": "x"}, r"data.subset=x names a configuration of a data set on the Hub"),
         (saved, {"feature_columns": ["label"]}, r"names label, the label column"),
+        (saved, {"feature_columns": ["label"], "size": [4, 4]}, r"data.size is for images, and data.feature_columns"),
     ]
     for path, keys, message in cases:
         with pytest.raises(DataError, match=message) as caught:

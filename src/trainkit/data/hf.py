@@ -94,14 +94,14 @@ def load(
     asked = asked_splits(splits, WHO)
     height_width = _size(size)
     check_fractions(WHO, val_fraction, test_fraction)
-    if kind is not None and kind not in KINDS:
-        raise DataError(f"{WHO}: data.kind={kind!r} is not one of {', '.join(KINDS)}. Set data.kind=classification, "
-                        f"data.kind=regression, or data.kind=null to choose by the label column's type.")
+    _check_choices(kind, feature_columns, image_column, size)
     opened = _open(path, subset)
     if "test" in opened and test_fraction > 0:
         raise DataError(f"{WHO}: data.path={path} has a test split and data.test_fraction={test_fraction} asks to "
                         f"carve test rows from train as well. Set data.test_fraction=0 to test on its test split.")
     plan = _plan(path, opened, image_column, label_column, feature_columns, kind, cache)
+    if "val" in opened and _labels(plan, "val") is None:  # an unlabeled validation split judges nothing: carve one
+        del opened["val"]
     if plan.image_column is not None:
         reader: _Reader = _Images(plan, height_width)
     else:
@@ -144,6 +144,16 @@ def new_inputs(meta: DataMeta, data: dict[str, Any]) -> ImageInputs | ValueInput
     return reader
 
 
+def _check_choices(kind: str | None, feature_columns: Any, image_column: str | None, size: Any) -> None:
+    if kind is not None and kind not in KINDS:
+        raise DataError(f"{WHO}: data.kind={kind!r} is not one of {', '.join(KINDS)}. Set data.kind=classification, "
+                        f"data.kind=regression, or data.kind=null to choose by the label column's type.")
+    if feature_columns is not None and (image_column is not None or size is not None):
+        key = "data.image_column" if image_column is not None else "data.size"
+        raise DataError(f"{WHO}: {key} is for images, and data.feature_columns={feature_columns} reads numeric columns "
+                        f"instead. Set {key}=null for tabular data, or data.feature_columns=null for images.")
+
+
 # --- opening the data set -------------------------------------------------------------------------------------------
 def _datasets() -> Any:
     try:
@@ -171,7 +181,7 @@ def _open(path: str, subset: str | None) -> dict[str, Any]:
         with _quiet(datasets):
             found = _library_call(path, lambda: datasets.load_from_disk(str(local)))
     elif local.is_dir():
-        found = _load_files(datasets, path, _data_files(datasets, path, local))
+        found = _load_files(datasets, path, _data_files(path, local))
     elif local.is_file():
         if local.suffix.lower() not in FILE_BUILDERS:
             raise DataError(f"{WHO}: data.path={path} is a file, not a parquet or Arrow file (.parquet, .arrow). Set "
@@ -192,7 +202,7 @@ def _looks_local(path: str) -> bool:
         r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", path)
 
 
-def _data_files(datasets: Any, path: str, folder: Path) -> dict[str, list[str]]:
+def _data_files(path: str, folder: Path) -> dict[str, list[str]]:
     """{split: files} as datasets names the splits of a folder of files (train-*.parquet, data/test/*.arrow, ...);
     only parquet or Arrow files, of one kind."""
     from datasets.data_files import DataFilesDict, get_data_patterns
