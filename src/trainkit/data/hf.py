@@ -562,9 +562,13 @@ class _Table(_Reader):
         return Split(*stored_split(arrays))
 
     def stats(self, pool: Split, held: Split | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        x = pool.x.double()
-        std = x.std(0, correction=0)
-        return tuple(x.mean(0).tolist()), tuple(torch.where(std > 0, std, torch.ones_like(std)).tolist())
+        """Each feature's mean and std over the training rows (a constant feature's std is 1: left as it is), in
+        float64, a block of rows at a time: no float64 copy of the whole split."""
+        x, blocks = pool.x, range(0, len(pool.x), TABLE_ROWS)
+        mean = sum(x[s:s + TABLE_ROWS].double().sum(0) for s in blocks) / len(x)
+        var = sum(((x[s:s + TABLE_ROWS].double() - mean) ** 2).sum(0) for s in blocks) / len(x)
+        std = var.sqrt()
+        return tuple(mean.tolist()), tuple(torch.where(std > 0, std, torch.ones_like(std)).tolist())
 
 
 class _Images(_Reader):
