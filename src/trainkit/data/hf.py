@@ -263,7 +263,8 @@ def _load_hub(datasets: Any, name: str, subset: str | None) -> Any:
             raise DataError(_offline_message(name, subset, f"the download failed ({said})", offline)) from None
         raise DataError(f"{WHO}: data.path={name} is no folder or file here, and no data set on the Hugging Face Hub "
                         f"by that name can be read ({said}). Set data.path to a local folder, or to the Hub's name of "
-                        f"the data set (owner/name); for a gated or private one, log in first (hf auth login).") from None
+                        f"the data set (owner/name); for a gated or private one, log in first (hf auth "
+                        f"login).") from None
     except ValueError as err:  # e.g. a data set with several configurations and no data.subset
         said = " ".join(str(err).split())[:300]
         raise DataError(f"{WHO}: the Hub data set data.path={name} (data.subset={subset}) cannot be loaded: {said}. "
@@ -338,7 +339,8 @@ def _plan(path: str, opened: dict[str, Any], image_column: str | None, label_col
     described = ", ".join(f"{c} ({_feature_name(train.features[c])})" for c in columns)
     label = label_column or next((c for c in LABEL_COLUMNS if c in columns), None)
     if label is None or label not in columns:
-        key = f"data.label_column={label}" if label_column else f"no data.label_column and no column {' or '.join(LABEL_COLUMNS)}"
+        key = f"data.label_column={label}" if label_column else (
+            f"no data.label_column and no column {' or '.join(LABEL_COLUMNS)}")
         raise DataError(f"{WHO}: {key}: data.path={path} has the columns {described}. Set data.label_column to the "
                         f"column to learn.")
     if feature_columns is not None:
@@ -436,10 +438,9 @@ def _target(path: str, opened: dict[str, Any], column: str, kind: str | None) ->
     return Target(column, kind, [str(v) for v in values.tolist()], values)
 
 
-def _column(split: Any, column: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """One column's values as numpy (objects for strings; None where null), rows start..stop."""
-    table = split.with_format("arrow", columns=[column])[start:len(split) if stop is None else stop]
-    return table.column(column).to_numpy(zero_copy_only=False)
+def _column(split: Any, column: str) -> np.ndarray:
+    """One column's values as numpy: objects for strings (None where null), NaN for a null number."""
+    return split.with_format("arrow", columns=[column])[:].column(column).to_numpy(zero_copy_only=False)
 
 
 def _missing(values: np.ndarray) -> np.ndarray:
