@@ -35,7 +35,6 @@ VERSION = 2  # bump when what a reader stores changes meaning (2: stores filled 
 FOLDER = ".tkcache"  # beside the source
 SAMPLE_BLOCK = 1 << 16  # bytes hashed per sampled block
 SAMPLE_BLOCKS = 16  # first, last and evenly spread blocks: the whole of any file up to 1 MiB
-SPILL_BYTES = 64 << 20  # a gathered copy larger than this goes to an unlinked file, not to the process's memory
 COPY_ROWS_BYTES = 16 << 20  # bytes per step when copying rows between files: bounds the memory a copy takes
 
 Arrays = dict[str, np.ndarray]
@@ -260,19 +259,24 @@ def _temporary(fill: Callable[[Writer], Arrays]) -> Arrays:
 
 
 def take(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """t[idx] along the first dimension. A split in memory stays in memory, as does a small result; a large one
-    gathered from a store (over SPILL_BYTES: a split carved out of a big store) goes chunk by chunk into an unlinked
-    file, memory-mapped, so carving a split of a store never needs its size in memory."""
+    """t[idx] along the first dimension. A split in memory stays in memory; one gathered from a store (a split
+    carved out of it) goes chunk by chunk into an unlinked file, memory-mapped, so carving a split of a store never
+    needs its size in memory, and the carved split is read through the page cache as the store is."""
     row_bytes = max(1, t[:1].numel() * t.element_size())
-    if len(idx) * row_bytes <= SPILL_BYTES or t.device.type != "cpu" or not file_backed(t):
+    if t.device.type != "cpu" or not len(idx) or not file_backed(t):
         return torch.index_select(t, 0, idx)
     base = user_cache_dir() / "tmp"
     base.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=base, prefix="carved.", suffix=".npy") as f:  # unlinked when closed
         out = np.lib.format.open_memmap(f.name, mode="w+", dtype=t.numpy().dtype, shape=(len(idx), *t.shape[1:]))
         step = max(1, COPY_ROWS_BYTES // row_bytes)
+        # One buffer for every step: a fresh one each time is kept by the allocator (glibc raises its mmap
+        # threshold after the first is freed), and the process grows with the split after all.
+        buffer = torch.empty((min(step, len(idx)), *t.shape[1:]), dtype=t.dtype)
         for start in range(0, len(idx), step):
-            out[start:start + step] = torch.index_select(t, 0, idx[start:start + step]).numpy()
+            rows = idx[start:start + step]
+            torch.index_select(t, 0, rows, out=buffer[:len(rows)])
+            out[start:start + len(rows)] = buffer[:len(rows)].numpy()
         out.flush()
         return torch.from_numpy(out)
 

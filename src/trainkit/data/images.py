@@ -90,7 +90,7 @@ def decode_into(file: Path, paths: list[Path], in_shape: tuple[int, int, int], *
     pending = [c for c in range(-(-len(paths) // CHUNK)) if c not in done]
     jobs = [(str(file), c * CHUNK, paths[c * CHUNK:(c + 1) * CHUNK], in_shape, resize) for c in pending]
     workers = _workers(workers)
-    with _progress(label, len(paths), len(paths) - sum(len(j[2]) for j in jobs)) as advance:
+    with progress_bar(label, len(paths), len(paths) - sum(len(j[2]) for j in jobs)) as advance:
         for job, problems in _unordered(_decode_into, jobs, workers if len(paths) >= SERIAL_BELOW else 1):
             start = job[1]
             if problems and not skip:
@@ -205,7 +205,7 @@ def _die_with_parent() -> None:
 
 
 @contextlib.contextmanager
-def _progress(label: str, total: int, done: int) -> Iterator[Callable[[int], None]]:
+def progress_bar(label: str, total: int, done: int = 0) -> Iterator[Callable[[int], None]]:
     """advance(n) of a progress bar on stderr (count, rate, time left) when stderr is a terminal; a no-op else."""
     if not sys.stderr.isatty() or total < SERIAL_BELOW:
         yield lambda n: None
