@@ -25,7 +25,7 @@ import torch
 
 from trainkit.data.base import SPLITS, DataError, DataMeta, DataSplits, Split, asked_splits, carve, check_fractions
 from trainkit.data.cache import Writer, cached, stored_split, user_cache_dir
-from trainkit.data.images import GRAY_MODES
+from trainkit.data.images import GRAY_MODES, progress_bar
 from trainkit.data.inputs import ImageInputs, ValueInputs
 from trainkit.data.normalization import normalization
 from trainkit.extras import MissingExtra
@@ -657,12 +657,14 @@ class _Images(_Reader):
                 row, err = problem
                 raise self._unreadable(name, row, err)
             flushed.append(k)
+            advance(min(rows, n - k * rows))
             if len(flushed) * rows * int(np.prod(self.in_shape)) >= FLUSH_BYTES:
                 _flush(writer, flushed, x, counts)
 
         raw = _raw(split, self.column)
+        done_rows = sum(min(rows, n - k * rows) for k in writer.done)
         try:
-            with ThreadPoolExecutor(workers) as pool:
+            with ThreadPoolExecutor(workers) as pool, progress_bar(f"decode {name}", n, done_rows) as advance:
                 try:
                     for k in todo:
                         start = k * rows
