@@ -77,7 +77,6 @@ def test_without_a_cache_a_fill_goes_through_a_folder_that_is_removed(tmp_path, 
 
 
 def test_a_large_gather_from_a_store_spills_to_an_unlinked_file_and_one_in_memory_stays_there(tmp_path, monkeypatch):
-    monkeypatch.setattr(cache, "SPILL_BYTES", 100)
     monkeypatch.setattr(cache, "COPY_ROWS_BYTES", 64)
     x = torch.arange(400 * 6, dtype=torch.uint8).reshape(400, 6)
     np.save(tmp_path / "x.npy", x.numpy())
@@ -180,3 +179,13 @@ def test_the_docs_store_writer_example_runs_and_reads_back_from_the_store(tmp_pa
     assert torch.equal(data.train.x, torch.from_numpy(pictures)) and data.meta.num_outputs == 4
     (tmp_path / "0.raw").unlink()  # the store is read back: no picture is decoded again
     assert torch.equal(module["load"](str(tmp_path)).train.x, torch.from_numpy(pictures))
+
+
+def test_data_check_reports_the_images_a_reader_skipped(tmp_path):
+    from trainkit.data.check import summarize
+
+    write_image_folder(tmp_path / "f", per_class={"": 10})
+    bad = sorted((tmp_path / "f" / "cat").iterdir())[0]
+    bad.write_bytes(b"nothing")
+    report = summarize(image_folder.load(str(tmp_path / "f"), on_bad_image="skip"))
+    assert any("skipped 1 unreadable image" in w for w in report.warnings) and not report.fatal

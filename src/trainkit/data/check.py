@@ -51,6 +51,7 @@ def summarize(data: DataSplits) -> Report:
     named = (("train", data.train), ("val", data.val), ("test", data.test))
     splits = {name: split for name, split in named if split is not None}
     report = Report(data.meta, [_summarize(name, split, data.meta) for name, split in splits.items()])
+    report.warnings += list(getattr(data, "warnings", []))  # the reader's own: e.g. the images it skipped
     for s in report.splits:
         if s.non_finite:
             report.fatal.append(f"{s.name}: {s.non_finite} of {s.samples} samples hold NaN or inf values.")
