@@ -26,7 +26,7 @@ from trainkit.data.base import DataError, DataMeta, regular_file
 from trainkit.data.images import SUFFIXES as IMAGE_SUFFIXES
 
 DECODE_CHUNK = 4096  # image files decoded at a time: memory stays flat however many files there are
-DECODE_BYTES = 256 << 20  # and at most this many bytes of pixels a chunk: 1,783 images of 3×224×224, not 4096 (616 MB)
+DECODE_BYTES = 256 << 20  # and at most this many bytes of pixels: 1,783 images of 3×224×224, not 4096 (616 MB)
 VALUE_CHUNK = 4096  # CSV lines of values parsed at a time
 
 
