@@ -90,7 +90,7 @@ def test_an_unreadable_image_in_the_middle_leaves_the_rows_before_it(digits, tmp
     proc = run_cli("predict", f"ckpt={digits['ckpt']}", f"input={folder}", "output=out/p.csv", cwd=tmp_path,
                    check=False)
     assert proc.returncode == 1 and proc.stderr.startswith("error: predict: "), proc.stderr
-    assert f"{names[300]} could not be read as an image" in proc.stderr and "fix that file or leave it out" in proc.stderr
+    assert f"{names[300]} could not be read as an image" in proc.stderr and "leave it out" in proc.stderr
     rows, where = said(proc.stderr, 600)
     assert rows == 300 and where == "out/p.csv"
     assert [r[0] for r in whole_rows(tmp_path / where)] == names[:300]

@@ -5,6 +5,7 @@ row. The same through the real CLI, with signals: tests/e2e/test_predict_stream.
 from __future__ import annotations
 
 import csv
+import re
 import tracemalloc
 from pathlib import Path
 
@@ -142,3 +143,33 @@ def test_the_output_keeps_undecodable_file_names_as_they_are_on_disk(tmp_path):
     rows.add([[name]])
     rows.close()
     assert Path(tmp_path / "p.csv").read_bytes() == b"filename\r\ncaf\xe9.png\r\n"
+
+
+def test_a_stop_part_way_is_one_paragraph_for_each_cause_with_its_exit_code(tmp_path, monkeypatch):
+    import errno
+
+    from trainkit.commands.predict import PredictStopped, _stopped
+    from trainkit.errors import Stopped
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "p.csv"
+    try:
+        raise RuntimeError("a tensor\nof the wrong shape")
+    except RuntimeError as exc:
+        bug = exc
+    cases = [
+        (KeyboardInterrupt(), 130, r"^stopped by Ctrl-C \(SIGINT\)\. predict stopped"),
+        (Stopped("stopped by SIGTERM."), 143, r"^stopped by SIGTERM\. predict stopped"),
+        (DataError("predict: a.png could not be read as an image."), 1, r"^predict: a\.png could .* image\. predict"),
+        (OSError(errno.ENOSPC, "No space left on device", str(out)), 1, r"^cannot use .*p\.csv: .*disk is full"),
+        (bug, 1, (r"^trainkit predict failed on an unexpected RuntimeError: a tensor of the wrong shape \(at .*\)\. "
+                  r"This is a bug in trainkit, please report it; its traceback is in predict\.log\. predict stopped")),
+    ]
+    for exc, code, message in cases:
+        stopped = _stopped(exc, 1234, 100_000, out, tmp_path)
+        assert isinstance(stopped, PredictStopped) and stopped.keeps_run_dir and stopped.exit_code == code
+        assert isinstance(stopped, KeyboardInterrupt) == (code == 130)  # Ctrl-C stays one for Python callers
+        assert re.search(message, str(stopped)) and "\n" not in str(stopped), str(stopped)
+        assert str(stopped).endswith("it wrote 1,234 of 100,000 rows to p.csv (a valid partial CSV: the header and "
+                                     "whole rows only).")
+    assert "RuntimeError: a tensor" in (tmp_path / "predict.log").read_text()
