@@ -44,7 +44,12 @@ def say(exc: BaseException) -> int:
 
 
 def fail(exc: BaseException) -> NoReturn:
-    raise SystemExit(say(exc))
+    code = say(exc)
+    # A Ctrl-C that landed inside code run by exec() (dataclasses builds methods so, in torch's lazy imports) leaves
+    # CPython's "unhandled KeyboardInterrupt" flag set, and the interpreter then ends by SIGINT whatever exit code is
+    # asked for. A successful exec clears the flag, so the code said here (130, 143) is the one the shell sees.
+    exec("")  # noqa: S102
+    raise SystemExit(code)
 
 
 def explain(exc: BaseException, log: Path | None = None, doing: str = "trainkit") -> UserError:
