@@ -158,8 +158,8 @@ def capped_run(folder, interrupted) -> dict:
     del x
     cap = (BASELINE_MIB + HEADROOM_MIB) << 20
     command = [*TRAINKIT, "train", "data=image_folder", f"data.root={folder}", "model=mlp", "model.hidden=[16]",
-               "trainer.max_epochs=1", "trainer.limit_train_batches=10", "trainer.limit_eval_batches=2", "trainer.device=cpu",
-               "trainer.progress=none", "trainer.tensorboard=false",
+               "trainer.max_epochs=1", "trainer.limit_train_batches=10", "trainer.limit_eval_batches=2",
+               "trainer.device=cpu", "trainer.progress=none", "trainer.tensorboard=false",
                f"hydra.run.dir={cache.parent / 'run'}"]
     env = {**os.environ, "XDG_CACHE_HOME": str(cache), "COLUMNS": "200"}
     with capped(cap) as group:
