@@ -9,6 +9,7 @@ or is skipped and counted (data.on_bad_image). The batch loader normalizes and b
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -44,13 +45,12 @@ class Listing:
     files: list[Path]
     labels: np.ndarray  # int64, one per file
 
+    @functools.cached_property
     def stamp(self) -> str:
-        """Every file's name, class, size and mtime: a changed, added or removed image changes it."""
-        lines = []
-        for file, label in zip(self.files, self.labels.tolist()):
-            stat = file.stat()
-            lines.append(f"{file.relative_to(self.folder).as_posix()}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}")
-        return "\n".join(lines) + "\n"
+        """Every file's name, class, size and mtime: a changed, added or removed image changes it. Made once per
+        listing (the probe's store and the decode's are both keyed by it)."""
+        return "".join(f"{file.relative_to(self.folder).as_posix()}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}\n"
+                       for file, label in zip(self.files, self.labels.tolist()) for stat in (file.stat(),))
 
 
 def load(
@@ -349,7 +349,7 @@ def _cached(listing: Listing, tag: str, build, enabled: bool, fill=None) -> dict
     own fingerprint (size, mtime) says whether the cached arrays still describe the folder."""
     if not enabled:
         return cached(Path("."), tag, build, fill=fill, enabled=False)
-    stamp = listing.stamp()
+    stamp = listing.stamp
     folder = listing.folder.absolute()
     where = hashlib.blake2b(str(folder).encode(), digest_size=8).hexdigest()
     source = user_cache_dir() / WHO / where / f"{folder.name}.listing"

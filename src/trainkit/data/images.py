@@ -53,7 +53,7 @@ def read_images(paths: list[Path], in_shape: tuple[int, int, int], *, workers: i
     channels, height, width = in_shape
     if channels not in (1, 3):
         raise ValueError(f"read_images reads 1 (grayscale) or 3 (RGB) channels, not in_shape={in_shape}")
-    paths = [Path(p) for p in paths]
+    paths = _as_paths(paths)
     out = np.empty((len(paths), channels, height, width), dtype=np.uint8)
     jobs = [(chunk, in_shape, resize) for chunk in _chunks(paths)]
     for start, images in _run(_decode_chunk, jobs, paths, workers):
@@ -68,7 +68,7 @@ def probe_images(paths: list[Path], *, workers: int | None = None, skip: list[tu
 
     Raises ImageError naming the first file that is missing or not an image; given a list `skip`, such a file's row
     is -1 instead and (its index, what is wrong) is appended to `skip`."""
-    paths = [Path(p) for p in paths]
+    paths = _as_paths(paths)
     out = np.empty((len(paths), 3), dtype=np.int64)
     jobs = [(chunk, skip is not None) for chunk in _chunks(paths)]
     for start, rows in _run(_probe_chunk, jobs, paths, workers, skip):
@@ -85,7 +85,7 @@ def decode_into(file: Path, paths: list[Path], in_shape: tuple[int, int, int], *
     chunk is flushed, `completed(chunk, problems)` is called with the (index, what is wrong) of the files it could
     not decode, whose rows are left zero. Without `skip`, the first such file raises ImageError instead (its chunk
     is not completed). A progress bar (count, rate, time left) shows on a terminal."""
-    paths = [Path(p) for p in paths]
+    paths = _as_paths(paths)
     done = set(done)
     pending = [c for c in range(-(-len(paths) // CHUNK)) if c not in done]
     jobs = [(str(file), c * CHUNK, paths[c * CHUNK:(c + 1) * CHUNK], in_shape, resize) for c in pending]
@@ -124,6 +124,11 @@ def channel_stats(x: torch.Tensor, scale: float = 255.0) -> tuple[tuple[float, .
 
 def _chunks(paths: list[Path]) -> Iterable[list[Path]]:
     return (paths[s:s + CHUNK] for s in range(0, len(paths), CHUNK))
+
+
+def _as_paths(paths: list[Path] | list[str]) -> list[Path]:
+    """The list itself when it holds Paths already: a copy would be one more object per file of a big folder."""
+    return paths if all(isinstance(p, Path) for p in paths) else [Path(p) for p in paths]  # type: ignore[return-value]
 
 
 def _workers(workers: int | None) -> int:
