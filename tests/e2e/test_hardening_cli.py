@@ -117,6 +117,8 @@ def test_a_sweep_the_launcher_refuses_leaves_no_sweep_directory(tmp_path):
     (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Invalid generic "
                                     "resource (gres) specification' >&2\nexit 1\n")
     (bin_dir / "sbatch").chmod(0o755)
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit looks for srun first: on a machine without
+    (bin_dir / "srun").chmod(0o755)  # SLURM (before the cluster's tests install it) the refusal is still sbatch's
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
     proc = run_cli("train", "-m", "hydra/launcher=slurm", "seed=1,2", cwd=tmp_path, check=False, env=env)
     said = proc.stderr.split("error: ", 1)[1]
