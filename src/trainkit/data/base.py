@@ -106,6 +106,26 @@ def carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     return take(keep), take(held)
 
 
+def carve_for(who: str, split: Split, fraction: float, seed: int, key: str) -> tuple[Split, Split]:
+    """`carve`, with a refusal that names the reader and the key that asked for it (e.g. data.val_fraction)."""
+    try:
+        return carve(split, fraction, seed)
+    except DataError as err:
+        raise DataError(f"{who}: {key}={fraction}: {err}") from None
+
+
+def image_size(size: Any, who: str) -> tuple[int, int] | None:
+    """data.size as (H, W), or None (keep the images' own size); a refusal naming the key otherwise."""
+    if size is None:
+        return None
+    ok = isinstance(size, (list, tuple)) and len(size) == 2 and all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)
+    if not ok:
+        raise DataError(f"{who}: data.size={size!r} is not two whole numbers [H, W] of at least 1. Set e.g. "
+                        f"data.size=[64,64], or data.size=null to keep the images' own size.")
+    return int(size[0]), int(size[1])
+
+
 def check_fractions(who: str, val_fraction: float, test_fraction: float, test_off: str = "off") -> None:
     """data.val_fraction in (0, 1) and data.test_fraction in [0, 1) (0: `test_off`), or an error naming the key."""
     if not 0 < val_fraction < 1:

@@ -23,7 +23,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainkit.data.base import SPLITS, DataError, DataMeta, DataSplits, Split, asked_splits, carve, check_fractions
+from trainkit.data.base import (
+    SPLITS,
+    DataError,
+    DataMeta,
+    DataSplits,
+    Split,
+    asked_splits,
+    carve_for,
+    check_fractions,
+    image_size,
+)
 from trainkit.data.cache import Writer, cached, stored_split, user_cache_dir
 from trainkit.data.images import GRAY_MODES, progress_bar
 from trainkit.data.inputs import ImageInputs, ValueInputs
@@ -511,21 +521,11 @@ def _tag(kind: str, name: str) -> str:
 
 
 def _carve(split: Split, fraction: float, seed: int, key: str) -> tuple[Split, Split]:
-    try:
-        return carve(split, fraction, seed)
-    except DataError as err:
-        raise DataError(f"{WHO}: {key}={fraction}: {err}") from None
+    return carve_for(WHO, split, fraction, seed, key)
 
 
 def _size(size: list[int] | None) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    ok = isinstance(size, (list, tuple)) and len(size) == 2 and all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)
-    if not ok:
-        raise DataError(f"{WHO}: data.size={size!r} is not two whole numbers [H, W] of at least 1. Set e.g. "
-                        f"data.size=[64,64], or data.size=null to keep the images' own size.")
-    return int(size[0]), int(size[1])
+    return image_size(size, WHO)
 
 
 class _Table(_Reader):

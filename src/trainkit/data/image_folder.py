@@ -25,8 +25,9 @@ from trainkit.data.base import (
     DataSplits,
     Split,
     asked_splits,
-    carve,
+    carve_for,
     check_fractions,
+    image_size,
     regular_file,
 )
 from trainkit.data.cache import Writer, cached, stored_split, user_cache_dir
@@ -135,21 +136,11 @@ def find_problems(root: str, size: list[int] | None = None, test_fraction: float
 
 
 def _size(size: list[int] | None) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    ok = isinstance(size, (list, tuple)) and len(size) == 2 and all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)
-    if not ok:
-        raise DataError(f"{WHO}: data.size={size!r} is not two whole numbers [H, W] of at least 1. Set e.g. "
-                        f"data.size=[64,64], or data.size=null to keep the images' own size.")
-    return int(size[0]), int(size[1])
+    return image_size(size, WHO)
 
 
 def _carve(split: Split, fraction: float, seed: int, key: str) -> tuple[Split, Split]:
-    try:
-        return carve(split, fraction, seed)
-    except DataError as err:
-        raise DataError(f"{WHO}: {key}={fraction}: {err}") from None
+    return carve_for(WHO, split, fraction, seed, key)
 
 
 def _visible_dirs(folder: Path) -> list[str]:
