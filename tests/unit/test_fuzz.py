@@ -9,45 +9,27 @@ about 2,200 cases in a default run; `pytest tests/test_fuzz.py --hypothesis-prof
 
 from __future__ import annotations
 
-import signal
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 from factories import mnist_images, write_cifar10, write_mnist_csv, write_pngs
-from hypothesis import HealthCheck, given, settings
+from fuzzing import bounded, examples
+from hypothesis import given
 from hypothesis import strategies as st
 
 from trainkit.errors import UserError
 
-SCALE = settings.default.max_examples / 100  # the long profile raises max_examples, and every count with it
 CASE_SECONDS = 5  # far above any case's time: a case that takes this long is hanging
-QUICK = settings(deadline=None, suppress_health_check=list(HealthCheck))
 
 
-def examples(n: int) -> settings:
-    return settings(QUICK, max_examples=int(n * SCALE))
 
 
-@contextmanager
-def bounded():
-    """Fail the case, rather than the suite, if it does not finish in CASE_SECONDS."""
-    def hang(signum, frame):
-        raise TimeoutError(f"a case took over {CASE_SECONDS} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, hang)
-    signal.alarm(CASE_SECONDS)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def outcome(fn, *args, **kwargs) -> str:
     """'ok' or 'refused' (trainkit's error, with a message); anything else fails the test."""
-    with bounded():
+    with bounded(CASE_SECONDS):
         try:
             fn(*args, **kwargs)
         except UserError as err:

@@ -10,42 +10,25 @@ exception (a TypeError from deep inside), never a hang (an alarm), no run direct
 from __future__ import annotations
 
 import math
-import signal
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from fuzzing import bounded, examples
+from hypothesis import given
 from hypothesis import strategies as st
 
 from trainkit.errors import UserError
 
-SCALE = settings.default.max_examples / 100
 CASE_SECONDS = 10
-QUICK = settings(deadline=None, suppress_health_check=list(HealthCheck))
 # A run that succeeds is one epoch of 64 samples: a case that does train stays well under a second.
 SMALL = ["trainer.max_epochs=1", "data.n_train=64", "data.n_val=32", "data.n_test=32", "trainer.progress=none",
          "trainer.tensorboard=false"]
 
 
-def examples(n: int) -> settings:
-    return settings(QUICK, max_examples=int(n * SCALE))
 
 
-@contextmanager
-def bounded():
-    def hang(signum, frame):
-        raise TimeoutError(f"a case took over {CASE_SECONDS} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, hang)
-    signal.alarm(CASE_SECONDS)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def files_under(folder: Path) -> set[Path]:
@@ -55,7 +38,7 @@ def files_under(folder: Path) -> set[Path]:
 def outcome(where: Path, fn, *args, **kwargs) -> str:
     """'ok' or 'refused' (trainkit's error: one paragraph, and nothing new left under outputs/)."""
     before = files_under(where / "outputs")
-    with bounded():
+    with bounded(CASE_SECONDS):
         try:
             result = fn(*args, **kwargs)
         except UserError as err:

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import warnings
 from dataclasses import dataclass, replace
@@ -25,22 +24,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from fuzzing import bounded, examples
+from hypothesis import given
 from hypothesis import strategies as st
 from test_fuzz import MUTATIONS, mutate
 
 from trainkit import cli
 from trainkit.commands import sweep as sweep_command
 
-SCALE = settings.default.max_examples / 100
 CASE_SECONDS = 30  # far above any case's time (a case is 0.1-1 s): one that takes this long is hanging
-QUICK = settings(deadline=None, suppress_health_check=list(HealthCheck))
 MARKER_MODULE = "fuzz_cli_marker"  # imported only if a config made trainkit import what it names
 EVIL = [f"{MARKER_MODULE}.evil", "builtins.print", "os.system", "subprocess.Popen", "builtins.exec", "pathlib.Path"]
 
 
-def examples(n: int) -> settings:
-    return settings(QUICK, max_examples=max(1, int(n * SCALE)))
 
 
 @dataclass
@@ -50,18 +46,6 @@ class Said:
     err: str
 
 
-@contextlib.contextmanager
-def bounded():
-    def hang(signum, frame):
-        raise TimeoutError(f"a case took over {CASE_SECONDS} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, hang)
-    signal.alarm(CASE_SECONDS)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def trainkit(*args: str, ascii_terminal: bool = False) -> Said:
@@ -74,7 +58,7 @@ def trainkit(*args: str, ascii_terminal: bool = False) -> Said:
     err = io.TextIOWrapper(io.BytesIO(), encoding="ascii") if ascii_terminal else io.StringIO()
     GlobalHydra.instance().clear()
     try:
-        with bounded(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+        with bounded(CASE_SECONDS), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
                 warnings.catch_warnings(record=True) as warned:
             warnings.simplefilter("always")
             try:
@@ -416,7 +400,7 @@ def test_the_python_api_returns_or_raises_trainkits_error_and_leaves_nothing(cas
     folder = case_dir()
     (folder / "afile").write_text("")
     before = tree(folder)
-    with bounded():
+    with bounded(CASE_SECONDS):
         try:
             base = ["ckpt=missing.ckpt", *(["input=x.csv"] * (name == "predict"))]
             inprocess.run(name, [*base, *words])

@@ -15,37 +15,22 @@ from __future__ import annotations
 
 import itertools
 import json
-import signal
 import sys
 import textwrap
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from fuzzing import bounded, examples
+from hypothesis import given
 from hypothesis import strategies as st
 
 from trainkit.errors import UserError
 
-SCALE = settings.default.max_examples / 100  # the long profile raises max_examples, and every count with it
 CASE_SECONDS = 10  # far above any case's time (a case trains at most one epoch of 64 samples): a hang
-QUICK = settings(deadline=None, suppress_health_check=list(HealthCheck))
 TRAINER = {"max_epochs": 1, "progress": "none", "tensorboard": False, "device": "cpu", "log_every_n_steps": 1}
 NAMES = (f"fz{i}" for i in itertools.count())  # one module per case: components never clash across cases
 
 
-@contextmanager
-def bounded():
-    def hang(signum, frame):
-        raise TimeoutError(f"a case took over {CASE_SECONDS} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, hang)
-    signal.alarm(CASE_SECONDS)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(scope="module")
@@ -360,7 +345,7 @@ ENTRIES = {"train": through_train, "make_trainer": through_make_trainer, "build"
 def check(case: Case, entry: str, mod: str, where: Path) -> str:
     (where / f"{mod}.py").write_text(textwrap.dedent(HEADER) + case.source.replace("MOD", mod))
     before = set((where / "outputs").rglob("*")) if (where / "outputs").exists() else set()
-    with bounded():
+    with bounded(CASE_SECONDS):
         try:
             ENTRIES[entry](mod, case.choice, where)
         except UserError as err:
@@ -378,7 +363,7 @@ def check(case: Case, entry: str, mod: str, where: Path) -> str:
     return "ok"
 
 
-@settings(QUICK, max_examples=int(120 * SCALE))
+@examples(120)
 @given(data=st.data())
 def test_broken_plugins_are_refused_in_one_paragraph_naming_them(plugin_dir, data):
     mod = next(NAMES)
