@@ -245,12 +245,7 @@ def _finished(folder: Path, arrays: Arrays) -> dict[str, Path]:
 def _temporary(fill: Callable[[Writer], Arrays]) -> Arrays:
     """A fill into a folder that is removed once its arrays are mapped: the mappings outlive the names, so the
     samples stay on disk (not in memory) until the process ends, and nothing is left behind."""
-    base = user_cache_dir() / "tmp"
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        base = Path(tempfile.gettempdir())
-    folder = Path(tempfile.mkdtemp(prefix="store.", dir=base))
+    folder = Path(tempfile.mkdtemp(prefix="store.", dir=_scratch()))
     try:
         files = _finished(folder, fill(Writer(folder, {"temporary": str(folder)})))
         return {name: np.load(file, mmap_mode="c", allow_pickle=False) for name, file in files.items()}
@@ -258,16 +253,25 @@ def _temporary(fill: Callable[[Writer], Arrays]) -> Arrays:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _scratch() -> Path:
+    """Where unlinked working files go (a temporary store, a carved split): the user cache dir, or the system's
+    temporary folder where that cannot be made."""
+    base = user_cache_dir() / "tmp"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return Path(tempfile.gettempdir())
+    return base
+
+
 def take(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """t[idx] along the first dimension. A split in memory stays in memory; one gathered from a store (a split
     carved out of it) goes chunk by chunk into an unlinked file, memory-mapped, so carving a split of a store never
     needs its size in memory, and the carved split is read through the page cache as the store is."""
-    row_bytes = max(1, t[:1].numel() * t.element_size())
     if t.device.type != "cpu" or not len(idx) or not file_backed(t):
         return torch.index_select(t, 0, idx)
-    base = user_cache_dir() / "tmp"
-    base.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=base, prefix="carved.", suffix=".npy") as f:  # unlinked when closed
+    row_bytes = max(1, t[:1].numel() * t.element_size())
+    with tempfile.NamedTemporaryFile(dir=_scratch(), prefix="carved.", suffix=".npy") as f:  # unlinked when closed
         out = np.lib.format.open_memmap(f.name, mode="w+", dtype=t.numpy().dtype, shape=(len(idx), *t.shape[1:]))
         step = max(1, COPY_ROWS_BYTES // row_bytes)
         # One buffer for every step: a fresh one each time is kept by the allocator (glibc raises its mmap
