@@ -247,4 +247,4 @@ def runs(path: str | Path = "outputs") -> Any:
     if not isinstance(path, (str, Path)):
         raise ConfigError(f"trainkit.runs takes a folder's path, e.g. trainkit.runs(\"outputs\"), not "
                           f"{type(path).__name__}.")
-    return runs_frame(Path(path))
+    return runs_frame(path if isinstance(path, str) and "://" in path else Path(path))

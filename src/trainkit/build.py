@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from trainkit import registry
+from trainkit import registry, storage
 from trainkit.data.base import DataError, DataMeta, DataSplits, Split
 from trainkit.data.loader import Augment, BatchLoader
 from trainkit.engine import distributed
@@ -121,7 +121,9 @@ def _data_call(cfg: Any, splits: tuple[str, ...]) -> tuple[registry.Entry, dict[
     """The dataset's entry, the keyword arguments its function is called with, and what identifies that read."""
     values = _section(cfg, "data")
     entry = registry.DATASETS.get(values.get("name"))
-    kwargs = {k: v for k, v in values.items() if k not in LOADER_KEYS}
+    # A file or folder in object storage (data.root=s3://...): read from a local copy, fetched once and reused while
+    # the stored objects are unchanged; the reader and its sample store see a local path, as always.
+    kwargs = {k: str(storage.fetch(v)) if storage.is_url(v) else v for k, v in values.items() if k not in LOADER_KEYS}
     if "seed" in _params(entry.load()):
         kwargs.setdefault("seed", _seed(cfg))
     if "splits" in kwargs:  # the reader's own argument, chosen by the command, never by a config
@@ -314,7 +316,7 @@ class _evaluating:
     def __enter__(self) -> None:
         self.module.eval()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.module.train(self.was)
 
 
@@ -601,7 +603,7 @@ def _params(fn: Any) -> Any:
 
 def component_names(cfg: Any) -> dict[str, Any]:
     """{kind: name} of the components a config chooses (registry kinds)."""
-    group = lambda key: _section(cfg, key).get("name")  # noqa: E731
+    group = lambda key: _section(cfg, key).get("name")
     return {"model": group("model"), "dataset": group("data"), "task": group("task"),
             "optimizer": group("optimizer"), "scheduler": group("scheduler")}
 

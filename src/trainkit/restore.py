@@ -30,6 +30,7 @@ from trainkit.engine.optimization import Precision
 from trainkit.engine.rng import seed_everything
 from trainkit.engine.settings import TrainerSettings
 from trainkit.errors import ConfigError
+from trainkit.rundirs import remote
 from trainkit.tasks.base import Task
 
 RECIPE_KEYS = ("data", "model", "optimizer", "scheduler", "trainer", "seed")  # overridable in the stored config
@@ -117,6 +118,8 @@ def _read(payload: dict[str, Any], path: Path, overrides: DictConfig | None) -> 
 def restore(ckpt: str | Path, overrides: DictConfig | None = None, line: list[str] | None = None) -> Restored:
     """The task of `ckpt`, built from its own recipe and data description, weights loaded, in eval mode. `line`: the
     command as typed, for the hint that names the plugins to load."""
+    if remote.is_url(ckpt):  # s3://...: a local copy, fetched once and reused while the object is unchanged
+        ckpt = remote.checkpoint(str(ckpt))
     path = checkpoint.in_run(ckpt)
     payload = checkpoint.load(path)
     recipe, meta, samples = _read(payload, path, overrides)

@@ -134,7 +134,7 @@ LAYERS = [  # top to bottom; a package may import its own layer's packages and e
     {"trainkit.engine"},
     {"trainkit.reports"},
     {"trainkit.models", "trainkit.data"},
-    {"trainkit.registry", "trainkit.extras"},
+    {"trainkit.registry", "trainkit.extras", "trainkit.storage"},
     {"trainkit.errors", "trainkit.version"},
 ]
 LAYER = {unit: n for n, units in enumerate(LAYERS) for unit in units}

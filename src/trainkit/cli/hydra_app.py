@@ -48,6 +48,17 @@ def run(inv: Invocation, prog: str) -> None:
         else:
             os.environ["HYDRA_FULL_ERROR"] = full_error
         remove_unused(inv, failed)
+        if inv.multirun and inv.out_dir is not None and inv.out_dir.is_dir():
+            _upload_sweep(inv.out_dir)
+
+
+def _upload_sweep(sweep_dir: Path) -> None:
+    """A sweep in object storage: each job uploaded its own directory; its table, curves and multirun.yaml go up
+    at its end."""
+    from trainkit.rundirs import remote
+
+    if remote.url_of(sweep_dir) is not None:
+        remote.sync_up(sweep_dir)
 
 
 SUBMITIT = "hydra_plugins.hydra_submitit_launcher."
@@ -125,7 +136,7 @@ def _job_failed(ctx: Any, exc: Exception, num: int, log: Path) -> None:
     ctx.errors.print(f"[bold red]error:[/bold red] job {num} failed; the sweep goes on: ", end="")
     ctx.errors.print(str(explained) if isinstance(explained, InternalError) else error, markup=False)
     record_failure(ctx.run_dir, error)
-    return None  # not a number: an Optuna sweep records the trial as failed
+    # not a number: an Optuna sweep records the trial as failed
 
 
 def _report_stopped_sweep(inv: Invocation) -> None:

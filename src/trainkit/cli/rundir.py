@@ -11,6 +11,7 @@ from typing import Any
 
 from trainkit.cli.line import Invocation
 from trainkit.cli.table import SWEEP_DIR
+from trainkit.storage import is_url
 
 
 def claim_run_dir(inv: Invocation) -> Invocation:
@@ -50,6 +51,9 @@ def _claimed(inv: Invocation) -> Invocation:
     key, pattern = ("hydra.sweep.dir", SWEEP_DIR) if inv.multirun else ("hydra.run.dir", inv.command.run_dir)
     what = "the sweep directory" if inv.multirun else "the run directory"
     chosen = next((a.split("=", 1)[1] for a in inv.args if a.startswith(f"{key}=")), None)
+    resumed = None if inv.multirun else _resumed_url(inv)
+    if resumed is not None or (chosen is not None and is_url(chosen.strip("'\""))):
+        return _staged(inv, key, what, chosen, resumed)
     if chosen is not None:
         value = chosen.strip("'\"")
         if "${" not in value:  # made here, so that a file in the way or a name too long is said before Hydra starts
@@ -63,6 +67,32 @@ def _claimed(inv: Invocation) -> Invocation:
     inv.out_dir = Path(claimed)
     inv.created.update(p.resolve() for p in [*made, Path(claimed)])
     inv.args = [*inv.args, f"{key}={claimed}"]
+    return inv
+
+
+def _resumed_url(inv: Invocation) -> str | None:
+    value = next((a.split("=", 1)[1] for a in inv.args if a.startswith("resume=")), "").strip("'\"")
+    return value.rstrip("/") if is_url(value) else None
+
+
+def _staged(inv: Invocation, key: str, what: str, chosen: str | None, resumed: str | None) -> Invocation:
+    """A run (or sweep) directory in object storage: the line runs in its local staging folder, which holds what the
+    URL holds already, and the command's mirror uploads to the URL (trainkit.rundirs.remote). `resume=URL` continues
+    that run in place, so it is the run directory too."""
+    from trainkit.errors import ConfigError
+    from trainkit.rundirs import remote
+
+    url = (chosen or "").strip("'\"").rstrip("/")
+    if resumed is not None:
+        if chosen is not None and url != resumed:
+            raise ConfigError(f"resume={resumed} continues that run in place, in object storage, so {key}={url} cannot "
+                              f"be its run directory too: drop {key}=..., or give resume= the run you mean.")
+        url = resumed
+    staged = remote.stage(url, what)
+    inv.out_dir = staged
+    inv.had = set(os.listdir(staged))  # what the bucket held: a failed line removes only what it added
+    kept = [a for a in inv.args if not a.startswith((f"{key}=", "resume="))]
+    inv.args = [*kept, f"{key}={staged}", *([f"resume={staged}"] if resumed is not None else [])]
     return inv
 
 

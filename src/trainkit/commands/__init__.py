@@ -13,6 +13,8 @@ from typing import Any
 
 from rich.console import Console
 
+from trainkit.rundirs import remote
+
 
 def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=True)  # lines stay whole in logs and pipes
@@ -37,4 +39,39 @@ def execute(target: str, cfg: Any, ctx: Context) -> Any:
     import importlib
 
     module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)(cfg, ctx)
+    command = getattr(importlib.import_module(module), name)
+    url = remote.url_of(ctx.run_dir)
+    if url is None:
+        return command(cfg, ctx)
+    return _mirrored(command, cfg, ctx, url)
+
+
+def _mirrored(command: Any, cfg: Any, ctx: Context, url: str) -> Any:
+    """A command whose run directory is a staging folder of object storage: its files go up as they complete (a
+    checkpoint at once), the rest at the end. When uploads fail, a training run stops at its next step."""
+    from trainkit.storage import StorageError
+    from trainkit.trainer import Callback
+
+    mirror = remote.Mirror(ctx.run_dir, url).start()
+
+    class Uploads(Callback):
+        def on_checkpoint_end(self, trainer: Any) -> None:
+            mirror.wake()
+
+        def on_step_end(self, trainer: Any, step: int, metrics: Any) -> None:
+            if mirror.error is not None:
+                raise mirror.failure(finished=False)
+
+    ctx.callbacks = (*ctx.callbacks, Uploads())
+    finished = False
+    try:
+        result = command(cfg, ctx)
+        finished = True
+    except StorageError:
+        finished = None  # the mirror's own error, or object storage failing in the command: said once, below
+        raise
+    finally:
+        mirror.close(final=finished is not None)
+        if mirror.error is not None and finished is not False:
+            raise mirror.failure(finished=bool(finished)) from None
+    return result

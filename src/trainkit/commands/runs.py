@@ -16,6 +16,7 @@ from rich.table import Table
 
 from trainkit.errors import UsageError
 from trainkit.logging.text import number, shown
+from trainkit.rundirs import remote
 from trainkit.rundirs.read import (
     Run,
     RunsError,
@@ -29,6 +30,7 @@ from trainkit.rundirs.read import (
     stored_config,
 )
 from trainkit.rundirs.resume import config_diff
+from trainkit.storage import url_of
 
 
 def list_runs(console: Console, root: Path, limit: int) -> int:
@@ -36,15 +38,16 @@ def list_runs(console: Console, root: Path, limit: int) -> int:
         raise RunsError(f"{root} is not a directory: run `trainkit runs` where you ran `trainkit train` (its runs "
                         f"are in outputs/ there), or give the folder they are in: trainkit runs DIR.")
     runs = find_runs(root)
+    where = url_of(root) or root  # a URL's local copy is shown as the URL
     if not runs:
-        console.print(f"no training runs under {root}: `trainkit train` writes them to outputs/<date>/<time>/ and "
+        console.print(f"no training runs under {where}: `trainkit train` writes them to outputs/<date>/<time>/ and "
                       f"sweep jobs to outputs/multirun/<date>/<time>/<n>_<overrides>/.", markup=False)
         return 0
     shown = runs if limit <= 0 else runs[:limit]
     monitors = {r.monitor for r in shown if r.monitor}
     shared = next(iter(monitors)) if len(monitors) == 1 else ""  # then named once, in the header
     common = [o for o in shown[0].overrides if all(o in r.overrides for r in shown)] if len(shown) > 1 else []
-    table = Table(title=f"trainkit runs under {root}/: {len(runs)}, newest first", box=box.SIMPLE_HEAD,
+    table = Table(title=f"trainkit runs under {where}/: {len(runs)}, newest first", box=box.SIMPLE_HEAD,
                   show_edge=False, caption=f"common to all: {' '.join(common)}" if common else None,
                   caption_justify="left")
     wide = console.width >= 110  # narrower: the run's path (<date>/<time>) says when it started
@@ -53,7 +56,7 @@ def list_runs(console: Console, root: Path, limit: int) -> int:
     table.add_column("status", no_wrap=True)
     table.add_column(f"best\n{shared}" if shared else "best", justify="right", no_wrap=bool(shared))
     table.add_column("epochs", justify="right", no_wrap=True)
-    table.add_column(f"run (in {root}/)", overflow="fold", ratio=1)  # sweep jobs: long <n>_<overrides> names
+    table.add_column(f"run (in {where}/)", overflow="fold", ratio=1)  # sweep jobs: long <n>_<overrides> names
     table.add_column("overrides", overflow="fold", min_width=16, ratio=1)
     for run in shown:
         overrides = " ".join(o for o in run.overrides if o not in common) or ("(defaults)" if not run.overrides else "")
@@ -142,8 +145,9 @@ def main(argv: list[str]) -> int:
     parser = _Parser(
         prog="trainkit runs", description="List past training runs (newest first), or compare two. It reads the "
         "files every run writes; nothing else is kept.")
-    parser.add_argument("dir", nargs="?", type=Path, default=Path("outputs"),
-                        help="where to look for runs, single runs and sweep jobs alike (default: outputs)")
+    parser.add_argument("dir", nargs="?", default="outputs",
+                        help="where to look for runs, single runs and sweep jobs alike (default: outputs); or a URL "
+                        "in object storage, e.g. s3://bucket/outputs")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"),
                         help="two run directories (as given, or as listed: relative to DIR): their config "
                         "differences and metrics side by side")
@@ -156,6 +160,7 @@ def main(argv: list[str]) -> int:
     if args.plot is not None and not args.compare:
         raise RunsError("--plot PATH draws the runs of --compare A B: give both, e.g. trainkit runs --compare "
                         "A B --plot curves.png.")
+    root = remote.readable(args.dir) if remote.is_url(args.dir) else Path(args.dir)
     if args.compare:
-        return compare(console, *args.compare, args.dir, args.plot)
-    return list_runs(console, args.dir, args.limit)
+        return compare(console, *args.compare, root, args.plot)
+    return list_runs(console, root, args.limit)

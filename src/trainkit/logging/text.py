@@ -6,9 +6,15 @@ import math
 from pathlib import Path
 from typing import Any
 
+from trainkit.storage import url_of
+
 
 def shown(path: str | Path) -> str:
-    """A path as the user can type it from where they ran the command: relative to it when inside it."""
+    """A path as the user can type it from where they ran the command: relative to it when inside it; its URL when it
+    is in the local staging folder of object storage (trainkit.storage)."""
+    url = url_of(path)
+    if url is not None:
+        return url
     try:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except (ValueError, OSError):

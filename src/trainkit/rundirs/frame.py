@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from trainkit import storage
 from trainkit.rundirs.read import RunsError, find_runs, run_row
 
 
@@ -15,11 +16,17 @@ def runs_frame(root: Path) -> Any:
     the usual columns when there is none."""
     import pandas as pd
 
+    if storage.is_url(root):
+        from trainkit.rundirs.remote import readable
+
+        root = readable(str(root))
     if not Path(root).is_dir():
         raise RunsError(f"{root} is not a directory: give the folder that holds the runs, e.g. outputs or a sweep's "
                         f"outputs/multirun/<date>/<time>.")
     rows = [{"path": str(run.path), "started": pd.Timestamp(run.started, unit="s"), **run_row(run)}
             for run in find_runs(Path(root))]
+    for row in rows:
+        row["path"] = storage.url_of(row["path"]) or row["path"]  # a URL's local copy is shown as the URL
     columns = ["path", "started", "status", "overrides", "monitor", "best_value", "best_epoch", "epochs",
                "wall_time_s"]
     frame = pd.DataFrame(rows)

@@ -1,27 +1,216 @@
-"""Run directories on object storage (s3://, and any fsspec URL): a run writes into a local staging folder, and a
-mirror uploads each file there as it completes. The staging folder knows its URL (the `.remote` file in it)."""
+"""Run directories on object storage (s3://, and any fsspec URL). A run writes into a local staging folder, as it
+would into any run directory, and a mirror uploads each file there as it completes: a checkpoint at once (with the
+files written before it), the other files at most every few seconds, everything at the end. The staging folder
+knows its URL (the `.remote` file in it), so a sweep job's folder inside a staged sweep knows its own.
+
+A run directory that a URL names first comes down into its staging folder (its checkpoints but the epoch ones), so
+that resuming, and every reader of run directories, works on it as on a local one.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import threading
+import time
 from pathlib import Path
 
-MARKER = ".remote"  # in a staging folder: the URL it mirrors; never uploaded
+from trainkit import storage
+from trainkit.rundirs.claim import RunDirError, is_locked
+
+KEEP_DOTTED = {".hydra"}  # the one dotted folder a run directory shares; .lock, .remote and temporary files stay here
+THROTTLE_S = 10.0  # a file other than a checkpoint (metrics.csv, TensorBoard's events) goes up at most this often
 
 
-def is_url(value: str | Path) -> bool:
-    """Whether `value` names object storage (`s3://bucket/key`, `gs://...`), not a local path."""
-    text = str(value)
-    return "://" in text and not text.startswith("file://")
+MARKER = storage.MARKER
+is_url = storage.is_url
+url_of = storage.url_of
 
 
-def url_of(run_dir: str | Path) -> str | None:
-    """The URL that the local staging folder `run_dir` (or a folder above it: a sweep's) mirrors; None for a plain
-    local folder. A sweep job's folder `STAGING/3_lr=0.1` mirrors `URL/3_lr=0.1`."""
-    here = Path(run_dir).absolute()
-    for folder in (here, *here.parents):
-        marker = folder / MARKER
-        if marker.is_file():
-            base = marker.read_text().strip().rstrip("/")
-            rel = here.relative_to(folder).as_posix()
-            return base if rel == "." else f"{base}/{rel}"
-    return None
+def _kept_local(rel: str) -> bool:
+    """Files of a staging folder that are not the run's: the lock, the marker, temporary and partial files."""
+    parts = rel.split("/")
+    return (any(p.startswith(".") and p not in KEEP_DOTTED for p in parts)
+            or parts[-1].endswith((".tmp", ".part")))
+
+
+def _epoch_checkpoint(rel: str) -> bool:
+    return rel.startswith("checkpoints/") and rel.endswith(".ckpt") and rel.rsplit("/", 1)[-1] not in (
+        "last.ckpt", "best.ckpt")
+
+
+def stage(url: str, what: str = "the run directory") -> Path:
+    """The local staging folder of the run directory (or sweep directory) at `url`, holding what the URL holds
+    already (a run to continue; its epoch checkpoints stay in the bucket). Credentials, endpoint and bucket are
+    checked first, within a bounded time. A staging folder in use by another process on this machine is refused."""
+    url = url.rstrip("/")
+    fs, path = storage.probe(url, f"opening {what}")
+    rank = os.environ.get("RANK", "0")
+    folder = storage.local_folder(url, "runs")
+    if rank not in ("", "0"):  # another process of a data-parallel run on this machine: a folder of its own
+        folder = folder.with_name(f"{folder.name}.rank{rank}")
+    if folder.is_dir() and is_locked(folder):
+        raise RunDirError(f"{url}: {what} is in use by another trainkit process on this machine (its staging folder "
+                          f"{folder} is locked); two processes never write to one run. Wait for it to end.")
+    shutil.rmtree(folder, ignore_errors=True)  # the bucket is the truth: what a killed run left here goes
+    folder.mkdir(parents=True)
+    for rel, info in _stored(fs, path, url).items():
+        if rel and not _kept_local(rel) and not _epoch_checkpoint(rel):
+            storage.download(fs, f"{path}/{rel}", folder / rel, url, info)
+    (folder / MARKER).write_text(url + "\n")
+    return folder
+
+
+def readable(url: str) -> Path:
+    """A local copy of the run directories at or under `url` for reading them (`trainkit runs`, trainkit.runs):
+    their configs, metrics and summaries, without checkpoints or TensorBoard events."""
+    copy = storage.fetch(url, skip=lambda rel: rel.endswith((".ckpt", ".pt", ".onnx", ".png")) or
+                         "events.out.tfevents" in rel or _kept_local(rel))
+    (copy / MARKER).write_text(url.rstrip("/") + "\n")  # what is shown of it is the URL
+    return copy
+
+
+def checkpoint(url: str) -> Path:
+    """A local copy of the checkpoint at `url`: a .ckpt object, or a run directory's best (else last) checkpoint."""
+    url = url.rstrip("/")
+    if not url.endswith(".ckpt"):
+        fs, path = storage.probe(url, "reading the checkpoint")
+        for name in ("best.ckpt", "last.ckpt"):
+            if storage.call(url, "reading the checkpoint", fs.isfile, f"{path}/checkpoints/{name}"):
+                return storage.fetch(f"{url}/checkpoints/{name}")
+        raise storage.StorageError(f"{url} holds no checkpoints/best.ckpt or checkpoints/last.ckpt: give a .ckpt "
+                                   f"URL written by trainkit, or the URL of a run directory (hydra.run.dir=...).")
+    return storage.fetch(url)
+
+
+class Mirror:
+    """Uploads what changes in `folder` to `url`, from a thread, until closed; a file deleted here (an old epoch
+    checkpoint) goes there too. `wake()` asks for an upload now (a checkpoint was written). An upload that fails is
+    kept in `error`, and the mirror stops: the run must stop too (its files no longer reach the bucket)."""
+
+    def __init__(self, folder: Path, url: str, interval: float = 1.0) -> None:
+        self.folder, self.url, self.interval = folder, url.rstrip("/"), interval
+        self.fs, self.path = storage.filesystem(self.url)
+        self.sent = self._in_bucket()
+        self.sent_at: dict[str, float] = {}
+        self.error: storage.StorageError | None = None
+        self.newest_checkpoint: str | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trainkit-mirror", daemon=True)
+
+    def _in_bucket(self) -> dict[str, tuple[int, int]]:
+        """The local files that the bucket holds already (what came down at staging): the rest goes up."""
+        there = _stored(self.fs, self.path, self.url)
+        return {rel: sig for rel, sig in self._scan().items() if _same(there.get(rel), sig)}
+
+    def _scan(self) -> dict[str, tuple[int, int]]:
+        found = {}
+        for path in self.folder.rglob("*"):
+            rel = path.relative_to(self.folder).as_posix()
+            if _kept_local(rel):
+                continue
+            try:
+                st = path.stat()
+            except OSError:  # replaced or removed meanwhile: the next pass sees what took its place
+                continue
+            if path.is_file():
+                found[rel] = (st.st_size, st.st_mtime_ns)
+        return found
+
+    def start(self) -> Mirror:
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.sync(final=False)
+            except storage.StorageError as exc:
+                self.error = exc
+                return
+
+    def sync(self, final: bool) -> None:
+        """One pass: changed files up (checkpoints last, so that the files a checkpoint's run wrote before it are
+        there with it), deleted ones removed. Non-final passes hold back files uploaded less than THROTTLE_S ago,
+        unless a checkpoint changed."""
+        with self._lock:
+            now = self._scan()
+            changed = [rel for rel, sig in now.items() if self.sent.get(rel) != sig]
+            checkpoints = sorted((r for r in changed if r.endswith(".ckpt")), key=lambda r: r.endswith(("last.ckpt",
+                                                                                                       "best.ckpt")))
+            others = [r for r in changed if not r.endswith(".ckpt")]
+            if not (final or checkpoints):
+                clock = time.monotonic()
+                others = [r for r in others if clock - self.sent_at.get(r, -THROTTLE_S) >= THROTTLE_S]
+            for rel in [*others, *checkpoints]:
+                try:
+                    storage.upload(self.fs, self.folder / rel, f"{self.path}/{rel}", f"{self.url}/{rel}")
+                except storage.StorageError:
+                    if not (self.folder / rel).exists():  # an old epoch checkpoint, removed since the scan
+                        now.pop(rel)
+                        continue
+                    raise
+                self.sent[rel], self.sent_at[rel] = now[rel], time.monotonic()
+                if rel.endswith(".ckpt"):
+                    self.newest_checkpoint = rel
+            for rel in [r for r in self.sent if r not in now and r.endswith(".ckpt")]:
+                storage.call(self.url, f"removing {rel}", self.fs.rm, f"{self.path}/{rel}")
+                del self.sent[rel]
+
+    def close(self, final: bool = True) -> None:
+        """Stop the thread; with `final`, upload what is left (unless an upload already failed)."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        if final and self.error is None:
+            try:
+                self.sync(final=True)
+            except storage.StorageError as exc:
+                self.error = exc
+
+    def failure(self, finished: bool) -> storage.StorageError:
+        """The upload error as the run's error: where the run's files are and how to go on."""
+        assert self.error is not None
+        saved = (f"its last complete checkpoint in the bucket ({self.url}/{self.newest_checkpoint}) resumes with "
+                 f"resume={self.url}" if self.newest_checkpoint else "no checkpoint reached the bucket")
+        done = ("the run finished, but its files did not all reach the bucket" if finished else
+                "the run stopped, since what it writes no longer reaches the bucket")
+        return storage.StorageError(f"{self.error} {done}: {saved}. Every file is also in the local staging folder "
+                                    f"{self.folder} (until a run of this URL starts here again).")
+
+
+def sync_up(folder: Path) -> None:
+    """Upload what `folder` (a staging folder, or one inside one) holds and its URL lacks or holds older or of
+    another size: a sweep's own files (its table and curves) at its end, after each job uploaded its own."""
+    url = url_of(folder)
+    if url is None:
+        return
+    fs, path = storage.filesystem(url)
+    there = _stored(fs, path, url)
+    for local in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = local.relative_to(folder).as_posix()
+        st = local.stat()
+        if not _kept_local(rel) and not _same(there.get(rel), (st.st_size, st.st_mtime_ns)):
+            storage.upload(fs, local, f"{path}/{rel}", f"{url}/{rel}")
+
+
+def _stored(fs: Any, path: str, url: str) -> dict[str, dict[str, Any]]:
+    return storage.listing(fs, path, url) if storage.call(url, "listing", fs.isdir, path) else {}
+
+
+def _same(info: dict[str, Any] | None, sig: tuple[int, int]) -> bool:
+    """Whether the stored object `info` is the local file of (size, mtime in ns) `sig`: the same size, and written
+    after the file last changed (a downloaded copy has the object's own time)."""
+    if info is None or info.get("size") != sig[0]:
+        return False
+    stored = storage.modified(info)
+    return stored is not None and sig[1] / 1e9 <= stored + 1e-3
