@@ -47,6 +47,13 @@ COMMANDS: dict[str, Command] = {
     "sample": Command("draw new samples from a GAN as a PNG: trainkit sample ckpt=.../best.ckpt n=64",
                       "trainkit.commands.sample:run_sample", config="sample", open_roots=RECIPE_ROOTS,
                       run_dir="outputs/sample/%Y-%m-%d/%H-%M-%S"),
+    "tune": Command("find a learning rate and a batch size for a run: trainkit tune experiment=mnist_mlp "
+                    "data.train_csv=PATH [tune.mode=lr|batch|both]",
+                    "trainkit.commands.tune:run_tune", config="tune", run_dir="outputs/tune/%Y-%m-%d/%H-%M-%S"),
+    "profile": Command("time a short run by phase, with its FLOP/s and a trace: trainkit profile experiment=mnist_fast "
+                       "data.train_csv=PATH [profile.steps=50]",
+                       "trainkit.commands.profile:run_profile", config="profile",
+                       run_dir="outputs/profile/%Y-%m-%d/%H-%M-%S"),
     "runs": Command("list past runs, newest first: trainkit runs [DIR]; two side by side: trainkit runs --compare A B",
                     "trainkit.commands.runs:main"),
     "list": Command("every model, dataset, task, optimizer, scheduler, tracker and cluster environment by name, and "

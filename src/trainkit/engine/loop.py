@@ -15,6 +15,7 @@ from torch import Tensor
 
 from trainkit.engine import distributed
 from trainkit.engine.optimization import Optimization
+from trainkit.engine.profiling import phase
 from trainkit.engine.settings import TrainerSettings
 from trainkit.engine.signals import Interrupted
 from trainkit.errors import ConfigError, UserError
@@ -197,29 +198,38 @@ def _train_epoch(task: Task, loader: Loader, opt: Optimization, logger: Logger, 
     logger.start_epoch(epoch, num)
     hooks.event("epoch_start", epoch)
     start = time.perf_counter()
-    for x, y in islice(loader, num - state.batch):
+    batches = iter(islice(loader, num - state.batch))
+    while True:
+        with phase("data"):  # the loader cuts, converts and moves each batch when it is asked for it
+            batch = next(batches, None)
+        if batch is None:
+            break
+        x, y = batch
         skipped = opt.skipped_steps
-        out = task.train_step((x, y), opt)
-        opt.end_iteration()
+        with phase("step"):  # the task's forward pass and loss; backward and optimizer mark their own ranges
+            out = task.train_step((x, y), opt)
+            opt.end_iteration()
         state.step += 1
         state.batch += 1
         if opt.skipped_steps == skipped:  # on_nan=skip: a dropped update adds nothing to the metrics
             epoch_acc.add(out, len(x), state.step)  # with the step: it also finds the first non-finite one
             window.add(out, len(x))
-        logged = None
-        # .item() syncs with the device: only every log_every_n_steps steps.
-        if state.step % settings.log_every_n_steps == 0:
-            logged = window.compute("train/")
-            window = MeanAccumulator()
-            _check_finite(logged, epoch_acc)
-        logger.step(state.step, logged)
-        hooks.event("step_end", state.step, logged)
+        with phase("logging"):
+            logged = None
+            # .item() syncs with the device: only every log_every_n_steps steps.
+            if state.step % settings.log_every_n_steps == 0:
+                logged = window.compute("train/")
+                window = MeanAccumulator()
+                _check_finite(logged, epoch_acc)
+            logger.step(state.step, logged)
+            hooks.event("step_end", state.step, logged)
         every = settings.checkpoint_every_n_steps
         signum = hooks.stop_requested()
         if signum is not None or (every and state.step % every == 0 and state.batch < num):
             _check_finite(epoch_acc.compute("train/"), epoch_acc)  # never save after a NaN
             state.partial = {**epoch_acc.state_dict(), "seconds": before + time.perf_counter() - start}
-            hooks.save_step()
+            with phase("checkpoint"):
+                hooks.save_step()
             if signum is not None:
                 raise _interrupted(signum, state)
     metrics = epoch_acc.compute("train/")
@@ -276,7 +286,7 @@ def fit(
         while state.epoch < end and not state.stopped_early:
             train_metrics, elapsed, samples = _train_epoch(task, train_loader, opt, logger, settings, state, hooks)
             hooks.event("validation_start")
-            with opt.ema.swapped() if opt.ema is not None else nullcontext():  # validate the averaged weights
+            with phase("validation"), opt.ema.swapped() if opt.ema is not None else nullcontext():  # the averages
                 val_metrics = evaluate(task, val_loader, opt.autocast, "val/", settings.limit_eval_batches)
             hooks.event("validation_end", val_metrics)
             metrics = {
@@ -289,10 +299,12 @@ def fit(
             state.epoch += 1
             state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
             state.stopped_early = _early_stop(state, metrics, settings, task)
-            hooks.save_epoch(metrics)
-            logger.end_epoch(state.epoch, state.step, metrics)
-            logger.images(state.epoch, task.epoch_images())
-            hooks.event("epoch_end", state.epoch, state.history[-1])
+            with phase("checkpoint"):
+                hooks.save_epoch(metrics)
+            with phase("logging"):
+                logger.end_epoch(state.epoch, state.step, metrics)
+                logger.images(state.epoch, task.epoch_images())
+                hooks.event("epoch_end", state.epoch, state.history[-1])
             signum = hooks.stop_requested()
             if signum is not None and state.epoch < settings.max_epochs:
                 raise _interrupted(signum, state)

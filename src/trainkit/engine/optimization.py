@@ -13,6 +13,8 @@ from typing import Any, ContextManager
 import torch
 from torch import Tensor
 
+from trainkit.engine.profiling import phase
+
 _AMP_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
@@ -69,19 +71,22 @@ class Optimization:
         cycle also unscale, clip and step it. Gradients are zeroed at the start of each cycle."""
         optimizer = self.optimizers[name]
         if self.micro == 0:
-            optimizer.zero_grad(set_to_none=True)
+            with phase("optimizer"):
+                optimizer.zero_grad(set_to_none=True)
         # Skipping needs the loss on the host: a sync per step, paid only when on_nan=skip.
         if self.skip_nonfinite and not torch.isfinite(loss.detach()).item():
             self.skipped_steps += 1
             return
-        self.scaler.scale(loss / self.accumulate if self.accumulate > 1 else loss).backward()
+        with phase("backward"):
+            self.scaler.scale(loss / self.accumulate if self.accumulate > 1 else loss).backward()
         if not self._updating:
             return
-        if self.grad_clip is not None:
-            self.scaler.unscale_(optimizer)
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-        self.scaler.step(optimizer)
+        with phase("optimizer"):
+            if self.grad_clip is not None:
+                self.scaler.unscale_(optimizer)
+                params = [p for group in optimizer.param_groups for p in group["params"]]
+                torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+            self.scaler.step(optimizer)
         self._stepped = True
 
     def end_iteration(self) -> None:
@@ -92,13 +97,17 @@ class Optimization:
             return
         self.micro = 0
         if self._stepped:
-            self.scaler.update()
-            self._stepped = False
-            for scheduler in self.schedulers.values():
-                if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    scheduler.step()
-            if self.ema is not None:
-                self.ema.update()
+            with phase("optimizer"):
+                self._after_update()
+
+    def _after_update(self) -> None:
+        self.scaler.update()
+        self._stepped = False
+        for scheduler in self.schedulers.values():
+            if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step()
+        if self.ema is not None:
+            self.ema.update()
 
     def take_skipped(self) -> int:
         n, self.skipped_steps = self.skipped_steps, 0
