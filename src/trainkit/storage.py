@@ -24,7 +24,7 @@ NOT_STORAGE = {"file", "local", "hf"}
 # Stores whose single PUT (and multipart upload) makes an object appear whole or not at all.
 ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 # S3: a refused or silent endpoint fails within about connect_timeout × max_attempts seconds, not botocore's minutes.
-S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 2, "mode": "standard"}}
+CONNECT_TIMEOUT_S, READ_TIMEOUT_S, ATTEMPTS = 5, 60, 2
 
 
 MARKER = ".remote"  # in a local staging folder of object storage: the URL it mirrors
@@ -68,16 +68,23 @@ def filesystem(url: str) -> tuple[Any, str]:
         import fsspec
     except ImportError:
         raise _missing(url, "fsspec") from None
-    options: dict[str, Any] = {"config_kwargs": S3_CONFIG} if protocol(url) in ("s3", "s3a") else {}
+    options: dict[str, Any] = {}
+    if protocol(url) in ("s3", "s3a"):  # a fresh dict each time: botocore rewrites the one it is given
+        options["config_kwargs"] = {"connect_timeout": CONNECT_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S,
+                                    "retries": {"max_attempts": ATTEMPTS, "mode": "standard"}}
     for name in ("botocore", "aiobotocore", "s3fs", "fsspec"):  # "Found credentials in ...": not the run's news
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
-        return fsspec.core.url_to_fs(url, **options)
+        fs, path = fsspec.core.url_to_fs(url, **options)
     except ImportError as exc:
         raise _missing(url, str(exc)) from None
     except ValueError as exc:  # fsspec: "Protocol not known"
         raise StorageError(f"{url}: {exc}. trainkit reads and writes object storage through fsspec; use an s3:// "
                            f"URL (or another protocol fsspec knows, with its package installed).") from None
+    loop = getattr(fs, "loop", None)  # an async file system's event loop (s3fs): a request that failed is reported
+    if loop is not None:              # by trainkit's error; the loop's "exception never retrieved" goes to the log
+        loop.set_exception_handler(lambda _loop, context: logging.getLogger(__name__).debug(context.get("message")))
+    return fs, path
 
 
 def _missing(url: str, said: str) -> StorageError:
@@ -105,7 +112,7 @@ def explained(exc: BaseException, url: str, doing: str) -> StorageError:
     elif re.search(r"Connect|Timeout|timed out|Unreachable|Name or service|resolve", f"{name} {said}", re.IGNORECASE) or \
             isinstance(exc, (ConnectionError, TimeoutError)):
         why = (f"{endpoint} does not answer ({said}). Check AWS_ENDPOINT_URL (or your network); trainkit gives up "
-               f"after {S3_CONFIG['connect_timeout']} s × {S3_CONFIG['retries']['max_attempts']} tries")
+               f"after {CONNECT_TIMEOUT_S} s × {ATTEMPTS} tries")
     elif isinstance(exc, FileNotFoundError):
         why = f"nothing is stored there ({said}). Check the URL: `aws s3 ls {url}` lists what is"
     else:

@@ -134,19 +134,19 @@ class Mirror:
                 return
             try:
                 self.sync(final=False)
-            except storage.StorageError as exc:
-                self.error = exc
+            except Exception as exc:  # the run's thread says it (the callback, or close): never this thread
+                self.error = storage.explained(exc, self.url, "uploading")
                 return
 
     def sync(self, final: bool) -> None:
-        """One pass: changed files up (checkpoints last, so that the files a checkpoint's run wrote before it are
-        there with it), deleted ones removed. Non-final passes hold back files uploaded less than THROTTLE_S ago,
+        """One pass: changed files up (checkpoints after the files the run wrote before them), deleted checkpoints
+        removed. Non-final passes hold back files uploaded less than THROTTLE_S ago,
         unless a checkpoint changed."""
         with self._lock:
             now = self._scan()
             changed = [rel for rel, sig in now.items() if self.sent.get(rel) != sig]
-            checkpoints = sorted((r for r in changed if r.endswith(".ckpt")), key=lambda r: r.endswith(("last.ckpt",
-                                                                                                       "best.ckpt")))
+            # last.ckpt first: it is what a resume reads, so the bucket never holds a newer epoch checkpoint without it
+            checkpoints = sorted((r for r in changed if r.endswith(".ckpt")), key=lambda r: r != "checkpoints/last.ckpt")
             others = [r for r in changed if not r.endswith(".ckpt")]
             if not (final or checkpoints):
                 clock = time.monotonic()
@@ -160,7 +160,7 @@ class Mirror:
                         continue
                     raise
                 self.sent[rel], self.sent_at[rel] = now[rel], time.monotonic()
-                if rel.endswith(".ckpt"):
+                if rel == "checkpoints/last.ckpt":
                     self.newest_checkpoint = rel
             for rel in [r for r in self.sent if r not in now and r.endswith(".ckpt")]:
                 storage.call(self.url, f"removing {rel}", self.fs.rm, f"{self.path}/{rel}")
