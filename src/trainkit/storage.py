@@ -58,6 +58,12 @@ def url_of(local: str | Path) -> str | None:
     return None
 
 
+def tidy(url: str) -> str:
+    """`url` without trailing slashes (`s3://b/run/` is `s3://b/run`; `s3://` stays)."""
+    head, _, rest = str(url).partition("://")
+    return f"{head}://{rest.rstrip('/')}"
+
+
 def protocol(url: str) -> str:
     return url.split("://", 1)[0].lower()
 
@@ -137,7 +143,11 @@ def probe(url: str, doing: str) -> tuple[Any, str]:
     """The file system of `url`, after checking that its bucket answers: credentials, endpoint and bucket are tested
     here, before anything is trained or written, within a bounded time."""
     fs, path = filesystem(url)
-    bucket = path.split("/", 1)[0]
+    bucket = url.partition("://")[2].split("/", 1)[0]
+    if not bucket or (protocol(url) in ("s3", "s3a") and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket)):
+        raise StorageError(f"{url} names no valid bucket{f' ({bucket!r})' if bucket else ''}: write "
+                           f"{protocol(url)}://BUCKET/FOLDER, where BUCKET is 3 to 63 lowercase letters, digits, dots "
+                           f"and hyphens (e.g. s3://my-runs/mnist).")
     if protocol(url) in ("s3", "s3a"):
         call(url, doing, fs.ls, bucket, refresh=True)  # a missing bucket, a refused key, a silent endpoint: said now
     return fs, path
@@ -162,7 +172,7 @@ def stamp(info: dict[str, Any]) -> str:
 
 def modified(info: dict[str, Any]) -> float | None:
     """When a stored object was written (seconds since the epoch), where the store says."""
-    stored = info.get("LastModified") or info.get("mtime") or info.get("updated")
+    stored = info.get("LastModified") or info.get("mtime") or info.get("updated") or info.get("created")
     if hasattr(stored, "timestamp"):
         return float(stored.timestamp())
     return float(stored) if isinstance(stored, (int, float)) else None

@@ -11,7 +11,7 @@ from typing import Any
 
 from trainkit.cli.line import Invocation
 from trainkit.cli.table import SWEEP_DIR
-from trainkit.storage import is_url
+from trainkit.storage import is_url, tidy
 
 
 def claim_run_dir(inv: Invocation) -> Invocation:
@@ -72,7 +72,7 @@ def _claimed(inv: Invocation) -> Invocation:
 
 def _resumed_url(inv: Invocation) -> str | None:
     value = next((a.split("=", 1)[1] for a in inv.args if a.startswith("resume=")), "").strip("'\"")
-    return value.rstrip("/") if is_url(value) else None
+    return tidy(value) if is_url(value) else None
 
 
 def _staged(inv: Invocation, key: str, what: str, chosen: str | None, resumed: str | None) -> Invocation:
@@ -82,7 +82,7 @@ def _staged(inv: Invocation, key: str, what: str, chosen: str | None, resumed: s
     from trainkit.errors import ConfigError
     from trainkit.rundirs import remote
 
-    url = (chosen or "").strip("'\"").rstrip("/")
+    url = tidy((chosen or "").strip("'\""))
     if resumed is not None:
         if chosen is not None and url != resumed:
             raise ConfigError(f"resume={resumed} continues that run in place, in object storage, so {key}={url} cannot "

@@ -43,7 +43,7 @@ def stage(url: str, what: str = "the run directory") -> Path:
     """The local staging folder of the run directory (or sweep directory) at `url`, holding what the URL holds
     already (a run to continue; its epoch checkpoints stay in the bucket). Credentials, endpoint and bucket are
     checked first, within a bounded time. A staging folder in use by another process on this machine is refused."""
-    url = url.rstrip("/")
+    url = storage.tidy(url)
     fs, path = storage.probe(url, f"opening {what}")
     rank = os.environ.get("RANK", "0")
     folder = storage.local_folder(url, "runs")
@@ -66,13 +66,13 @@ def readable(url: str) -> Path:
     their configs, metrics and summaries, without checkpoints or TensorBoard events."""
     copy = storage.fetch(url, skip=lambda rel: rel.endswith((".ckpt", ".pt", ".onnx", ".png")) or
                          "events.out.tfevents" in rel or _kept_local(rel))
-    (copy / MARKER).write_text(url.rstrip("/") + "\n")  # what is shown of it is the URL
+    (copy / MARKER).write_text(storage.tidy(url) + "\n")  # what is shown of it is the URL
     return copy
 
 
 def checkpoint(url: str) -> Path:
     """A local copy of the checkpoint at `url`: a .ckpt object, or a run directory's best (else last) checkpoint."""
-    url = url.rstrip("/")
+    url = storage.tidy(url)
     if not url.endswith(".ckpt"):
         fs, path = storage.probe(url, "reading the checkpoint")
         for name in ("best.ckpt", "last.ckpt"):
@@ -89,7 +89,7 @@ class Mirror:
     kept in `error`, and the mirror stops: the run must stop too (its files no longer reach the bucket)."""
 
     def __init__(self, folder: Path, url: str, interval: float = 1.0) -> None:
-        self.folder, self.url, self.interval = folder, url.rstrip("/"), interval
+        self.folder, self.url, self.interval = folder, storage.tidy(url), interval
         self.fs, self.path = storage.filesystem(self.url)
         self.sent = self._in_bucket()
         self.sent_at: dict[str, float] = {}
