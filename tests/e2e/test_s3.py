@@ -323,3 +323,13 @@ def test_data_and_sweeps_in_the_bucket(s3, mnist_files, tmp_path):
     assert copy.stat().st_mtime_ns == first, "the data's local copy is reused while the object is unchanged"
     listed = run_cli("runs", f"s3://{BUCKET}/sweep", cwd=cwd, env=env).stdout
     assert listed.count("finished") == 2, listed
+
+
+def test_a_line_that_fails_before_any_result_leaves_nothing_in_the_bucket(s3, tmp_path):
+    fs = _client(s3)
+    cwd, env = fresh(tmp_path, "cwd", s3)
+    proc = run_cli("train", *RUN, f"resume=s3://{BUCKET}/never-trained", cwd=cwd, env=env, check=False)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: resume=s3://"), proc.stderr
+    assert f"s3://{BUCKET}/never-trained/checkpoints/last.ckpt does not exist" in proc.stderr, proc.stderr
+    fs.invalidate_cache()
+    assert fs.find(f"{BUCKET}/never-trained") == [], "its .hydra/ and log went again"

@@ -146,3 +146,15 @@ def test_a_failed_upload_becomes_the_runs_error_with_where_to_go_on(memory, monk
     message = str(mirror.failure(finished=False))
     assert "does not answer" in message and "the run stopped" in message, message
     assert "resume=memory://runs/c" in message and str(folder) in message, message
+
+
+def test_undo_removes_only_what_the_mirror_added(memory):
+    memory.pipe({"/runs/d/metrics.csv": b"epoch\n1\n"})
+    folder = remote.stage("memory://runs/d")
+    mirror = remote.Mirror(folder, "memory://runs/d")
+    (folder / ".hydra").mkdir()
+    (folder / ".hydra" / "config.yaml").write_text("a: 1\n")
+    mirror.sync(final=True)
+    assert memory.exists("/runs/d/.hydra/config.yaml")
+    mirror.undo()
+    assert memory.find("/runs/d") == ["/runs/d/metrics.csv"]

@@ -72,7 +72,11 @@ def _claimed(inv: Invocation) -> Invocation:
 
 def _resumed_url(inv: Invocation) -> str | None:
     value = next((a.split("=", 1)[1] for a in inv.args if a.startswith("resume=")), "").strip("'\"")
-    return tidy(value) if is_url(value) else None
+    if not is_url(value):
+        return None
+    from trainkit.rundirs.remote import run_url
+
+    return run_url(value)
 
 
 def _staged(inv: Invocation, key: str, what: str, chosen: str | None, resumed: str | None) -> Invocation:
@@ -91,8 +95,8 @@ def _staged(inv: Invocation, key: str, what: str, chosen: str | None, resumed: s
     staged = remote.stage(url, what)
     inv.out_dir = staged
     inv.had = set(os.listdir(staged))  # what the bucket held: a failed line removes only what it added
-    kept = [a for a in inv.args if not a.startswith((f"{key}=", "resume="))]
-    inv.args = [*kept, f"{key}={staged}", *([f"resume={staged}"] if resumed is not None else [])]
+    # resume=URL stays as typed (the run's overrides say it); `train` finds the URL's staging folder made here.
+    inv.args = [*(a for a in inv.args if not a.startswith(f"{key}=")), f"{key}={staged}"]
     return inv
 
 

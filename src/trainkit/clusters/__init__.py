@@ -21,6 +21,7 @@ class ClusterEnvironment:
 
     name = "single"
     priority = 0  # trainer.cluster=auto: among the environments that detect themselves, the highest wins
+    restarter = "torch elastic"  # what restarts a process group after one of its processes failed (for messages)
     # A signal → the exit code of a run it stopped after saving. SIGUSR1 is SLURM's usual warning before a time limit
     # or a pre-emption, and harmless elsewhere, so every environment takes it.
     stop_signals: dict[int, int] = {signal.SIGINT: EXIT_CODES["sigint"], signal.SIGTERM: EXIT_CODES["sigterm"],

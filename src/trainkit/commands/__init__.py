@@ -7,6 +7,7 @@ The shells call them the same way: the CLI under Hydra (trainkit.cli.hydra_app),
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,16 @@ def execute(target: str, cfg: Any, ctx: Context) -> Any:
     module, _, name = target.partition(":")
     command = getattr(importlib.import_module(module), name)
     url = remote.url_of(ctx.run_dir)
-    if url is None:
+    if url is None or os.environ.get(MIRRORED) == url:  # a data-parallel run's processes: their parent uploads
         return command(cfg, ctx)
-    return _mirrored(command, cfg, ctx, url)
+    os.environ[MIRRORED] = url
+    try:
+        return _mirrored(command, cfg, ctx, url)
+    finally:
+        os.environ.pop(MIRRORED, None)
+
+
+MIRRORED = "TRAINKIT_MIRRORED"  # the URL a process (and so the processes it starts) uploads to already
 
 
 def _mirrored(command: Any, cfg: Any, ctx: Context, url: str) -> Any:
@@ -63,15 +71,21 @@ def _mirrored(command: Any, cfg: Any, ctx: Context, url: str) -> Any:
                 raise mirror.failure(finished=False)
 
     ctx.callbacks = (*ctx.callbacks, Uploads())
-    finished = False
+    outcome = "failed"  # finished; failed (an error that keeps the run); undone (one before any result); storage
     try:
         result = command(cfg, ctx)
-        finished = True
-    except StorageError:
-        finished = None  # the mirror's own error, or object storage failing in the command: said once, below
+        outcome = "finished"
+    except StorageError:  # the mirror's own error, or object storage failing in the command: said once, below
+        outcome = "storage"
+        raise
+    except BaseException as exc:
+        if not getattr(exc, "keeps_run_dir", False) and not any(ctx.run_dir.glob("checkpoints/*.ckpt")):
+            outcome = "undone"  # what went up goes again, as the run directory does
         raise
     finally:
-        mirror.close(final=finished is not None)
-        if mirror.error is not None and finished is not False:
-            raise mirror.failure(finished=bool(finished)) from None
+        mirror.close(final=outcome in ("finished", "failed"))
+        if outcome == "undone":
+            mirror.undo()
+        elif mirror.error is not None and outcome != "failed":
+            raise mirror.failure(finished=outcome == "finished") from None
     return result

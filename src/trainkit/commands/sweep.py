@@ -4,8 +4,9 @@ The sweep's jobs are worked out again from what Hydra saved in DIR/multirun.yaml
 basic sweeper does, so job N is the same job). Each job then goes by what its directory says: finished jobs are left
 alone and keep their rows; an interrupted (or killed) job with a checkpoint resumes from it, exactly, with
 `trainkit train ... resume=JOBDIR`; a job that never started runs in the directory the sweep would have given it;
-a failed job runs again, from scratch, only with --retry-failed. Every job runs as its own `trainkit train` process,
-and sweep_summary.csv, sweep_curves.png and the table then cover every job (trainkit.rundirs.sweeps.report).
+a failed job runs again, from scratch, only with --retry-failed. Every job runs as its own `trainkit train` process
+(a sweep that ran on Ray, hydra/launcher=ray, runs them as Ray tasks again, side by side), and sweep_summary.csv,
+sweep_curves.png and the table then cover every job (trainkit.rundirs.sweeps.report).
 An Optuna search (hparams_search=...) is continued by its own command line, run again in DIR: its sweeper
 (trainkit.rundirs.search) loads the study kept there and goes on until n_trials trials have finished.
 """
@@ -29,6 +30,7 @@ from trainkit.rundirs.sweeps import Job, SweepResumeError, multirun_config, plan
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 SEARCH_SWEEPER = "hydra_plugins.trainkit_optuna.OptunaSweeper"  # trainkit.rundirs.search
+RAY_LAUNCHER = "hydra_plugins.trainkit_ray.RayLauncher"  # hydra/launcher=ray: a resumed sweep's jobs run on Ray too
 
 
 def _command(job: Job, sweep_dir: Path, retry_failed: bool) -> list[str] | None:
@@ -144,21 +146,48 @@ def resume(sweep_dir: Path, retry_failed: bool, console: Console, plugins: list[
     counts = {s: sum(j.status == s for j in jobs) for s in dict.fromkeys(j.status for j in jobs)}
     console.print(f"sweep {sweep_dir}: {len(jobs)} jobs (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")",
                   markup=False)
+    launcher = (config.get("hydra") or {}).get("launcher") or {}
+    if isinstance(launcher, dict) and launcher.get("_target_") == RAY_LAUNCHER:
+        return _resume_on_ray(sweep_dir, lines, launcher, console)
     for job, line in lines:
-        if line is None:
-            why = " (--retry-failed runs it again)" if job.status == "failed" else ""
-            console.print(f"job {job.num}: {job.status}, kept{why}", markup=False)
+        if not _announce(job, line, console):
             continue
-        verb = "resuming" if any(a.startswith("resume=") for a in line) else "running"
-        if verb == "running" and job.dir.is_dir():  # failed (retried), or stopped before a checkpoint: afresh
-            shutil.rmtree(job.dir)
-        console.print(f"job {job.num}: {job.status}, {verb}: trainkit train {' '.join(job.overrides)}", markup=False)
         code = run_line(line)
         if code in (130, 143):  # stopped again: what ran is summarised, and the same command goes on later
             console.print(f"stopped during job {job.num}: `trainkit sweep resume {sweep_dir}` goes on from here.",
                           markup=False)
             report(sweep_dir, console)
             return code
+    shutil.rmtree(sweep_dir / ".resume", ignore_errors=True)
+    return report(sweep_dir, console)
+
+
+def _announce(job: Job, line: list[str] | None, console: Console) -> bool:
+    """Say what becomes of `job`; whether it runs. A job that runs afresh loses what its directory held."""
+    if line is None:
+        why = " (--retry-failed runs it again)" if job.status == "failed" else ""
+        console.print(f"job {job.num}: {job.status}, kept{why}", markup=False)
+        return False
+    verb = "resuming" if any(a.startswith("resume=") for a in line) else "running"
+    if verb == "running" and job.dir.is_dir():  # failed (retried), or stopped before a checkpoint: afresh
+        shutil.rmtree(job.dir)
+    console.print(f"job {job.num}: {job.status}, {verb}: trainkit train {' '.join(job.overrides)}", markup=False)
+    return True
+
+
+def _resume_on_ray(sweep_dir: Path, lines: list[tuple[Job, list[str] | None]], launcher: dict,
+                   console: Console) -> int:
+    """A sweep that ran on Ray (hydra/launcher=ray) finishes there: its jobs' lines as Ray tasks, side by side."""
+    from trainkit.clusters.ray import run_lines
+
+    todo = [line for job, line in lines if _announce(job, line, console)]
+    codes = run_lines(todo, launcher.get("num_cpus") or 1, launcher.get("num_gpus") or 0, launcher.get("address"),
+                      say=lambda said: console.print(said, markup=False)) if todo else []
+    stopped = next((c for c in codes if c in (130, 143)), None)
+    if stopped is not None:
+        console.print(f"stopped: `trainkit sweep resume {sweep_dir}` goes on from here.", markup=False)
+        report(sweep_dir, console)
+        return stopped
     shutil.rmtree(sweep_dir / ".resume", ignore_errors=True)
     return report(sweep_dir, console)
 

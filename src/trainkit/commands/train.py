@@ -24,6 +24,7 @@ from trainkit.engine.signals import Interrupted, StopRequest
 from trainkit.errors import EXIT_CODES, UserError
 from trainkit.logging.text import shown
 from trainkit.rundirs import claim, resume
+from trainkit.rundirs.remote import url_of
 from trainkit.trainer import Trainer, resume_arg, write_summary
 
 
@@ -45,19 +46,27 @@ def train(cfg: Any, ctx: Context) -> dict[str, Any]:
     cluster = clusters.detect(cfg.trainer.get("cluster", "auto"))
     cluster.join()  # the process group, where the environment has several processes (a no-op for one)
     devices = int(cfg.trainer.get("devices", 1))
-    if devices > 1 and distributed.world_size() == 1:
+    if _launches(cfg, devices, cluster):
         return _launch(cfg, ctx, devices, cluster)
     earlier = cluster.recall("error")
     if earlier is not None:  # a restart would only replay the steps up to it
         if not distributed.is_main():
             raise SystemExit(1)  # rank 0 says why
-        raise UserError(f"torch elastic restarted the processes, but a restart cannot help: {earlier}")
+        raise UserError(f"{cluster.restarter} restarted the processes, but a restart cannot help: {earlier}")
     try:
         return _train(cfg, ctx, cluster)
     except UserError as exc:
         if not isinstance(exc, (Interrupted, GroupFailed)):  # a mistake or a diverged run, not a lost process
             cluster.remember("error", str(exc))
         raise
+
+
+def _launches(cfg: Any, devices: int, cluster: clusters.ClusterEnvironment) -> bool:
+    """Whether this process starts the run's processes (trainer.devices=N, or any trainer.launcher=ray run) rather
+    than being one of them. A worker that Ray Train started is the run, even alone."""
+    if cluster.name == "ray":
+        return False
+    return (devices > 1 or cfg.trainer.get("launcher", "local") == "ray") and distributed.world_size() == 1
 
 
 def _train(cfg: Any, ctx: Context, cluster: clusters.ClusterEnvironment) -> dict[str, Any]:
@@ -120,8 +129,8 @@ def _group_failed(trainer: Trainer, run_dir: Path, exc: Exception, cluster: clus
     gone = f"another process of this data-parallel run is gone ({_torch_said(exc)})"
     left = cluster.restarts_left()
     if left:
-        return GroupFailed(f"{gone}. torch elastic restarts them all ({_restarts(left)} left), and they continue from "
-                           f"the newest checkpoint in {shown(run_dir)}.", exit_code=RESTARTING)
+        return GroupFailed(f"{gone}. {cluster.restarter} restarts them all ({_restarts(left)} left), and they continue "
+                           f"from the newest checkpoint in {shown(run_dir)}.", exit_code=RESTARTING)
     error = f"{gone}, and no restarts are left: {_continue_with(run_dir)}"
     if trainer.main:
         write_summary(run_dir, {**trainer.summary({}), "status": "failed", "error": error})
@@ -149,18 +158,28 @@ def _continue_with(run_dir: Path) -> str:
 
 
 def _launch(cfg: Any, ctx: Context, devices: int, cluster: clusters.ClusterEnvironment) -> dict[str, Any]:
-    """`trainer.devices=N`: the same command in N processes (torch elastic launch) sharing this run directory;
+    """`trainer.devices=N`: the same command in N processes sharing this run directory, started by torch elastic
+    launch on this machine (trainer.launcher=local) or as Ray Train's workers on a Ray cluster (trainer.launcher=ray);
     when one fails, all are restarted (trainer.max_restarts times) and continue from the newest checkpoint."""
-    from trainkit.clusters.torchrun import launch
-
     run_dir = ctx.run_dir
-    ctx.console.print(f"data-parallel: {devices} processes, global batch {devices} × {cfg.data.batch_size} = "
-                      f"{devices * cfg.data.batch_size}")
+    if devices > 1:
+        ctx.console.print(f"data-parallel: {devices} processes, global batch {devices} × {cfg.data.batch_size} = "
+                          f"{devices * cfg.data.batch_size}")
     max_restarts = int(cfg.trainer.max_restarts)
     # The user's own config directories (--config-dir) compose the same config in every process. A sweep job's
     # directory (`3_data.batch_size=64,...`) holds `=` and `,`: quoted, it is one override value.
     dirs = [f"--config-dir={d}" for d in ctx.config_dirs]
-    code = launch(devices, [*dirs, *ctx.overrides, f"hydra.run.dir={claim.quoted(run_dir)}"], max_restarts)
+    if cfg.trainer.get("launcher", "local") == "ray":
+        # Ray's workers may run on other machines: they reach the run directory through its object storage URL (each
+        # stages it locally), or else at the same path (a shared file system, as on SLURM).
+        from trainkit.clusters import ray
+
+        args = [*dirs, *ctx.overrides, f"hydra.run.dir={claim.quoted(url_of(run_dir) or run_dir)}"]
+        code = ray.launch(devices, args, max_restarts, str(cfg.trainer.device), say=ctx.console.print)
+    else:
+        from trainkit.clusters.torchrun import launch
+
+        code = launch(devices, [*dirs, *ctx.overrides, f"hydra.run.dir={claim.quoted(run_dir)}"], max_restarts)
     summary = run_dir / "summary.json"  # rank 0 wrote it (a resumed run writes in the run it continued)
     result = json.loads(summary.read_text()) if summary.is_file() else {}
     if code > 128 and code not in (130, 143) and result.get("status") != "failed" and run_dir.is_dir():

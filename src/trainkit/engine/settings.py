@@ -24,6 +24,7 @@ class TrainerSettings:
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     devices: int = 1  # > 1: data-parallel over this many processes on this machine (torch elastic launch)
     max_restarts: int = 2  # devices > 1: times all processes restart (and resume) after one of them fails
+    launcher: str = "local"  # devices > 1: local (torch elastic on this machine) or ray (Ray Train, RAY_ADDRESS)
     cluster: str = "auto"  # the cluster environment (trainkit.clusters): auto (detected), single, torchrun, slurm
     precision: str = "32"  # 32, bf16-mixed, 16-mixed
     grad_clip: Optional[float] = None  # max global L2 norm of each optimizer's gradients; null: no clipping
@@ -90,6 +91,8 @@ class TrainerSettings:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ValueError(f"trainer.{key}={value} must be at least 1 (or null where that means off).")
+        if self.launcher not in ("local", "ray"):
+            raise ValueError(f"trainer.launcher={self.launcher!r} is not one of local, ray.")
         if self.max_restarts < 0:
             raise ValueError(f"trainer.max_restarts={self.max_restarts} must be 0 or more.")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:

@@ -45,10 +45,7 @@ def stage(url: str, what: str = "the run directory") -> Path:
     checked first, within a bounded time. A staging folder in use by another process on this machine is refused."""
     url = storage.tidy(url)
     fs, path = storage.probe(url, f"opening {what}")
-    rank = os.environ.get("RANK", "0")
-    folder = storage.local_folder(url, "runs")
-    if rank not in ("", "0"):  # another process of a data-parallel run on this machine: a folder of its own
-        folder = folder.with_name(f"{folder.name}.rank{rank}")
+    folder = _staging(url)
     if folder.is_dir() and is_locked(folder):
         raise RunDirError(f"{url}: {what} is in use by another trainkit process on this machine (its staging folder "
                           f"{folder} is locked); two processes never write to one run. Wait for it to end.")
@@ -59,6 +56,38 @@ def stage(url: str, what: str = "the run directory") -> Path:
             storage.download(fs, f"{path}/{rel}", folder / rel, url, info)
     (folder / MARKER).write_text(url + "\n")
     return folder
+
+
+def _staging(url: str) -> Path:
+    folder = storage.local_folder(url, "runs")
+    rank = os.environ.get("RANK", "0")
+    if rank not in ("", "0"):  # another process of a data-parallel run on this machine: a folder of its own
+        folder = folder.with_name(f"{folder.name}.rank{rank}")
+    return folder
+
+
+def run_url(url: str) -> str:
+    """The run directory of `url`: the URL itself, or the run that a checkpoint URL (RUN/checkpoints/x.ckpt) is in."""
+    url = storage.tidy(url)
+    if not url.endswith(".ckpt"):
+        return url
+    parent = url.rsplit("/", 1)[0]
+    return parent.rsplit("/", 1)[0] if parent.endswith("/checkpoints") else parent
+
+
+def staged(url: str) -> Path:
+    """The local path of `url` (a run directory, or a checkpoint in one) in its run's staging folder: the one this
+    line made (the command line stages a run directory before it runs), else a new one. An epoch checkpoint, which
+    staging leaves in the bucket, comes down when named."""
+    run = run_url(url)
+    folder = _staging(run)
+    if storage.url_of(folder) != run:
+        folder = stage(run)
+    local = folder / storage.tidy(url)[len(run):].lstrip("/")
+    if local != folder and not local.is_file():
+        fs, path = storage.filesystem(storage.tidy(url))
+        storage.download(fs, path, local, url)
+    return local
 
 
 def readable(url: str) -> Path:
@@ -92,6 +121,7 @@ class Mirror:
         self.folder, self.url, self.interval = folder, storage.tidy(url), interval
         self.fs, self.path = storage.filesystem(self.url)
         self.sent = self._in_bucket()
+        self.added: set[str] = set()  # objects this mirror made: what `undo` removes
         self.sent_at: dict[str, float] = {}
         self.error: storage.StorageError | None = None
         self.newest_checkpoint: str | None = None
@@ -159,6 +189,8 @@ class Mirror:
                         now.pop(rel)
                         continue
                     raise
+                if rel not in self.sent:
+                    self.added.add(rel)
                 self.sent[rel], self.sent_at[rel] = now[rel], time.monotonic()
                 if rel == "checkpoints/last.ckpt":
                     self.newest_checkpoint = rel
@@ -176,6 +208,16 @@ class Mirror:
                 self.sync(final=True)
             except storage.StorageError as exc:
                 self.error = exc
+
+    def undo(self) -> None:
+        """Remove what this mirror added to the bucket: a line that failed before any result leaves nothing there, as
+        it leaves no run directory here."""
+        for rel in sorted(self.added):
+            try:
+                self.fs.rm(f"{self.path}/{rel}")
+            except Exception:  # best effort: the line's own error is what the user needs to read
+                pass
+        self.added.clear()
 
     def failure(self, finished: bool) -> storage.StorageError:
         """The upload error as the run's error: where the run's files are and how to go on."""

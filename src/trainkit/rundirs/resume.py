@@ -15,6 +15,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from trainkit.logging.text import shown
+from trainkit.rundirs import remote
 from trainkit.rundirs.claim import RunDirError, is_locked
 
 # Keys whose change makes a checkpoint's state meaningless: resuming with them changed is refused.
@@ -58,11 +60,11 @@ def _status(run_dir: Path) -> str | None:
 
 
 def _target(spec: str) -> tuple[Path, Path]:
-    path = Path(spec)
+    path = remote.staged(spec) if remote.is_url(spec) else Path(spec)  # s3://...: continued in its staging folder
     if path.is_dir():
         ckpt = path / "checkpoints" / "last.ckpt"
         if not ckpt.is_file():
-            raise RunDirError(f"resume={spec}: {ckpt} does not exist, so that run has nothing to resume from.")
+            raise RunDirError(f"resume={spec}: {shown(ckpt)} does not exist, so that run has nothing to resume from.")
         return path, ckpt
     if path.is_file():
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
