@@ -238,6 +238,7 @@ def test_a_store_that_stops_answering_stops_the_run_and_the_bucket_resumes(s3, r
     assert proc.returncode == 1, out
     assert "Traceback" not in out, out
     error = out[out.index("error:"):]
+    print(error)
     assert f"s3://{BUCKET}/outage" in error and "does not answer" in error, error
     assert f"resume=s3://{BUCKET}/outage" in error, error
     relay.start()

@@ -144,7 +144,7 @@ def test_a_failed_upload_becomes_the_runs_error_with_where_to_go_on(memory, monk
         time.sleep(0.01)
     mirror.close()
     message = str(mirror.failure(finished=False))
-    assert "does not answer" in message and "the run stopped" in message, message
+    assert "does not answer" in message and "The run stopped" in message, message
     assert "resume=memory://runs/c" in message and str(folder) in message, message
 
 

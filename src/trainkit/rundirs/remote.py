@@ -224,8 +224,8 @@ class Mirror:
         assert self.error is not None
         saved = (f"its last complete checkpoint in the bucket ({self.url}/{self.newest_checkpoint}) resumes with "
                  f"resume={self.url}" if self.newest_checkpoint else "no checkpoint reached the bucket")
-        done = ("the run finished, but its files did not all reach the bucket" if finished else
-                "the run stopped, since what it writes no longer reaches the bucket")
+        done = ("The run finished, but its files did not all reach the bucket" if finished else
+                "The run stopped, since what it writes no longer reaches the bucket")
         return storage.StorageError(f"{self.error} {done}: {saved}. Every file is also in the local staging folder "
                                     f"{self.folder} (until a run of this URL starts here again).")
 
