@@ -36,6 +36,12 @@ class StorageError(UserError):
 
     keeps_run_dir = True
 
+    def __init__(self, message: str) -> None:  # a URL as typed may hold a newline: the paragraph stays one line
+        super().__init__(message.translate(CONTROL))
+
+
+CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
+
 
 def is_url(value: Any) -> bool:
     """Whether `value` names object storage (`s3://bucket/key`, `gs://...`), not a local path."""

@@ -8,6 +8,9 @@ import time
 
 import fsspec
 import pytest
+from fuzzing import bounded, examples
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trainkit import storage
 from trainkit.rundirs import remote
@@ -158,3 +161,28 @@ def test_undo_removes_only_what_the_mirror_added(memory):
     assert memory.exists("/runs/d/.hydra/config.yaml")
     mirror.undo()
     assert memory.find("/runs/d") == ["/runs/d/metrics.csv"]
+
+
+URL_PARTS = st.sampled_from(["s3://", "s3a://", "gs://", "memory://", "nosuch://", "s3:///", "file://", "hf://", ""])
+SEGMENT = st.one_of(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12),
+                    st.sampled_from(["my-runs", "a.b-c", "run", "checkpoints", "last.ckpt", "..", "%00", " "]))
+
+
+@given(scheme=URL_PARTS, segments=st.lists(SEGMENT, max_size=4), ckpt=st.booleans())
+@examples(50)
+def test_fuzz_any_url_either_works_or_is_one_storage_error(scheme, segments, ckpt, monkeypatch):
+    """What a user can type after hydra.run.dir=, resume= or ckpt=: a URL's helpers never crash, and opening it ends
+    in a file system or in one StorageError paragraph, within seconds (the endpoint here refuses at once)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # the discard port: nothing listens
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    url = scheme + "/".join(segments) + (".ckpt" if ckpt else "")
+    with bounded(30):
+        if not storage.is_url(url):
+            return
+        assert storage.tidy(storage.tidy(url)) == storage.tidy(url)
+        assert remote.run_url(url).startswith(url.split("://")[0] + "://")
+        try:
+            storage.probe(storage.tidy(url), "opening")
+        except storage.StorageError as exc:
+            assert "\n" not in str(exc).strip() and str(exc).startswith(storage.tidy(url).split("://")[0]), str(exc)

@@ -69,10 +69,13 @@ def _staging(url: str) -> Path:
 def run_url(url: str) -> str:
     """The run directory of `url`: the URL itself, or the run that a checkpoint URL (RUN/checkpoints/x.ckpt) is in."""
     url = storage.tidy(url)
-    if not url.endswith(".ckpt"):
+    head, _, rest = url.partition("://")
+    if not rest.endswith(".ckpt") or "/" not in rest:  # s3://bucket.ckpt is a bucket, not a checkpoint
         return url
-    parent = url.rsplit("/", 1)[0]
-    return parent.rsplit("/", 1)[0] if parent.endswith("/checkpoints") else parent
+    parent = rest.rsplit("/", 1)[0]
+    if parent.endswith("/checkpoints"):
+        parent = parent.rsplit("/", 1)[0]
+    return f"{head}://{parent}"
 
 
 def staged(url: str) -> Path:
