@@ -30,6 +30,7 @@ def test_tune_suggests_a_batch_and_an_lr_that_trains_the_mlp_preset(tmp_path, mn
     assert [t["batch_size"] for t in result["batch"]["trials"]] == [8, 16, 32, 64, 128]  # powers of two on a CPU
     lr = result["lr"]
     assert lr["batch_size"] == result["batch"]["suggestion"], "the range test runs at the batch it found"
+    assert lr["losses"][0] > 1.8, "it starts from the untrained model (ln 10 = 2.3), not from the finder's trials"
     assert 1e-7 <= lr["lrs"][0] < lr["suggestion"] < lr["lrs"][-1]
     assert lr["stopped"].startswith(("reached the last rate", "the smoothed loss passed", "the loss became"))
     said = re.search(r"use: (data\.batch_size=\d+) (optimizer\.lr=\S+)", proc.stdout)

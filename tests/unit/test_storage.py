@@ -169,7 +169,7 @@ SEGMENT = st.one_of(st.text(alphabet=st.characters(codec="utf-8", exclude_catego
 
 
 @given(scheme=URL_PARTS, segments=st.lists(SEGMENT, max_size=4), ckpt=st.booleans())
-@examples(50)
+@examples(30)
 def test_fuzz_any_url_either_works_or_is_one_storage_error(scheme, segments, ckpt, monkeypatch):
     """What a user can type after hydra.run.dir=, resume= or ckpt=: a URL's helpers never crash, and opening it ends
     in a file system or in one StorageError paragraph, within seconds (the endpoint here refuses at once)."""

@@ -88,6 +88,7 @@ def run_tune(cfg: Any, ctx: Context) -> dict[str, Any]:
             result["batch"] = _find_batch(built, opt, start, opts, size)
             size = result["batch"]["suggestion"]
         if opts.mode in ("lr", "both"):
+            start.restore()  # the batch finder's trials trained the model: the sweep starts where the run would
             result["lr"] = _range_test(built, opt, opts, size, ctx)
     finally:
         start.restore()

@@ -281,7 +281,8 @@ def take(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
             rows = idx[start:start + step]
             torch.index_select(t, 0, rows, out=buffer[:len(rows)])
             out[start:start + len(rows)] = buffer[:len(rows)].numpy()
-        out.flush()
+        # No out.flush(): an msync would write the whole split to disk (tens of MB at every start of a run, and
+        # seconds on a busy disk) for a file that no one else opens and that goes when the mapping does.
         return torch.from_numpy(out)
 
 
