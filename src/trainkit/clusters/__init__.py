@@ -22,6 +22,7 @@ class ClusterEnvironment:
     name = "single"
     priority = 0  # trainer.cluster=auto: among the environments that detect themselves, the highest wins
     restarter = "torch elastic"  # what restarts a process group after one of its processes failed (for messages)
+    worker = False  # a process that a launcher started as one of a run's (Ray Train's): it is the run, even alone
     # A signal → the exit code of a run it stopped after saving. SIGUSR1 is SLURM's usual warning before a time limit
     # or a pre-emption, and harmless elsewhere, so every environment takes it.
     stop_signals: dict[int, int] = {signal.SIGINT: EXIT_CODES["sigint"], signal.SIGTERM: EXIT_CODES["sigterm"],

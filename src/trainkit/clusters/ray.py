@@ -15,7 +15,9 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import signal
 import sys
+import threading
 import uuid
 from typing import Any
 
@@ -41,6 +43,7 @@ class RayCluster(ClusterEnvironment):
     name = "ray"
     priority = 30  # a Ray worker on a node that SLURM or torchrun started is Ray's: Ray Train started it
     restarter = "Ray Train"
+    worker = True
 
     @staticmethod
     def detect() -> bool:
@@ -128,6 +131,8 @@ def connect(what: str, address: str | None = None) -> Any:
     if not sys.stdout.isatty():  # Ray colours the prefix of its workers' lines even in a log file
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     _given[:] = [address] if address else []
+    # ray.init makes SIGTERM exit at once; trainkit's own handler (a stop that says where the run goes on) stays.
+    sigterm = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     try:
         _reachable(address)  # ray.init waits without end for an address where no Ray listens
         ray.init(address=address, logging_level="ERROR", configure_logging=True)
@@ -138,6 +143,9 @@ def connect(what: str, address: str | None = None) -> Any:
                        f"start --head` and point RAY_ADDRESS at it (RAY_ADDRESS=HEAD_IP:6379), check that the address "
                        f"and port are right and reachable (`ray status --address=...`), or drop {what} to run on "
                        f"this machine.") from None
+    finally:
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
     return ray
 
 
@@ -189,12 +197,13 @@ def launch(nprocs: int, args: list[str], max_restarts: int = 0, device: str = "a
     was lost and no restarts were left). When one fails, Ray Train restarts them all up to `max_restarts` times; they
     continue the run. `say` gets one line on where they run."""
     ray = connect("trainer.launcher=ray")
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
     use_gpu = uses_gpu(device, ray)
     _check_room(nprocs, use_gpu, ray)
-    say(f"ray: {nprocs} Ray Train workers ({'a GPU' if use_gpu else 'a CPU'} each) on {describe(ray)}")
+    workers = "1 Ray Train worker" if nprocs == 1 else f"{nprocs} Ray Train workers"
+    say(f"ray: {workers} ({'a GPU' if use_gpu else 'a CPU'} each) on {describe(ray)}")
     launch_id = uuid.uuid4().hex
     config = {"args": list(args), "cwd": os.getcwd(), "launch": launch_id, "max_restarts": max_restarts}
     name = f"trainkit-{launch_id[:12]}"
@@ -202,11 +211,35 @@ def launch(nprocs: int, args: list[str], max_restarts: int = 0, device: str = "a
                            scaling_config=ScalingConfig(num_workers=nprocs, use_gpu=use_gpu),
                            run_config=RunConfig(name=name, failure_config=FailureConfig(max_failures=max_restarts)))
     try:
-        result = trainer.fit()
-    except Exception as exc:  # Ray Train's TrainingFailedError: no restarts left
-        return _failed(exc)
+        return _fit(trainer, TrainingFailedError, say)
     finally:
         _forget(ray, launch_id, name)
+
+
+def _fit(trainer: Any, failed: type, say: Any) -> int:
+    """Run the workers; their exit code. Ctrl-C or SIGTERM here ends them: they run in threads of Ray's processes,
+    where no signal reaches trainkit's loop, so Ray ends them with this launch, and what they saved last is where
+    the run goes on."""
+    terms: list[int] = []
+
+    def terminated(signum: int, frame: Any) -> None:
+        terms.append(signum)
+        raise KeyboardInterrupt  # the one exception that Ray's waits pass on (as a KeyboardInterrupt of their own)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminated) if main else None
+    try:
+        result = trainer.fit()
+    except failed as exc:  # Ray Train's TrainingFailedError: no restarts left
+        return _failed(exc)
+    except KeyboardInterrupt:
+        term = bool(terms)
+        say(f"stopped by {'SIGTERM' if term else 'Ctrl-C'}: Ray Train ended its workers without a last save; the "
+            f"run directory's newest checkpoint continues the run (the same command with resume=RUN_DIR).")
+        return EXIT_CODES["sigterm" if term else "sigint"]
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return int(getattr(result, "return_value", None) or 0)  # rank 0's (Ray Train v2; v1 returns no value)
 
 
@@ -216,9 +249,9 @@ def _failed(exc: Exception) -> int:
     from ray.exceptions import ActorDiedError, RayActorError
 
     failures = getattr(exc, "worker_failures", None) or {}
-    if any(isinstance(f, (ActorDiedError, RayActorError)) for f in failures.values()) or not failures:
+    if any(isinstance(f, (ActorDiedError, RayActorError)) for f in failures.values()):
         return KILLED
-    first = next(iter(failures.values()))
+    first = next(iter(failures.values()), exc)  # none: Ray Train's controller itself failed
     raise RayError(f"the Ray Train workers failed and no restarts are left: {type(first).__name__}: "
                    f"{' '.join(str(first).split())[:300]}") from None
 
@@ -299,7 +332,6 @@ def _code(ray: Any, ref: Any) -> int:
 def _line(args: list[str], cwd: str) -> int:
     """One job of `trainkit sweep resume` in a Ray task: `python -m trainkit train ARGS` in its own process; a cancel
     (KeyboardInterrupt here) stops it as Ctrl-C does, after it saved."""
-    import signal
     import subprocess
 
     proc = subprocess.Popen([sys.executable, "-m", "trainkit", "train", *args], cwd=cwd if os.path.isdir(cwd) else None,

@@ -64,7 +64,7 @@ def train(cfg: Any, ctx: Context) -> dict[str, Any]:
 def _launches(cfg: Any, devices: int, cluster: clusters.ClusterEnvironment) -> bool:
     """Whether this process starts the run's processes (trainer.devices=N, or any trainer.launcher=ray run) rather
     than being one of them. A worker that Ray Train started is the run, even alone."""
-    if cluster.name == "ray":
+    if cluster.worker:
         return False
     return (devices > 1 or cfg.trainer.get("launcher", "local") == "ray") and distributed.world_size() == 1
 
