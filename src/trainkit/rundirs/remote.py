@@ -197,7 +197,9 @@ class Mirror:
                 self.sent[rel], self.sent_at[rel] = now[rel], time.monotonic()
                 if rel == "checkpoints/last.ckpt":
                     self.newest_checkpoint = rel
-            for rel in [r for r in self.sent if r not in now and r.endswith(".ckpt")]:
+            # Only a checkpoint this mirror put there: another process may have emptied this folder (a Ray worker
+            # staging the same URL on this machine), and what the bucket held before is not this run's to remove.
+            for rel in [r for r in self.sent if r not in now and r.endswith(".ckpt") and r in self.added]:
                 storage.call(self.url, f"removing {rel}", self.fs.rm, f"{self.path}/{rel}")
                 del self.sent[rel]
 
