@@ -165,6 +165,22 @@ def test_two_ray_workers_match_one_process_with_twice_the_batch(ray_cluster, ray
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
 
 
+def test_a_line_the_cluster_cannot_run_is_refused_at_once_and_leaves_nothing(ray_cluster, tmp_path):
+    """More workers than the cluster has CPUs would wait for resources without end; an address where nothing
+    listens would make ray.init wait as long. Each is one paragraph, and no run directory stays."""
+    proc = ray_cluster.popen([*TRAINKIT, "train", "trainer.launcher=ray", "trainer.devices=3"], tmp_path)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 1, out  # a ConfigError
+    assert "error: trainer.devices=3 with trainer.launcher=ray needs 3 CPUs (one per worker), and the Ray cluster " \
+           f"at {ray_cluster.address} (2 nodes, 2 CPUs) has 2: lower trainer.devices to 2" in out, out
+    closed = subprocess.run([*TRAINKIT, "train", "trainer.launcher=ray", "trainer.devices=2"], cwd=tmp_path, text=True,
+                            capture_output=True, timeout=60, env={**os.environ, "RAY_ADDRESS": "127.0.0.1:9"})
+    assert closed.returncode != 0
+    assert "error: trainer.launcher=ray: could not connect to the Ray cluster at 127.0.0.1:9 (ConnectionError: " \
+           "nothing answers at 127.0.0.1:9 within 10 s" in closed.stderr, closed.stderr
+    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("*")), "nothing left behind"
+
+
 def timeless(row: dict) -> dict:
     return {k: v for k, v in row.items() if not k.startswith(("time/", "train/samples_per_s"))}
 

@@ -52,6 +52,10 @@ class RayCluster(ClusterEnvironment):
     def join(self) -> None:
         """Ray Train made the process group before the worker ran this line (so distributed.setup, which would make
         one, is not called): only its ranks are exported, from Ray Train's own context, for trainkit's env:// view."""
+        if not self.detect():
+            raise ConfigError("trainer.cluster=ray names the environment of the workers that trainer.launcher=ray "
+                              "starts, and this process is not one of them: use trainer.launcher=ray "
+                              "trainer.devices=N (trainer.cluster=auto finds the environment by itself).")
         import ray.train
 
         context = ray.train.get_context()
