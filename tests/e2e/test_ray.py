@@ -1,7 +1,7 @@
 """Ray, on a real cluster of two nodes started here: `trainer.launcher=ray` runs the data-parallel workers through Ray
 Train (metrics equal to one process at the same global batch; a worker killed with SIGKILL is restarted by Ray and the
-run resumes to bitwise-equal weights), and `hydra/launcher=ray` runs a sweep's jobs as Ray tasks, which `trainkit
-sweep resume` finishes on Ray too.
+run resumes to bitwise-equal weights), and `hydra/launcher=ray` runs a sweep's jobs as Ray tasks (a job whose worker is
+killed is a row that did not finish, which `trainkit sweep resume` finishes on Ray from its checkpoint).
 
 The cluster (`ray start --head` and `ray start --address=...`, each with one CPU) runs in a network namespace of its
 own where this machine can make one (tests/cluster.py), with the trainkit lines that use it: Ray advertises the
@@ -229,23 +229,48 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def test_a_sweep_runs_as_ray_tasks_and_resumes_on_ray(ray_cluster, tmp_path):
+def test_a_sweep_runs_as_ray_tasks_loses_a_job_to_a_kill_and_resumes_on_ray(ray_cluster, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    out = ray_cluster.run("train", "-m", "hydra/launcher=ray", "data.batch_size=32,64", "trainer.max_epochs=1",
-                          "trainer.progress=none", "trainer.tensorboard=false", "trainer.num_threads=1",
-                          f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    proc = ray_cluster.popen([*TRAINKIT, "train", "-m", "hydra/launcher=ray", "data.batch_size=32,64",
+                              "data.n_train=20000", "trainer.max_epochs=2", "trainer.checkpoint_every_n_steps=20",
+                              "trainer.progress=none", "trainer.tensorboard=false", "trainer.num_threads=1",
+                              f"hydra.sweep.dir={sweep_dir}"], tmp_path)
+    try:
+        deadline = time.monotonic() + 90
+        while not list(sweep_dir.glob("0_*/checkpoints/epoch001-step*.ckpt")):  # job 0 is 20 steps in
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0]
+            time.sleep(0.005)
+        (job0,) = [pid for pid in ray_cluster.descendants() if _cmdline(pid).startswith("ray::_execute_job")
+                   and any("/0_" in target for target in _open_files(pid))]  # its log file is open in its directory
+        os.kill(job0, signal.SIGKILL)
+        out = proc.communicate(timeout=90)[0]
+    finally:
+        stop(proc)
+    assert proc.returncode == 1, out  # a job did not finish
     assert f"ray: 2 jobs as Ray tasks on the Ray cluster at {ray_cluster.address}" in out, out
-    rows = list(csv.DictReader((sweep_dir / "sweep_summary.csv").open()))
-    assert sorted(r["status"] for r in rows) == ["finished", "finished"], rows
-    (job1,) = sweep_dir.glob("1_*")
-    (job1 / "summary.json").unlink()  # job 1 as if its node was lost before it finished: no result
-    (sweep_dir / "sweep_summary.csv").unlink()
+    assert "error: job 0's Ray task was lost (WorkerCrashedError: " in out, out
+    rows = {r["job"]: r["status"] for r in csv.DictReader((sweep_dir / "sweep_summary.csv").open())}
+    assert rows == {"0": "crashed", "1": "finished"}, rows
     out = ray_cluster.run("sweep", "resume", str(sweep_dir), cwd=tmp_path)
-    assert "job 0: finished, kept" in out, out
-    assert "job 1: crashed, resuming" in out or "job 1: interrupted, resuming" in out, out
-    assert "ray: 1 job as a Ray task on the Ray cluster" in out, out
-    rows = list(csv.DictReader((sweep_dir / "sweep_summary.csv").open()))
-    assert sorted(r["status"] for r in rows) == ["finished", "finished"], rows
+    assert "job 0: crashed, resuming" in out and "job 1: finished, kept" in out, out
+    assert f"ray: 1 job as a Ray task on the Ray cluster at {ray_cluster.address}" in out, out
+    assert re.search(r"resuming \S+ at epoch 1, batch [1-9]", out), "job 0 continued from its checkpoint: " + out
+    rows = {r["job"]: r["status"] for r in csv.DictReader((sweep_dir / "sweep_summary.csv").open())}
+    assert rows == {"0": "finished", "1": "finished"}, rows
+
+
+def _open_files(pid: int) -> list[str]:
+    found = []
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return []
+    for fd in fds:
+        try:
+            found.append(os.readlink(fd))
+        except OSError:  # closed meanwhile
+            pass
+    return found
 
 
 @pytest.mark.parametrize("line", [["trainer.launcher=ray", "trainer.devices=2"],
