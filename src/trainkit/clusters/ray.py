@@ -27,7 +27,9 @@ from trainkit.registry import register_cluster
 
 LAUNCH_ENV = "TRAINKIT_RAY_LAUNCH"  # in a worker of trainer.launcher=ray: the launch's id, its key in Ray's store
 RESTARTS_ENV = "TRAINKIT_RAY_MAX_RESTARTS"
-NAMESPACE = "trainkit"  # of Ray's key-value store
+# Ray's internal key-value store (ray.experimental.internal_kv, which Ray's own libraries use): every worker of the
+# cluster reaches it without a process of its own, where a named actor would cost one per launch.
+NAMESPACE = "trainkit"
 KILLED = 128 + 9  # what a shell says of a process killed by SIGKILL: `_launch` then says that no restarts are left
 
 
