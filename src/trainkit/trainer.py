@@ -128,6 +128,7 @@ class Trainer:
         self.manager = checkpoint.CheckpointManager(self.run_dir / "checkpoints", task.monitor, task.monitor_mode,
                                                     settings.keep_last_k)
         self.state = FitState()
+        self._drawn: _Drawing | None = None  # the inputs picture, drawn by a thread during the first epoch
         self._data = checkpoint.data_section(data.meta, data.examples)
         saved = checkpoint.Saved.read(resume) if resume is not None and not isinstance(resume, checkpoint.Saved) \
             else resume
@@ -228,17 +229,35 @@ class Trainer:
 
     def _preview_inputs(self) -> None:
         """The seed tutorial's first picture: the first training batch as the model will see it (augmented, not
-        yet normalized), captioned with its labels: inputs.png in the run directory and in the trackers."""
+        yet normalized), captioned with its labels: inputs.png in the run directory and in the trackers.
+
+        Drawing and saving it took 0.1-0.3 s of every run's start (benchmarks/README.md, "Whole runs"): a thread
+        does it while the first epoch trains, and the trackers get the picture when that epoch ends (trackers are
+        only ever called from the training thread)."""
         preview = getattr(self.data.train, "preview", None)
         if not self.main or preview is None:
             return
         from trainkit.reports.preview import input_grid
 
-        x, y = preview(epoch=1)
-        grid = input_grid(x, y, self.data.meta)
+        x, y = preview(epoch=1)  # the batch is cut here: the loader is the training thread's
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        drawn = _Drawing(lambda: _saved(input_grid(x, y, self.data.meta), self.run_dir / "inputs.png"))
+        self._drawn = drawn
+        self.events.handlers["epoch_end"].insert(0, lambda trainer, *values: self._picture_done())
+
+    def _picture_done(self, quiet: bool = False) -> None:
+        """The inputs picture to the trackers, once its thread is done (raising what it raised, unless `quiet`:
+        a run that is already failing says why it failed, not why its picture did)."""
+        drawn, self._drawn = self._drawn, None
+        if drawn is None:  # the handler stays (once an epoch, nothing to do): the events are being iterated
+            return
+        try:
+            grid = drawn.result()
+        except Exception:
+            if quiet:
+                return
+            raise
         if grid is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            grid.save(self.run_dir / "inputs.png")
             self.logger.picture("inputs", grid)
 
     def test(self) -> dict[str, float]:
@@ -272,6 +291,8 @@ class Trainer:
 
     def close(self) -> None:
         """Closes the logs (the progress display, the trackers' open files); `fit` reopens nothing after it."""
+        if self._drawn is not None:  # stopped before the first epoch's end: the picture still goes out
+            self._picture_done(quiet=True)
         self.logger.close()
 
     def summary(self, test: dict[str, float]) -> dict[str, Any]:
@@ -294,6 +315,37 @@ class Trainer:
             "checkpoints": {"last": str(manager.last_path), "best": str(manager.best_path)},
             "warnings": list(self.data.warnings),
         }
+
+
+class _Drawing:
+    """`fn()` on a thread of its own; `result()` waits for it and returns what it returned, or raises what it raised."""
+
+    def __init__(self, fn: Any) -> None:
+        import threading
+
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self.value = fn()
+            except BaseException as exc:  # raised in the training thread by result()
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, name="trainkit-inputs-picture", daemon=True)
+        self.thread.start()
+
+    def result(self) -> Any:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _saved(grid: Any, path: Path) -> Any:
+    if grid is not None:
+        grid.save(path)
+    return grid
 
 
 def _device(task: Task) -> str:
