@@ -34,6 +34,8 @@ RESULTS = HERE / "results"
 
 def overrides(args: argparse.Namespace) -> list[str]:
     extra = ["trainer.max_epochs=1", "trainer.limit_train_batches=30"] if args.quick else []
+    if args.threads:
+        extra.append(f"trainer.num_threads={args.threads}")
     return ["experiment=mnist_fast", f"data.train_csv={args.mnist_csv / 'train.csv'}",
             f"data.test_csv={args.mnist_csv / 'test.csv'}", "trainer.progress=none", *extra]
 
@@ -75,11 +77,13 @@ def child_trainkit(out: Path, run_dir: Path, words: list[str]) -> None:
                                "steps": summary["steps"]}))
 
 
-def child_handwritten(out: Path, data: Path, epochs: int, limit: int | None) -> None:
+def child_handwritten(out: Path, data: Path, epochs: int, limit: int | None, threads: int | None) -> None:
     import numpy as np
     import torch
     import torch.nn.functional as F
 
+    if threads:
+        torch.set_num_threads(threads)
     sys.path.insert(0, str(HERE))
     from trainkit.models.fast_resnet import FastResNet
 
@@ -147,7 +151,8 @@ def one_round(args: argparse.Namespace, tmp: Path, data: Path, k: int) -> dict[s
         out = tmp / f"{who}-{k}.json"
         if who == "handwritten":
             start = spawn(["--child", "handwritten", "--out", str(out), "--data", str(data), "--epochs",
-                           "1" if args.quick else "2", *(["--limit", "30"] if args.quick else [])])
+                           "1" if args.quick else "2", *(["--limit", "30"] if args.quick else []),
+                           *(["--threads", str(args.threads)] if args.threads else [])])
         else:
             start = spawn(["--child", "trainkit", "--out", str(out), "--run-dir", str(tmp / f"{who}{k}"),
                            "--", *overrides(args)], args.before if who == "before" else None)
@@ -214,12 +219,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of both sides (trainer.num_threads; default: torch's own)")
     parser.add_argument("words", nargs="*")
     args = parser.parse_args()
     if args.child == "trainkit":
         return child_trainkit(args.out, args.run_dir, args.words)
     if args.child == "handwritten":
-        return child_handwritten(args.out, args.data, args.epochs, args.limit)
+        return child_handwritten(args.out, args.data, args.epochs, args.limit, args.threads)
     args.mnist_csv = args.mnist_csv.resolve()
     with tempfile.TemporaryDirectory(prefix="trainkit-whole-") as name:
         tmp = Path(name)
@@ -233,7 +240,8 @@ def main() -> None:
             print(f"round {k}: ratio {last['ratio']:.3f}, {times}, load {last['load_before']:.2f}", flush=True)
     path = RESULTS / "whole_run.json"
     result = json.loads(path.read_text()) if path.is_file() else {}
-    result[args.label] = {"rows": rows, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": args.quick}
+    result[args.label] = {"rows": rows, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": args.quick,
+                          "threads": args.threads, "before": str(args.before) if args.before else None}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(summary(rows))
