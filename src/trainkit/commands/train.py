@@ -23,7 +23,7 @@ from trainkit.engine import checkpoint, distributed
 from trainkit.engine.signals import Interrupted, StopRequest
 from trainkit.errors import EXIT_CODES, UserError
 from trainkit.logging.text import shown
-from trainkit.rundirs import claim, resume
+from trainkit.rundirs import claim, remote, resume
 from trainkit.rundirs.remote import url_of
 from trainkit.trainer import Trainer, resume_arg, write_summary
 
@@ -73,9 +73,11 @@ def _train(cfg: Any, ctx: Context, cluster: clusters.ClusterEnvironment) -> dict
     main = distributed.is_main()
     run_dir = ctx.run_dir
     found = _resume(cfg, run_dir, ctx, cluster) if main else None
-    found = distributed.agree(found)
+    found, stored = distributed.agree((found, url_of(found.checkpoint) if found else None))
     if found is not None:
         run_dir = found.run_dir
+        if stored and not found.checkpoint.is_file():  # a process on another node: rank 0's staging is not here
+            remote.fetch_to(stored, found.checkpoint)
     if main:
         cluster.remember("run_dir", str(run_dir))  # where a restart of the process group continues
     with claim.lock(run_dir) if main else nullcontext(), StopRequest(cluster.stop_signals) as stop:
@@ -175,7 +177,8 @@ def _launch(cfg: Any, ctx: Context, devices: int, cluster: clusters.ClusterEnvir
         from trainkit.clusters import ray
 
         args = [*dirs, *ctx.overrides, f"hydra.run.dir={claim.quoted(url_of(run_dir) or run_dir)}"]
-        code = ray.launch(devices, args, max_restarts, str(cfg.trainer.device), say=ctx.console.print)
+        with remote.written_elsewhere(run_dir):  # rank 0 uploads; what it wrote then comes down here
+            code = ray.launch(devices, args, max_restarts, str(cfg.trainer.device), say=ctx.console.print)
     else:
         from trainkit.clusters.torchrun import launch
 

@@ -13,7 +13,10 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from trainkit import storage
 from trainkit.rundirs.claim import RunDirError, is_locked
@@ -88,9 +91,14 @@ def staged(url: str) -> Path:
         folder = stage(run)
     local = folder / storage.tidy(url)[len(run):].lstrip("/")
     if local != folder and not local.is_file():
-        fs, path = storage.filesystem(storage.tidy(url))
-        storage.download(fs, path, local, url)
+        fetch_to(storage.tidy(url), local)
     return local
+
+
+def fetch_to(url: str, local: Path) -> None:
+    """The object at `url` into the local file `local` (whole or absent)."""
+    fs, path = storage.filesystem(url)
+    storage.download(fs, path, Path(local), url)
 
 
 def readable(url: str) -> Path:
@@ -115,6 +123,9 @@ def checkpoint(url: str) -> Path:
     return storage.fetch(url)
 
 
+_ACTIVE: dict[Path, Mirror] = {}  # the mirror of each staging folder this process uploads, while it runs
+
+
 class Mirror:
     """Uploads what changes in `folder` to `url`, from a thread, until closed; a file deleted here (an old epoch
     checkpoint) goes there too. `wake()` asks for an upload now (a checkpoint was written). An upload that fails is
@@ -132,6 +143,7 @@ class Mirror:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="trainkit-mirror", daemon=True)
+        self.paused = False  # while other processes write this run (written_elsewhere)
 
     def _in_bucket(self) -> dict[str, tuple[int, int]]:
         """The local files that the bucket holds already (what came down at staging): the rest goes up."""
@@ -153,6 +165,7 @@ class Mirror:
         return found
 
     def start(self) -> Mirror:
+        _ACTIVE[self.folder.resolve()] = self
         self._thread.start()
         return self
 
@@ -165,6 +178,8 @@ class Mirror:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            if self.paused:
+                continue
             try:
                 self.sync(final=False)
             except Exception as exc:  # the run's thread says it (the callback, or close): never this thread
@@ -205,9 +220,11 @@ class Mirror:
 
     def close(self, final: bool = True) -> None:
         """Stop the thread; with `final`, upload what is left (unless an upload already failed)."""
+        _ACTIVE.pop(self.folder.resolve(), None)
         self._stop.set()
         self._wake.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
         if final and self.error is None:
             try:
                 self.sync(final=True)
@@ -233,6 +250,33 @@ class Mirror:
                 "The run stopped, since what it writes no longer reaches the bucket")
         return storage.StorageError(f"{self.error} {done}: {saved}. Every file is also in the local staging folder "
                                     f"{self.folder} (until a run of this URL starts here again).")
+
+
+@contextmanager
+def written_elsewhere(folder: Path) -> Iterator[None]:
+    """While the run at `folder`'s URL is written by other processes that upload it themselves (Ray Train's workers,
+    on any node), this process's mirror of `folder` waits; afterwards `folder` becomes what the bucket holds (its
+    summary and checkpoints, for this process to read), and nothing of it goes up again."""
+    url = url_of(folder)
+    mirror = _ACTIVE.get(Path(folder).resolve())
+    if url is None:
+        yield
+        return
+    if mirror is not None:
+        mirror.paused = True
+    try:
+        yield
+    finally:
+        fs, path = storage.filesystem(url)
+        for rel, info in _stored(fs, path, url).items():
+            local = Path(folder) / rel
+            if rel and not _kept_local(rel) and not _epoch_checkpoint(rel) and not (
+                    local.is_file() and _same(info, (local.stat().st_size, local.stat().st_mtime_ns))):
+                storage.download(fs, f"{path}/{rel}", local, url, info)
+        if mirror is not None:
+            with mirror._lock:
+                mirror.sent.update(mirror._scan())
+            mirror.paused = False
 
 
 def sync_up(folder: Path) -> None:
