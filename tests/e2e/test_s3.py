@@ -325,6 +325,17 @@ def test_data_and_sweeps_in_the_bucket(s3, mnist_files, tmp_path):
     listed = run_cli("runs", f"s3://{BUCKET}/sweep", cwd=cwd, env=env).stdout
     assert listed.count("finished") == 2, listed
 
+    # A job stopped after its last checkpoint: `trainkit sweep resume URL` from elsewhere finishes it in the bucket.
+    (summary,) = fs.glob(f"{BUCKET}/sweep/1_*/summary.json")
+    stopped = {**json.loads(fs.cat(summary)), "status": "interrupted"}
+    fs.pipe(summary, json.dumps(stopped).encode())
+    cwd, env = fresh(tmp_path, "elsewhere", s3)
+    out = run_cli("sweep", "resume", f"s3://{BUCKET}/sweep", cwd=cwd, env=env).stdout
+    assert "job 1: interrupted, resuming" in out and "job 0: finished, kept" in out, out
+    fs.invalidate_cache()
+    assert json.loads(fs.cat(summary))["status"] == "finished"
+    assert not any("/.resume" in p for p in fs.find(f"{BUCKET}/sweep")), "the resume's scratch folders stay local"
+
 
 def test_a_line_that_fails_before_any_result_leaves_nothing_in_the_bucket(s3, tmp_path):
     fs = _client(s3)

@@ -42,8 +42,9 @@ def execute(target: str, cfg: Any, ctx: Context) -> Any:
     module, _, name = target.partition(":")
     command = getattr(importlib.import_module(module), name)
     url = remote.url_of(ctx.run_dir)
-    if url is None or os.environ.get(MIRRORED) == url:  # a data-parallel run's processes: their parent uploads
-        return command(cfg, ctx)
+    uploader = os.environ.get(MIRRORED)
+    if url is None or (uploader and (url == uploader or url.startswith(uploader + "/"))):
+        return command(cfg, ctx)  # a data-parallel run's processes, a resumed sweep's jobs: their parent uploads
     os.environ[MIRRORED] = url
     try:
         return _mirrored(command, cfg, ctx, url)

@@ -25,6 +25,7 @@ from typing import Any
 from rich.console import Console
 
 from trainkit.errors import UsageError
+from trainkit.rundirs import remote
 from trainkit.rundirs.claim import quoted
 from trainkit.rundirs.sweeps import Job, SweepResumeError, multirun_config, plan, report, sweep_damaged, sweep_overrides
 
@@ -205,10 +206,31 @@ def main(argv: list[str]) -> int:
         prog="trainkit sweep resume", description="Finish a stopped sweep (trainkit train -m ...): finished jobs are "
         "kept, interrupted jobs resume from their checkpoints, jobs never started run; then the summary covers all. "
         "A sweep whose jobs load plugin modules needs them named: plugins=[module,...].")
-    parser.add_argument("dir", type=Path, help="the sweep directory (outputs/multirun/<date>/<time>)")
+    parser.add_argument("dir", help="the sweep directory (outputs/multirun/<date>/<time>), or its URL in object "
+                        "storage (s3://bucket/sweep)")
     parser.add_argument("--retry-failed", action="store_true", help="also run the failed jobs again, from scratch")
     args, rest = parser.parse_known_args(argv)
     wrong = [a for a in rest if not a.lstrip("+").startswith("plugins=")]
     if wrong:
         parser.error(f"unrecognized arguments: {' '.join(wrong)}")
-    return resume(args.dir, args.retry_failed, Console(highlight=False, soft_wrap=True), plugins_arg(rest))
+    console = Console(highlight=False, soft_wrap=True)
+    if remote.is_url(args.dir):
+        return _resume_stored(args.dir, args.retry_failed, console, plugins_arg(rest))
+    return resume(Path(args.dir), args.retry_failed, console, plugins_arg(rest))
+
+
+def _resume_stored(url: str, retry_failed: bool, console: Console, plugins: list[str]) -> int:
+    """A sweep in object storage: it comes down into a staging folder (its jobs' epoch checkpoints aside), is finished
+    there, and one mirror uploads what its jobs and its summary write, as they write it."""
+    from trainkit.commands import MIRRORED
+
+    sweep_dir = remote.stage(url, "the sweep directory")
+    mirror = remote.Mirror(sweep_dir, url).start()
+    os.environ[MIRRORED] = remote.url_of(sweep_dir) or url  # the jobs' processes leave the uploads to this one
+    try:
+        return resume(sweep_dir, retry_failed, console, plugins)
+    finally:
+        os.environ.pop(MIRRORED, None)
+        mirror.close()
+        if mirror.error is not None:
+            raise mirror.failure(finished=True) from None
