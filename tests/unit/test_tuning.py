@@ -116,6 +116,8 @@ def test_the_peak_and_the_flop_count():
     (["tune.steps=-3"], "tune.steps=-3 must be a whole number of at least 5"),
     (["tune.smoothing=1.0"], "tune.smoothing=1.0 must be from 0"),
     (["tune.diverge=1"], "tune.diverge=1 must be above 1"),
+    (["tune.smoothing=high"], "tune.smoothing=high must be from 0"),
+    (["tune.lr_max=big"], "tune.lr_max=big must be a learning rate above 0"),
     (["tune.max_batch=0"], "tune.max_batch=0 must be a whole number of at least 1"),
 ])
 def test_tune_options_name_the_key(compose, words, message):

@@ -48,7 +48,7 @@ def options(cfg: Any) -> TuneOptions:
                           f"range test, tune.mode=batch the batch-size finder, tune.mode=both the two.")
     for key in ("lr_min", "lr_max"):
         value = getattr(opts, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        if not _number(value) or not (math.isfinite(value) and value > 0):
             raise ConfigError(f"tune.{key}={value} must be a learning rate above 0, e.g. tune.lr_min=1e-7 "
                               f"tune.lr_max=10.")
     if opts.lr_min >= opts.lr_max:
@@ -58,13 +58,17 @@ def options(cfg: Any) -> TuneOptions:
     opts.batch_steps = build.whole_number(opts.batch_steps, "tune.batch_steps", minimum=1, example=5)
     if opts.max_batch is not None:
         opts.max_batch = build.whole_number(opts.max_batch, "tune.max_batch", minimum=1, example=4096)
-    if isinstance(opts.smoothing, bool) or not 0 <= opts.smoothing < 1:
+    if not _number(opts.smoothing) or not 0 <= opts.smoothing < 1:
         raise ConfigError(f"tune.smoothing={opts.smoothing} must be from 0 (no smoothing) up to, not including, 1: "
                           f"the weight of the past in the loss curve's moving average, e.g. 0.98.")
-    if isinstance(opts.diverge, bool) or not (math.isfinite(opts.diverge) and opts.diverge > 1):
+    if not _number(opts.diverge) or not (math.isfinite(opts.diverge) and opts.diverge > 1):
         raise ConfigError(f"tune.diverge={opts.diverge} must be above 1: the sweep stops once the smoothed loss "
                           f"exceeds this many times its lowest, e.g. 4.")
     return opts
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def run_tune(cfg: Any, ctx: Context) -> dict[str, Any]:
