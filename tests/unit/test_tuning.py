@@ -136,3 +136,13 @@ def test_profile_options_name_the_key(compose, words, message):
 
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         options(compose(*words, config="profile"))
+
+
+def test_tune_refuses_resume_before_building_anything(compose, tmp_path):
+    from trainkit.commands import Context
+    from trainkit.commands.tune import run_tune
+    from trainkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="resume= is not used by trainkit tune"):
+        run_tune(compose("resume=outputs/2026-01-01/00-00-00", config="tune"), Context(tmp_path))
+    assert list(tmp_path.iterdir()) == []
