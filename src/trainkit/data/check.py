@@ -133,12 +133,16 @@ def _row_hashes(x: torch.Tensor) -> np.ndarray:
     (blake2b) took 0.12 s of every MNIST run's start; this takes a few milliseconds."""
     rows = x.reshape(len(x), -1)
     out = np.empty(len(x), dtype=np.uint64)
-    for start in range(0, len(x), CHUNK):
-        chunk = np.ascontiguousarray(rows[start:start + CHUNK].numpy())
+    # The mixing holds about three copies of a chunk as 64-bit words: chunks of at most 8 MB keep that small for big
+    # images too (a memory-capped run of 224x224 images was killed with CHUNK rows at a time).
+    step = max(1, min(CHUNK, HASH_BYTES // max(1, rows.shape[1] * rows.element_size())))
+    for start in range(0, len(x), step):
+        chunk = np.ascontiguousarray(rows[start:start + step].numpy())
         out[start:start + len(chunk)] = _hash64(chunk.view(np.uint8).reshape(len(chunk), -1))
     return out
 
 
+HASH_BYTES = 8 << 20
 _MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
 
 
