@@ -1,5 +1,5 @@
-"""A whole mnist_fast run, from the process start to its last training step: trainkit against the hand-written loop
-of the same recipe, in paired rounds of fresh processes, with trainkit's time split by phase.
+"""A whole mnist_fast (or cifar10_fast: --preset) run, from the process start to its last training step: trainkit
+against the hand-written loop of the same recipe, in paired rounds of fresh processes, with trainkit's time split by phase.
 
     .venv/bin/python benchmarks/whole_run.py --mnist-csv /tmp/mnist_csv --rounds 5
     git worktree add /tmp/before HEAD~1 && .venv/bin/python benchmarks/whole_run.py --before /tmp/before   # + that tree
@@ -36,8 +36,11 @@ def overrides(args: argparse.Namespace) -> list[str]:
     extra = ["trainer.max_epochs=1", "trainer.limit_train_batches=30"] if args.quick else []
     if args.threads:
         extra.append(f"trainer.num_threads={args.threads}")
-    return ["experiment=mnist_fast", f"data.train_csv={args.mnist_csv / 'train.csv'}",
-            f"data.test_csv={args.mnist_csv / 'test.csv'}", "trainer.progress=none", *extra]
+    if args.preset == "cifar10_fast":  # the copy in ../shared has no test batch: a fifth is held back, as fast_recipes
+        data = [f"data.root={args.cifar_root}", "data.test_fraction=0.2"]
+    else:
+        data = [f"data.train_csv={args.mnist_csv / 'train.csv'}", f"data.test_csv={args.mnist_csv / 'test.csv'}"]
+    return [f"experiment={args.preset}", *data, "trainer.progress=none", *extra]
 
 
 # --------------------------------------------------------------------------------------------- child processes
@@ -77,7 +80,10 @@ def child_trainkit(out: Path, run_dir: Path, words: list[str]) -> None:
                                "steps": summary["steps"]}))
 
 
-def child_handwritten(out: Path, data: Path, epochs: int, limit: int | None, threads: int | None) -> None:
+def child_handwritten(out: Path, data: Path, limit: int | None, threads: int | None) -> None:
+    """The preset's recipe by hand (recipe.json, written from the composed config): the same nn.Module, fused SGD with
+    Nesterov momentum, OneCycleLR, label smoothing, random shifts and flips where the preset has them, channels_last;
+    the data normalized once, as a plain script does."""
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -85,26 +91,33 @@ def child_handwritten(out: Path, data: Path, epochs: int, limit: int | None, thr
     if threads:
         torch.set_num_threads(threads)
     sys.path.insert(0, str(HERE))
+    from handwritten import augment
+
     from trainkit.models.fast_resnet import FastResNet
 
     marks = {"imported": time.time()}
-    x = torch.from_numpy(np.load(data / "x.npy")).float().div_(255).sub_(0.1307).div_(0.3081)
+    r = json.loads((data / "recipe.json").read_text())
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (r["mean"], r["std"]))
+    x = (torch.from_numpy(np.load(data / "x.npy")).float().div_(r["scale"]) - mean) / std
     y = torch.from_numpy(np.load(data / "y.npy")).long()
     torch.manual_seed(0)
-    model = FastResNet((1, 28, 28), 10, width=8, stages=[1, 2, 4], depth=2).to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=True)
-    per_epoch = -(-len(x) // 128) if limit is None else limit
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=epochs * per_epoch, pct_start=0.25,
-                                                anneal_strategy="linear")
+    fmt = torch.channels_last if r["channels_last"] else torch.contiguous_format
+    model = FastResNet(tuple(r["in_shape"]), 10, **r["model"]).to(memory_format=fmt)
+    opt = torch.optim.SGD(model.parameters(), lr=r["lr"], momentum=r["momentum"], nesterov=True,
+                          weight_decay=r["weight_decay"], fused=True)
+    batch = r["batch_size"]
+    per_epoch = -(-len(x) // batch) if limit is None else limit
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r["lr"], total_steps=r["epochs"] * per_epoch,
+                                                pct_start=r["pct_start"], anneal_strategy="linear")
     g = torch.Generator().manual_seed(0)
     marks["ready"] = time.time()
     cpu = {"ready": time.process_time()}
-    for _ in range(epochs):
+    for _ in range(r["epochs"]):
         perm = torch.randperm(len(x), generator=g)
         for i in range(per_epoch):
-            idx = perm[i * 128:(i + 1) * 128]
-            loss = F.cross_entropy(model(x[idx].contiguous(memory_format=torch.channels_last)), y[idx],
-                                   label_smoothing=0.1)
+            idx = perm[i * batch:(i + 1) * batch]
+            xb = augment(x[idx], r["crop_padding"], r["hflip"], g).contiguous(memory_format=fmt)
+            loss = F.cross_entropy(model(xb), y[idx], label_smoothing=r["label_smoothing"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -118,10 +131,10 @@ def child_handwritten(out: Path, data: Path, epochs: int, limit: int | None, thr
 def prepare(args: argparse.Namespace, tmp: Path) -> Path:
     """The training split trainkit trains on (its validation carve taken out), as .npy files for the script."""
     import numpy as np
+    from hydra import compose, initialize_config_dir
 
     from trainkit.build import build_data, plain
     from trainkit.cli.compose import config_dir, register_schemas
-    from hydra import compose, initialize_config_dir
 
     register_schemas()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -131,6 +144,17 @@ def prepare(args: argparse.Namespace, tmp: Path) -> Path:
     folder.mkdir()
     np.save(folder / "x.npy", np.ascontiguousarray(data.train.x.numpy()))
     np.save(folder / "y.npy", data.train.y.numpy())
+    augment = cfg.data.get("augment") or {}
+    recipe = {"in_shape": list(data.meta.in_shape), "scale": data.meta.scale, "mean": list(data.meta.mean),
+              "std": list(data.meta.std),
+              "model": {k: (list(v) if k == "stages" else v) for k, v in cfg.model.items() if k in (
+                  "width", "stages", "depth")},
+              "lr": cfg.optimizer.lr, "momentum": cfg.optimizer.momentum, "weight_decay": cfg.optimizer.weight_decay,
+              "pct_start": cfg.scheduler.pct_start, "label_smoothing": cfg.task.get("label_smoothing", 0.0),
+              "batch_size": cfg.data.batch_size, "epochs": cfg.trainer.max_epochs,
+              "crop_padding": augment.get("crop_padding", 0), "hflip": augment.get("hflip", False),
+              "channels_last": cfg.trainer.channels_last}
+    (folder / "recipe.json").write_text(json.dumps(recipe))
     return folder
 
 
@@ -150,8 +174,8 @@ def one_round(args: argparse.Namespace, tmp: Path, data: Path, k: int) -> dict[s
     for who in order:
         out = tmp / f"{who}-{k}.json"
         if who == "handwritten":
-            start = spawn(["--child", "handwritten", "--out", str(out), "--data", str(data), "--epochs",
-                           "1" if args.quick else "2", *(["--limit", "30"] if args.quick else []),
+            start = spawn(["--child", "handwritten", "--out", str(out), "--data", str(data),
+                           *(["--limit", "30"] if args.quick else []),
                            *(["--threads", str(args.threads)] if args.threads else [])])
         else:
             start = spawn(["--child", "trainkit", "--out", str(out), "--run-dir", str(tmp / f"{who}{k}"),
@@ -217,7 +241,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--run-dir", type=Path)
     parser.add_argument("--data", type=Path)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--preset", choices=["mnist_fast", "cifar10_fast"], default="mnist_fast")
+    parser.add_argument("--cifar-root", type=Path, default=HERE.parent.parent / "shared" / "data" / "cifar10")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads of both sides (trainer.num_threads; default: torch's own)")
@@ -226,8 +251,8 @@ def main() -> None:
     if args.child == "trainkit":
         return child_trainkit(args.out, args.run_dir, args.words)
     if args.child == "handwritten":
-        return child_handwritten(args.out, args.data, args.epochs, args.limit, args.threads)
-    args.mnist_csv = args.mnist_csv.resolve()
+        return child_handwritten(args.out, args.data, args.limit, args.threads)
+    args.mnist_csv, args.cifar_root = args.mnist_csv.resolve(), args.cifar_root.resolve()
     with tempfile.TemporaryDirectory(prefix="trainkit-whole-") as name:
         tmp = Path(name)
         data = prepare(args, tmp)
@@ -241,6 +266,7 @@ def main() -> None:
     path = RESULTS / "whole_run.json"
     result = json.loads(path.read_text()) if path.is_file() else {}
     result[args.label] = {"rows": rows, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": args.quick,
+                          "preset": args.preset,
                           "threads": args.threads, "before": str(args.before) if args.before else None}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
