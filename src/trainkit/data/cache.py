@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainkit.storage import cache_root
+
 VERSION = 2  # bump when what a reader stores changes meaning (2: stores filled in place)
 FOLDER = ".tkcache"  # beside the source
 SAMPLE_BLOCK = 1 << 16  # bytes hashed per sampled block
@@ -40,10 +42,9 @@ COPY_ROWS_BYTES = 16 << 20  # bytes per step when copying rows between files: bo
 Arrays = dict[str, np.ndarray]
 
 
-def user_cache_dir() -> Path:
-    """Where caches go when the source's folder is read-only: $XDG_CACHE_HOME/trainkit or ~/.cache/trainkit."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "trainkit"
+# Where caches go when the source's folder is read-only: $XDG_CACHE_HOME/trainkit or ~/.cache/trainkit (the same
+# folder that holds object storage's local copies).
+user_cache_dir = cache_root
 
 
 def fingerprint(file: Path) -> dict[str, Any]:
