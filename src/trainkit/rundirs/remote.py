@@ -54,9 +54,7 @@ def stage(url: str, what: str = "the run directory") -> Path:
                           f"{folder} is locked); two processes never write to one run. Wait for it to end.")
     shutil.rmtree(folder, ignore_errors=True)  # the bucket is the truth: what a killed run left here goes
     folder.mkdir(parents=True)
-    for rel, info in _stored(fs, path, url).items():
-        if rel and not _kept_local(rel) and not _epoch_checkpoint(rel):
-            storage.download(fs, f"{path}/{rel}", folder / rel, url, info)
+    _pull(fs, path, url, folder)
     (folder / MARKER).write_text(url + "\n")
     return folder
 
@@ -268,11 +266,7 @@ def written_elsewhere(folder: Path) -> Iterator[None]:
         yield
     finally:
         fs, path = storage.filesystem(url)
-        for rel, info in _stored(fs, path, url).items():
-            local = Path(folder) / rel
-            if rel and not _kept_local(rel) and not _epoch_checkpoint(rel) and not (
-                    local.is_file() and _same(info, (local.stat().st_size, local.stat().st_mtime_ns))):
-                storage.download(fs, f"{path}/{rel}", local, url, info)
+        _pull(fs, path, url, Path(folder))
         if mirror is not None:
             with mirror._lock:
                 mirror.sent.update(mirror._scan())
@@ -292,6 +286,16 @@ def sync_up(folder: Path) -> None:
         st = local.stat()
         if not _kept_local(rel) and not _same(there.get(rel), (st.st_size, st.st_mtime_ns)):
             storage.upload(fs, local, f"{path}/{rel}", f"{url}/{rel}")
+
+
+def _pull(fs: Any, path: str, url: str, folder: Path) -> None:
+    """What the bucket holds at `path` into `folder` (its epoch checkpoints aside), where the local file is not
+    already that object."""
+    for rel, info in _stored(fs, path, url).items():
+        local = folder / rel
+        if rel and not _kept_local(rel) and not _epoch_checkpoint(rel) and not (
+                local.is_file() and _same(info, (local.stat().st_size, local.stat().st_mtime_ns))):
+            storage.download(fs, f"{path}/{rel}", local, url, info)
 
 
 def _stored(fs: Any, path: str, url: str) -> dict[str, dict[str, Any]]:
