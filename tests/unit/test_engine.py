@@ -234,6 +234,25 @@ def test_augment_crops_and_flips_whole_batches():
         assert flipped[i].equal(x[i]) or flipped[i].equal(x[i].flip(2))
 
 
+def test_augment_crop_is_a_window_of_the_zero_padded_image_drawn_per_image():
+    """Each output image is one (2p+1)² shift of its zero-padded input, mirrored or not; images draw their own shifts;
+    uint8 and channels_last batches give the same pixels as float ones."""
+    n, p = 64, 2
+    x = torch.randint(1, 256, (n, 3, 8, 8), dtype=torch.uint8)
+    padded = torch.nn.functional.pad(x, (p,) * 4)
+    out = Augment(crop_padding=p, hflip=True)(x, torch.Generator().manual_seed(3))
+    shifts = set()
+    for i in range(n):
+        found = [(dy, dx) for dy in range(2 * p + 1) for dx in range(2 * p + 1)
+                 for view in (out[i], out[i].flip(2)) if view.equal(padded[i, :, dy:dy + 8, dx:dx + 8])]
+        assert found, f"image {i} is not a shifted window of its padded input"
+        shifts.update(found)
+    assert len(shifts) > 10, "the shifts are drawn per image"
+    for same in (x.float(), x.contiguous(memory_format=torch.channels_last)):
+        again = Augment(crop_padding=p, hflip=True)(same, torch.Generator().manual_seed(3))
+        assert again.to(torch.uint8).equal(out)
+
+
 def test_mmd_is_small_for_same_distribution_and_large_for_different():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(256, 2, generator=g), torch.randn(256, 2, generator=g)

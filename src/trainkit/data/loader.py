@@ -42,13 +42,13 @@ class Augment:
         if self.crop_padding > 0:
             p = self.crop_padding
             padded = torch.nn.functional.pad(x, (p, p, p, p))
-            dy = torch.randint(0, 2 * p + 1, (n, 1), generator=generator).to(x.device)
-            dx = torch.randint(0, 2 * p + 1, (n, 1), generator=generator).to(x.device)
-            rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # n×1×h×1
-            cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]  # n×1×1×w
-            batch = torch.arange(n, device=x.device)[:, None, None, None]
-            chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-            x = padded[batch, chans, rows, cols]
+            dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
+            dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
+            # Every h×w window of each padded image, as a view (n×c×(2p+1)×(2p+1)×h×w); indexing picks one window
+            # per image and copies it whole rows at a time: 2.7× faster than gathering pixel by pixel, the same
+            # pixels (benchmarks/README.md).
+            windows = padded.unfold(2, h, 1).unfold(3, w, 1)
+            x = windows[torch.arange(n, device=x.device), :, dy, dx]
         if self.hflip:
             flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)[:, None, None, None]
             x = torch.where(flip, x.flip(3), x)
