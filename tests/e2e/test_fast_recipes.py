@@ -141,6 +141,19 @@ def test_option_keys_reach_the_run(compose, tmp_path, cifar_root):
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_tta_flip_leaves_each_epochs_validation_to_the_network_alone(compose, tmp_path, cifar_root):
+    """val/ each epoch is one forward pass per image; the test pass (and eval) average each image with its mirror."""
+    cfg = compose(*cifar_run(cifar_root, *OPTIONS["tta_flip"], "trainer.max_epochs=1"))
+    trainer = fit(cfg, tmp_path / "run")
+    logged = trainer.state.history[-1]
+    plain = evaluate(trainer.task, trainer.data.val, each_epoch=True)
+    flipped = evaluate(trainer.task, trainer.data.val)
+    assert logged["val/loss"] == pytest.approx(plain["val/loss"], rel=1e-6)
+    assert abs(plain["val/loss"] - flipped["val/loss"]) > 1e-4, "the flips change the loss"
+    assert trainer.test()["test/loss"] == pytest.approx(evaluate(trainer.task, trainer.data.test, prefix="test/")[
+        "test/loss"], rel=1e-6)
+
+
 def test_ema_validates_and_saves_the_averaged_weights(compose, tmp_path, cifar_root):
     cfg = compose(*cifar_run(cifar_root, *OPTIONS["ema"], "trainer.max_epochs=1"))
     trainer = fit(cfg, tmp_path / "run")

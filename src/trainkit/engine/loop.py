@@ -134,9 +134,11 @@ class MeanAccumulator:
 
 def evaluate(
     task: Task, loader: Loader, autocast: Callable[[], ContextManager[Any]] = nullcontext,
-    prefix: str = "val/", limit: int | None = None,
+    prefix: str = "val/", limit: int | None = None, each_epoch: bool = False,
 ) -> dict[str, float]:
-    """Mean of the task's eval metrics over the whole split (or `limit` batches), modules in eval mode."""
+    """Mean of the task's eval metrics over the whole split (or `limit` batches), modules in eval mode.
+    `each_epoch`: the validation inside training, through the task's `val_step` where it has one."""
+    measure = getattr(task, "val_step", task.eval_step) if each_epoch else task.eval_step
     modes = {name: m.training for name, m in task.modules().items()}
     for m in task.modules().values():
         m.eval()
@@ -145,7 +147,7 @@ def evaluate(
     with torch.inference_mode(), _plugins_blamed(f"evaluating ({prefix.rstrip('/')} split)"):
         for x, y in islice(loader, num_batches(loader, limit)):
             with autocast():
-                acc.add(task.eval_step((x, y)), len(x))
+                acc.add(measure((x, y)), len(x))
     for name, m in task.modules().items():
         m.train(modes[name])
     return acc.compute(prefix)
@@ -287,7 +289,8 @@ def fit(
             train_metrics, elapsed, samples = _train_epoch(task, train_loader, opt, logger, settings, state, hooks)
             hooks.event("validation_start")
             with phase("validation"), opt.ema.swapped() if opt.ema is not None else nullcontext():  # the averages
-                val_metrics = evaluate(task, val_loader, opt.autocast, "val/", settings.limit_eval_batches)
+                val_metrics = evaluate(task, val_loader, opt.autocast, "val/", settings.limit_eval_batches,
+                                       each_epoch=True)
             hooks.event("validation_end", val_metrics)
             metrics = {
                 **train_metrics, **val_metrics, **opt.learning_rates(),

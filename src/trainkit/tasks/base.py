@@ -41,7 +41,8 @@ class Predictions:
 class Task(Protocol):
     """The contract of a task; docs/extending.md explains each part with a complete example. A task class is
     constructed as `cls(model, meta, **task.* keys)` (plus `examples=`, a few stored samples, where its signature
-    takes it). `io_shapes` and `score` are optional: build and predict skip what a task does not define."""
+    takes it). `io_shapes`, `val_step` and `score` are optional: build, the loop and predict skip what a task does not
+    define."""
 
     monitor: str  # validation metric that picks the best checkpoint, e.g. "val/acc"
     monitor_mode: str  # "max" or "min"
@@ -72,6 +73,11 @@ class Task(Protocol):
 
     def eval_step(self, batch: Batch) -> dict[str, Tensor]:
         """Return the validation metrics, as train_step does: 0-dim batch means or 1-D per-sample values."""
+
+    def val_step(self, batch: Batch) -> dict[str, Tensor]:
+        """Optional. Each epoch's validation during training, where it should cost less than the evaluation after
+        it (classification with test-time flips measures the network alone); the same metrics as eval_step. Without
+        it, each epoch's validation calls eval_step."""
 
     def epoch_images(self) -> dict[str, Tensor]:
         """Images to keep after each epoch (name → C×H×W in [0, 1]); most tasks return {}."""

@@ -3,8 +3,8 @@ per-class report, class names with their confidence for new inputs, logits out o
 
 Two recipe options (benchmarks/README.md measures each): `label_smoothing` softens the training targets (the
 validation and test losses stay the plain cross-entropy, comparable across runs), and `tta_flip` averages the
-logits of each image and its mirror image wherever the trained network is used (validation, test, eval,
-predict, export): CIFAR-like photographs, not digits or text."""
+logits of each image and its mirror image wherever the trained network is used (the test pass after training, eval,
+predict, export; each epoch's validation measures the network alone): CIFAR-like photographs, not digits or text."""
 
 from __future__ import annotations
 
@@ -78,8 +78,18 @@ class ClassificationTask(SingleNetTask):
         return {"loss": loss.detach(), "acc": logits.detach().argmax(1) == y}
 
     def eval_step(self, batch: Batch) -> dict[str, Tensor]:
+        return self._measured(self.eval_net, batch)
+
+    def val_step(self, batch: Batch) -> dict[str, Tensor]:
+        """Each epoch's validation measures the network as trained, without the mirror images: it follows progress
+        and picks the best epoch at the cost of one forward pass per image, where the flips cost more than two
+        (benchmarks/README.md). The test pass, eval, predict and export use them."""
+        return self._measured(self.net, batch)
+
+    @staticmethod
+    def _measured(net: nn.Module, batch: Batch) -> dict[str, Tensor]:
         x, y = batch
-        logits = self.eval_net(x).float()
+        logits = net(x).float()
         return {"loss": F.cross_entropy(logits, y), "acc": logits.argmax(1) == y}
 
     def outputs(self, x: Tensor) -> Tensor:
