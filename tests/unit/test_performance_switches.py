@@ -186,3 +186,34 @@ def test_mean_accumulator_takes_per_sample_values_beside_batch_means():
     assert means["train/acc"] == pytest.approx(every.double().mean().item(), abs=1e-7)
     assert means["train/loss"] == pytest.approx((torch.arange(71.0, dtype=torch.float64) @ weights / weights.sum()).item())
     assert acc.first_bad is not None and int(acc.first_bad) == -1
+
+
+FAULTS = """
+import ctypes, resource, torch
+from trainkit.engine.device import resolve_device
+
+def faults_per_step():  # a training step's pattern: blocks of activations allocated, then all freed
+    def step():
+        blocks = [torch.ones(10 << 18) for _ in range(8)]  # 8 blocks of 10 MB
+        del blocks
+    step(); step()  # the heap grows to hold them
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        step()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
+
+mallopt = ctypes.CDLL(None).mallopt
+mallopt(-3, 128 << 10); mallopt(-1, 128 << 10)  # glibc's own start values: each block mapped and unmapped
+print(faults_per_step())
+resolve_device("cpu")
+print(faults_per_step())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(__import__("ctypes").CDLL(None), "mallopt"),
+                    reason="glibc's malloc only")
+def test_cpu_training_keeps_freed_host_memory_instead_of_faulting_it_back_at_every_step():
+    out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, check=True).stdout.split()
+    handed_back, kept = map(float, out)
+    assert handed_back > 10_000, "80 MB of blocks handed back to the kernel are faulted in again: 20,480 pages"
+    assert kept < 100, f"{kept} page faults a step after resolve_device('cpu'): freed blocks are not reused"
