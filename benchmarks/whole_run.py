@@ -4,6 +4,7 @@ against the hand-written loop of the same recipe, in paired rounds of fresh proc
     .venv/bin/python benchmarks/whole_run.py --mnist-csv /tmp/mnist_csv --rounds 5
     git worktree add /tmp/before HEAD~1 && .venv/bin/python benchmarks/whole_run.py --before /tmp/before   # + that tree
     .venv/bin/python benchmarks/whole_run.py --mnist-csv /tmp/mnist_csv --rounds 1 --quick   # checks the harness
+    .venv/bin/python benchmarks/whole_run.py --preset cifar10_fast --epochs 2 --rounds 4   # cifar10_fast, shortened
 
 Each round starts two processes, each going first in turn: `trainkit.train([experiment=mnist_fast ...])` (the command
 line's own path, in process: checks, run directory, data check, checkpoints, validation each epoch, metrics.csv,
@@ -34,6 +35,8 @@ RESULTS = HERE / "results"
 
 def overrides(args: argparse.Namespace) -> list[str]:
     extra = ["trainer.max_epochs=1", "trainer.limit_train_batches=30"] if args.quick else []
+    if args.epochs and not args.quick:
+        extra.append(f"trainer.max_epochs={args.epochs}")  # a shorter schedule: each epoch's parts at a lower cost
     if args.threads:
         extra.append(f"trainer.num_threads={args.threads}")
     if args.preset == "cifar10_fast":  # the copy in ../shared has no test batch: a fifth is held back, as fast_recipes
@@ -244,6 +247,7 @@ def main() -> None:
     parser.add_argument("--preset", choices=["mnist_fast", "cifar10_fast"], default="mnist_fast")
     parser.add_argument("--cifar-root", type=Path, default=HERE.parent.parent / "shared" / "data" / "cifar10")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None, help="trainer.max_epochs of both sides (default: the preset's)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads of both sides (trainer.num_threads; default: torch's own)")
     parser.add_argument("words", nargs="*")
