@@ -65,7 +65,7 @@ _KEEP_FREED = 1 << 30
 def keep_freed_host_memory() -> None:
     """Training on the CPU frees and allocates the same activations at every step. glibc's malloc hands the freed top
     of its heap back to the kernel once more than M_TRIM_THRESHOLD of it is free, and takes it again at the next step,
-    where every page costs a page fault: about 12,000 a step for cifar10_fast, 9% of its step time
+    where every page costs a page fault: 10,500-16,600 a step for cifar10_fast, 7-9% of its step time
     (benchmarks/README.md). Keeping up to 1 GB of freed heap for reuse (blocks over 32 MB are still mapped and
     returned on their own) is what PyTorch's CPU performance guide gets from jemalloc or tcmalloc. Setting the trim
     threshold freezes glibc's sliding mmap threshold, so that is set too, at its maximum. Without glibc's mallopt
