@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +129,7 @@ class Trainer:
         self.manager = checkpoint.CheckpointManager(self.run_dir / "checkpoints", task.monitor, task.monitor_mode,
                                                     settings.keep_last_k)
         self.state = FitState()
-        self._drawn: _Drawing | None = None  # the inputs picture, drawn by a thread during the first epoch
+        self._drawn: Future[Any] | None = None  # the inputs picture, drawn by a thread during the first epoch
         self._data = checkpoint.data_section(data.meta, data.examples)
         saved = checkpoint.Saved.read(resume) if resume is not None and not isinstance(resume, checkpoint.Saved) \
             else resume
@@ -241,8 +242,16 @@ class Trainer:
 
         x, y = preview(epoch=1)  # the batch is cut here: the loader is the training thread's
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        drawn = _Drawing(lambda: _saved(input_grid(x, y, self.data.meta), self.run_dir / "inputs.png"))
-        self._drawn = drawn
+
+        def draw() -> Any:
+            grid = input_grid(x, y, self.data.meta)
+            if grid is not None:
+                grid.save(self.run_dir / "inputs.png")
+            return grid
+
+        drawing = ThreadPoolExecutor(1, thread_name_prefix="trainkit-inputs-picture")
+        self._drawn = drawing.submit(draw)
+        drawing.shutdown(wait=False)  # the thread ends with its one task
         self.events.handlers["epoch_end"].insert(0, lambda trainer, *values: self._picture_done())
 
     def _picture_done(self, quiet: bool = False) -> None:
@@ -315,37 +324,6 @@ class Trainer:
             "checkpoints": {"last": str(manager.last_path), "best": str(manager.best_path)},
             "warnings": list(self.data.warnings),
         }
-
-
-class _Drawing:
-    """`fn()` on a thread of its own; `result()` waits for it and returns what it returned, or raises what it raised."""
-
-    def __init__(self, fn: Any) -> None:
-        import threading
-
-        self.value: Any = None
-        self.error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                self.value = fn()
-            except BaseException as exc:  # raised in the training thread by result()
-                self.error = exc
-
-        self.thread = threading.Thread(target=run, name="trainkit-inputs-picture", daemon=True)
-        self.thread.start()
-
-    def result(self) -> Any:
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
-def _saved(grid: Any, path: Path) -> Any:
-    if grid is not None:
-        grid.save(path)
-    return grid
 
 
 def _device(task: Task) -> str:
