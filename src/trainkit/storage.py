@@ -210,7 +210,8 @@ def upload(fs: Any, local: Path, path: str, url: str) -> None:
 
 
 def cache_root() -> Path:
-    """Where local copies of stored files go: $XDG_CACHE_HOME/trainkit or ~/.cache/trainkit."""
+    """trainkit's cache folder, $XDG_CACHE_HOME/trainkit or ~/.cache/trainkit: local copies of stored files, and the
+    data caches of sources whose own folder is read-only."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trainkit"
 
 

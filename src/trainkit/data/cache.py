@@ -42,11 +42,6 @@ COPY_ROWS_BYTES = 16 << 20  # bytes per step when copying rows between files: bo
 Arrays = dict[str, np.ndarray]
 
 
-# Where caches go when the source's folder is read-only: $XDG_CACHE_HOME/trainkit or ~/.cache/trainkit (the same
-# folder that holds object storage's local copies).
-user_cache_dir = cache_root
-
-
 def fingerprint(file: Path) -> dict[str, Any]:
     """Size, mtime and a blake2b of 16 blocks of 64 KiB spread over the file (the whole of a small one).
 
@@ -166,7 +161,7 @@ def _places(source: Path, tag: str) -> list[Path]:
     """The key file's path, beside the source and in the user cache dir; arrays sit next to it."""
     name = f"{source.name}.{tag}"
     hashed = hashlib.blake2b(str(source.parent).encode(), digest_size=8).hexdigest()
-    return [source.parent / FOLDER / name, user_cache_dir() / hashed / name]
+    return [source.parent / FOLDER / name, cache_root() / hashed / name]
 
 
 @contextlib.contextmanager
@@ -257,7 +252,7 @@ def _temporary(fill: Callable[[Writer], Arrays]) -> Arrays:
 def _scratch() -> Path:
     """Where unlinked working files go (a temporary store, a carved split): the user cache dir, or the system's
     temporary folder where that cannot be made."""
-    base = user_cache_dir() / "tmp"
+    base = cache_root() / "tmp"
     try:
         base.mkdir(parents=True, exist_ok=True)
     except OSError:

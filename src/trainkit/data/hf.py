@@ -34,11 +34,12 @@ from trainkit.data.base import (
     check_fractions,
     image_size,
 )
-from trainkit.data.cache import Writer, cached, stored_split, user_cache_dir
+from trainkit.data.cache import Writer, cached, stored_split
 from trainkit.data.images import GRAY_MODES, progress_bar
 from trainkit.data.inputs import ImageInputs, ValueInputs
 from trainkit.data.normalization import normalization
 from trainkit.extras import MissingExtra
+from trainkit.storage import cache_root
 
 WHO = "hf"
 IMAGE_COLUMNS = ("image", "img")  # tried in turn when data.image_column is null
@@ -507,7 +508,7 @@ def _source(split: Any) -> tuple[Path, dict[str, Any]]:
     of parquet files or a Hub download), and every Arrow file of it with size and mtime: changed data, new store."""
     files = [Path(f["filename"]) for f in split.cache_files]
     if not files:  # a data set held in memory: keyed by datasets' own fingerprint of it
-        source = user_cache_dir() / WHO / f"{split._fingerprint}.fingerprint"
+        source = cache_root() / WHO / f"{split._fingerprint}.fingerprint"
         if not source.is_file():
             source.parent.mkdir(parents=True, exist_ok=True)
             source.write_text(split._fingerprint + "\n")

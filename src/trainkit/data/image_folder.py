@@ -30,10 +30,11 @@ from trainkit.data.base import (
     image_size,
     regular_file,
 )
-from trainkit.data.cache import Writer, cached, stored_split, user_cache_dir
+from trainkit.data.cache import Writer, cached, stored_split
 from trainkit.data.images import SUFFIXES, ImageError, channel_stats, decode_into, probe_images, read_images
 from trainkit.data.inputs import ImageInputs
 from trainkit.data.normalization import normalization
+from trainkit.storage import cache_root
 
 WHO = "image_folder"
 
@@ -343,7 +344,7 @@ def _cached(listing: Listing, tag: str, build, enabled: bool, fill=None) -> dict
     stamp = listing.stamp
     folder = listing.folder.absolute()
     where = hashlib.blake2b(str(folder).encode(), digest_size=8).hexdigest()
-    source = user_cache_dir() / WHO / where / f"{folder.name}.listing"
+    source = cache_root() / WHO / where / f"{folder.name}.listing"
     try:
         if not source.is_file() or source.read_text() != stamp:
             source.parent.mkdir(parents=True, exist_ok=True)
